@@ -1,0 +1,43 @@
+//! Revocation requests: end one session, or every session of a user (optionally locking the
+//! user out until a time).
+
+use crate::audit::{Action, Actor, Source};
+use crate::clock::UnixMillis;
+
+/// What to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationTarget {
+    /// One session, by its key (`sid` or the hashed key shown in the dashboard).
+    Session(String),
+    /// Every session of a user (`oid`); with a lock, no new session until it ends.
+    User { user: String, lock_until: Option<UnixMillis> },
+}
+
+/// A request to end sessions, with the facts its audit record needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub tenant: String,
+    pub target: RevocationTarget,
+    pub reason: String,
+    pub actor: Actor,
+    pub source: Source,
+}
+
+impl Revocation {
+    pub fn action(&self) -> Action {
+        match &self.target {
+            RevocationTarget::Session(_) => Action::SessionRevoke,
+            RevocationTarget::User { lock_until: Some(_), .. } => Action::UserLock,
+            RevocationTarget::User { lock_until: None, .. } => Action::UserRevoke,
+        }
+    }
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationOutcome {
+    /// Live sessions ended by it.
+    pub sessions_revoked: u32,
+    /// The id of its audit record.
+    pub audit_id: String,
+}

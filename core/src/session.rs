@@ -1,0 +1,81 @@
+//! Sessions: what a request asks for and what the store remembers about each session.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixMillis;
+use crate::identity::{Identity, SessionAnchor};
+
+/// One request to reach a protected workload, as the session engine sees it.
+#[derive(Debug, Clone)]
+pub struct AccessRequest {
+    pub identity: Arc<Identity>,
+    /// The client address (trusted `x-forwarded-for` hop, else the peer address).
+    pub client_ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// What the store remembers about a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    pub tenant: String,
+    pub user: String,
+    pub display_name: Option<String>,
+    /// The session key (`sid`, or `h-` and a hash).
+    pub id: String,
+    pub anchor: SessionAnchor,
+    pub started_at: UnixMillis,
+    pub last_seen: UnixMillis,
+    pub client_ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    /// A short "Browser on OS" label for display.
+    pub client_label: Option<String>,
+}
+
+/// Why a session can no longer be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    /// Older than its tenant's maximum age.
+    Expired,
+    /// Ended by an administrator, a Kubernetes Revocation, or a user lock/watermark.
+    Revoked,
+}
+
+/// The store's answer to an [`AccessRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A live session: let the request through.
+    Allow {
+        /// The session was created by this request.
+        created: bool,
+        started_at: UnixMillis,
+    },
+    /// Refuse the request.
+    Deny(EndReason),
+}
+
+/// A "Browser on OS" label from a user agent, e.g. "Chrome on Windows".
+pub fn client_label(user_agent: &str) -> Option<String> {
+    let parsed = woothee::parser::Parser::new().parse(user_agent)?;
+    let known = |s: &str| !s.is_empty() && s != woothee::woothee::VALUE_UNKNOWN;
+    match (known(parsed.name), known(parsed.os)) {
+        (true, true) => Some(format!("{} on {}", parsed.name, parsed.os)),
+        (true, false) => Some(parsed.name.to_string()),
+        (false, true) => Some(parsed.os.to_string()),
+        (false, false) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labels_common_browsers() {
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+        assert_eq!(super::client_label(chrome).as_deref(), Some("Chrome on Windows 10"));
+        assert_eq!(super::client_label("curl/8.5.0").as_deref(), None);
+    }
+}

@@ -1,0 +1,75 @@
+//! The session store: one trait, answered by the embedded memory store (the default) and,
+//! for many replicas, by Redis. Every call either completes or fails; a failure always
+//! refuses access.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use async_trait::async_trait;
+
+use crate::audit::AuditRecord;
+use crate::policy::Policy;
+use crate::revocation::{Revocation, RevocationOutcome};
+use crate::session::{AccessRequest, SessionRecord, Verdict};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the session store did not answer in time")]
+    Timeout,
+    #[error("the session store gave an unexpected answer: {0}")]
+    Malformed(String),
+}
+
+impl StoreError {
+    /// A short, bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// Where sessions, policies, revocations and the audit trail live.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Decides one request atomically (DESIGN §3): policy, user marks, tombstone, session
+    /// create-or-touch, verdict.
+    async fn check(&self, request: &AccessRequest) -> Result<Verdict, StoreError>;
+
+    /// Ends sessions and appends one audit record; returns once the store holds both.
+    async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError>;
+
+    /// The tenant's policy (the default when it has none).
+    async fn policy(&self, tenant: &str) -> Result<Policy, StoreError>;
+
+    /// Sets the tenant's policy; applies to existing sessions at once. An audit record, when
+    /// given, is appended with it.
+    async fn set_policy(
+        &self,
+        tenant: &str,
+        policy: Policy,
+        audit: Option<AuditRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// Returns the tenant to the default policy.
+    async fn clear_policy(&self, tenant: &str) -> Result<(), StoreError>;
+
+    /// The tenant's live sessions, oldest first.
+    async fn sessions(&self, tenant: &str) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// The tenant's audit trail, newest first, at most `limit` records.
+    async fn audit(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Periodic housekeeping (expiring old sessions, forgetting past the retention).
+    async fn maintain(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,344 @@
+//! Bearer token validation: signature by the issuer's JWKS, algorithm, issuer (Entra v1/v2
+//! with the tenant placeholder, or explicit), audience, expiry and tenant rules.
+//!
+//! Verified tokens are cached by the SHA-256 of the token until they expire, so the hot path
+//! pays for the signature check once per token. The raw token is never logged or stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+use crate::identity::{Identity, SessionKey, is_guid, is_safe_id};
+use crate::jwks::KeySet;
+
+/// The placeholder for the tenant id in an issuer template.
+pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
+
+/// The issuers of Microsoft Entra ID access tokens, v1 and v2.
+pub const ENTRA_ISSUERS: [&str; 2] = [
+    "https://sts.windows.net/{tenantid}/",
+    "https://login.microsoftonline.com/{tenantid}/v2.0",
+];
+
+/// Asymmetric algorithms accepted; `none` and HMAC never are.
+const ACCEPTED_ALGORITHMS: [Algorithm; 8] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+];
+
+/// What makes a token acceptable.
+#[derive(Debug, Clone)]
+pub struct TokenRules {
+    /// Accepted `iss` values. `{tenantid}` stands for the token's tenant, which must then be a
+    /// GUID. Defaults to the two Entra ID issuers.
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values (at least one).
+    pub audiences: Vec<String>,
+    /// If not empty, only these tenants are accepted.
+    pub allowed_tenants: Vec<String>,
+    /// The claim that names the tenant (`tid` for Entra ID).
+    pub tenant_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Refuse tokens without a `sid` claim.
+    pub require_sid: bool,
+    /// Longest token accepted, in bytes.
+    pub max_token_bytes: usize,
+    /// How many verified tokens to remember.
+    pub cache_capacity: usize,
+}
+
+impl TokenRules {
+    /// Entra ID rules for the given audiences.
+    pub fn entra(audiences: Vec<String>) -> Self {
+        Self {
+            issuers: ENTRA_ISSUERS.iter().map(|s| s.to_string()).collect(),
+            audiences,
+            allowed_tenants: Vec::new(),
+            tenant_claim: "tid".into(),
+            leeway: Duration::from_secs(60),
+            require_sid: false,
+            max_token_bytes: 16 * 1024,
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+/// Why a token was refused. The message is for logs; never shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is larger than the configured limit")]
+    TooLarge,
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token's algorithm is not accepted")]
+    UnsupportedAlgorithm,
+    #[error("the token's key id is not in the issuer's JWKS")]
+    UnknownKey,
+    #[error("the issuer's keys have not been loaded")]
+    KeysUnavailable,
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token's audience is not accepted")]
+    WrongAudience,
+    #[error("the token's issuer is not accepted")]
+    WrongIssuer,
+    #[error("the token's tenant is not allowed")]
+    TenantNotAllowed,
+    #[error("the token lacks the `{0}` claim")]
+    MissingClaim(&'static str),
+    #[error("the token's `{0}` claim is not valid")]
+    InvalidClaim(&'static str),
+}
+
+impl TokenError {
+    /// A short, bounded label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::Malformed => "malformed",
+            Self::UnsupportedAlgorithm => "unsupported_algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongAudience => "wrong_audience",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::TenantNotAllowed => "tenant_not_allowed",
+            Self::MissingClaim(_) => "missing_claim",
+            Self::InvalidClaim(_) => "invalid_claim",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    iss: Option<String>,
+    #[serde(default)]
+    aud: Audience,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    auth_time: Option<i64>,
+    oid: Option<String>,
+    sid: Option<String>,
+    uti: Option<String>,
+    jti: Option<String>,
+    preferred_username: Option<String>,
+    upn: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(flatten)]
+    other: HashMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+    #[default]
+    None,
+}
+
+impl Audience {
+    fn contains_any(&self, accepted: &[String]) -> bool {
+        match self {
+            Audience::One(a) => accepted.contains(a),
+            Audience::Many(list) => list.iter().any(|a| accepted.contains(a)),
+            Audience::None => false,
+        }
+    }
+}
+
+/// Validates bearer tokens into [`Identity`]s.
+pub struct TokenValidator {
+    rules: TokenRules,
+    keys: Arc<KeySet>,
+    clock: Arc<dyn Clock>,
+    verified: Mutex<HashMap<[u8; 32], Arc<Identity>>>,
+}
+
+impl TokenValidator {
+    pub fn new(rules: TokenRules, keys: Arc<KeySet>, clock: Arc<dyn Clock>) -> Self {
+        Self { rules, keys, clock, verified: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn rules(&self) -> &TokenRules {
+        &self.rules
+    }
+
+    pub fn keys(&self) -> &Arc<KeySet> {
+        &self.keys
+    }
+
+    /// Verifies `token` (the bearer credential without the `Bearer ` prefix).
+    pub async fn validate(&self, token: &str) -> Result<Arc<Identity>, TokenError> {
+        if token.len() > self.rules.max_token_bytes {
+            return Err(TokenError::TooLarge);
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let cached = self.verified.lock().get(&digest).cloned();
+        if let Some(identity) = cached {
+            // Expiry is re-checked on every use; everything else was checked when cached.
+            self.check_times(identity.expires_at, identity.not_before)?;
+            return Ok(identity);
+        }
+        let identity = Arc::new(self.verify(token).await?);
+        self.remember(digest, identity.clone());
+        Ok(identity)
+    }
+
+    async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if !ACCEPTED_ALGORITHMS.contains(&header.alg) {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
+        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        let Some(key) = self.keys.get(kid).await else {
+            return Err(if self.keys.is_loaded() {
+                TokenError::UnknownKey
+            } else {
+                TokenError::KeysUnavailable
+            });
+        };
+        if key.algorithm.is_some_and(|pinned| pinned != header.alg) {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
+        // jsonwebtoken checks the signature and that the key family fits the algorithm;
+        // every claim is checked below, against the injected clock.
+        let mut validation = Validation::new(header.alg);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let claims = decode::<Claims>(token, &key.key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                    TokenError::UnsupportedAlgorithm
+                }
+                _ => TokenError::Malformed,
+            })?
+            .claims;
+        self.identity(claims, token)
+    }
+
+    fn identity(&self, claims: Claims, token: &str) -> Result<Identity, TokenError> {
+        let rules = &self.rules;
+        let expires_at = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
+        self.check_times(expires_at, claims.nbf)?;
+        if !claims.aud.contains_any(&rules.audiences) {
+            return Err(TokenError::WrongAudience);
+        }
+        let tenant = claims
+            .other
+            .get(&rules.tenant_claim)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or(TokenError::MissingClaim("tid"))?;
+        let issuer = claims.iss.as_deref().ok_or(TokenError::MissingClaim("iss"))?;
+        self.check_issuer(issuer, &tenant)?;
+        if !is_safe_id(&tenant) {
+            return Err(TokenError::InvalidClaim("tid"));
+        }
+        if !rules.allowed_tenants.is_empty() && !rules.allowed_tenants.contains(&tenant) {
+            return Err(TokenError::TenantNotAllowed);
+        }
+        let user = claims.oid.ok_or(TokenError::MissingClaim("oid"))?;
+        if !is_safe_id(&user) {
+            return Err(TokenError::InvalidClaim("oid"));
+        }
+        if let Some(sid) = &claims.sid
+            && !is_safe_id(sid)
+        {
+            return Err(TokenError::InvalidClaim("sid"));
+        }
+        if rules.require_sid && claims.sid.is_none() {
+            return Err(TokenError::MissingClaim("sid"));
+        }
+        let token_id = claims.uti.as_deref().or(claims.jti.as_deref());
+        let session = SessionKey::derive(claims.sid.as_deref(), token_id, token);
+        let display_name = claims
+            .preferred_username
+            .or(claims.upn)
+            .or(claims.name)
+            .map(|name| name.chars().filter(|c| !c.is_control()).take(256).collect());
+        Ok(Identity {
+            tenant,
+            user,
+            display_name,
+            session,
+            auth_time: claims.auth_time,
+            issued_at: claims.iat,
+            not_before: claims.nbf,
+            expires_at,
+            roles: claims.roles,
+        })
+    }
+
+    fn check_times(&self, expires_at: i64, not_before: Option<i64>) -> Result<(), TokenError> {
+        let now = self.clock.now_secs();
+        let leeway = self.rules.leeway.as_secs() as i64;
+        if expires_at + leeway <= now {
+            return Err(TokenError::Expired);
+        }
+        if not_before.is_some_and(|nbf| nbf - leeway > now) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    /// `iss` must equal one accepted issuer; where the issuer names the tenant, the tenant
+    /// must be a GUID and the very one the issuer names.
+    fn check_issuer(&self, issuer: &str, tenant: &str) -> Result<(), TokenError> {
+        let mut tenant_mismatch = false;
+        for template in &self.rules.issuers {
+            if let Some((prefix, suffix)) = template.split_once(TENANT_PLACEHOLDER) {
+                let Some(named) = issuer
+                    .strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_suffix(suffix))
+                else {
+                    continue;
+                };
+                if named == tenant && is_guid(tenant) {
+                    return Ok(());
+                }
+                tenant_mismatch = true;
+            } else if template == issuer {
+                return Ok(());
+            }
+        }
+        Err(if tenant_mismatch { TokenError::InvalidClaim("tid") } else { TokenError::WrongIssuer })
+    }
+
+    fn remember(&self, digest: [u8; 32], identity: Arc<Identity>) {
+        let mut verified = self.verified.lock();
+        if verified.len() >= self.rules.cache_capacity {
+            let now = self.clock.now_secs();
+            verified.retain(|_, id| id.expires_at > now);
+            if verified.len() >= self.rules.cache_capacity {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, identity);
+    }
+}

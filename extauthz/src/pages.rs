@@ -1,0 +1,541 @@
+//! Denial pages: the bodies Envoy returns to the browser or API client when
+//! GrantFlow refuses a request.
+//!
+//! API clients get an RFC 9457 `application/problem+json` document; browsers
+//! get a small, self-contained HTML page (inline CSS and SVG only, no scripts,
+//! no network resources, light and dark themes). Bodies are fixed per
+//! [`Denial`]: the only variable part is the operator-configured sign-in URL,
+//! which is restricted to http(s) or a relative path and escaped. Nothing from
+//! the request, and no internal error text, ever reaches the body.
+
+use serde_json::{Map, Value};
+
+/// Why a request was refused, as shown to the person or client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    MissingToken,
+    InvalidToken,
+    SessionExpired,
+    SessionRevoked,
+    Unavailable,
+}
+
+/// A rendered refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
+const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+const PROBLEM_BASE: &str = "https://grantflow.io/problems/";
+/// Longest sign-in URL we put in a page; anything longer falls back to "/".
+const MAX_URL_LEN: usize = 2048;
+
+/// Fixed wording for one denial.
+struct Wording {
+    slug: &'static str,
+    title: &'static str,
+    what: &'static str,
+    next: &'static str,
+    detail: &'static str,
+    icon: &'static str,
+}
+
+const ICON_LOCK: &str =
+    r#"<rect x="5" y="11" width="14" height="10" rx="2"/><path d="M8 11V7a4 4 0 0 1 8 0v4"/>"#;
+const ICON_CLOCK: &str = r#"<circle cx="12" cy="12" r="9"/><path d="M12 7v5l3 2"/>"#;
+const ICON_BAN: &str = r#"<circle cx="12" cy="12" r="9"/><path d="M5.6 5.6l12.8 12.8"/>"#;
+const ICON_ALERT: &str = r#"<path d="M12 3 2 20h20z"/><path d="M12 10v4m0 3v.01"/>"#;
+
+fn wording(denial: Denial) -> Wording {
+    match denial {
+        Denial::MissingToken => Wording {
+            slug: "missing-token",
+            title: "Sign-in required",
+            what: "This resource is protected for privileged access, and no active session was found.",
+            next: "Sign in again to continue.",
+            detail: "This resource requires privileged access and no active session was found. Sign in again to continue.",
+            icon: ICON_LOCK,
+        },
+        Denial::InvalidToken => Wording {
+            slug: "invalid-token",
+            title: "Sign-in required",
+            what: "Your session could not be verified, so access was refused.",
+            next: "Sign in again to continue. If this keeps happening, contact your security team.",
+            detail: "Your session could not be verified, so access was refused. Sign in again to continue.",
+            icon: ICON_LOCK,
+        },
+        Denial::SessionExpired => Wording {
+            slug: "session-expired",
+            title: "Session expired",
+            what: "Your session has expired. Sessions for privileged access last a limited time, set by your administrator.",
+            next: "Sign in again to continue.",
+            detail: "Your session has expired. Sessions for privileged access last a limited time, set by your administrator. Sign in again to continue.",
+            icon: ICON_CLOCK,
+        },
+        Denial::SessionRevoked => Wording {
+            slug: "session-revoked",
+            title: "Your session was ended",
+            what: "An administrator ended your session.",
+            next: "Sign in again to continue. If you didn\u{2019}t expect this, contact your security team.",
+            detail: "An administrator ended your session. Sign in again to continue. If you didn't expect this, contact your security team.",
+            icon: ICON_BAN,
+        },
+        Denial::Unavailable => Wording {
+            slug: "unavailable",
+            title: "Temporarily unavailable",
+            what: "We could not verify your session, so access is refused for safety.",
+            next: "This is usually temporary. Try again in a moment.",
+            detail: "We could not verify your session, so access is refused for safety. Try again in a moment.",
+            icon: ICON_ALERT,
+        },
+    }
+}
+
+fn status(denial: Denial) -> u16 {
+    match denial {
+        Denial::MissingToken
+        | Denial::InvalidToken
+        | Denial::SessionExpired
+        | Denial::SessionRevoked => 401,
+        Denial::Unavailable => 503,
+    }
+}
+
+/// Whether the client prefers HTML: true when the Accept header lists text/html (or application/xhtml+xml) with q>0 and ranks it at least as high as application/json / application/problem+json; false for missing Accept, */* only, or JSON-first.
+///
+/// HTML must be named explicitly (`text/*` or `*/*` do not count), while JSON
+/// may be reached through a wildcard; each type takes the q-value of its most
+/// specific matching range (RFC 9110 §12.5.1). Malformed q-values count as 0.
+pub fn wants_html(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else {
+        return false;
+    };
+    let html = [("text", "html"), ("application", "xhtml+xml")]
+        .into_iter()
+        .filter_map(|t| match preference(accept, t) {
+            Some((Specificity::Exact, q)) => Some(q),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let json = [("application", "json"), ("application", "problem+json")]
+        .into_iter()
+        .filter_map(|t| preference(accept, t).map(|(_, q)| q))
+        .max()
+        .unwrap_or(0);
+    html > 0 && html >= json
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Specificity {
+    Any,
+    Type,
+    Exact,
+}
+
+/// The q-value (in thousandths) of the most specific range in `accept` that
+/// matches `target`, with that specificity; `None` if no range matches.
+fn preference(accept: &str, target: (&str, &str)) -> Option<(Specificity, u16)> {
+    let mut best: Option<(Specificity, u16)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let Some((ty, sub)) = parts.next().and_then(|m| m.trim().split_once('/')) else {
+            continue;
+        };
+        let (ty, sub) = (ty.trim(), sub.trim());
+        let specificity = if ty == "*" && sub == "*" {
+            Specificity::Any
+        } else if ty.eq_ignore_ascii_case(target.0) && sub == "*" {
+            Specificity::Type
+        } else if ty.eq_ignore_ascii_case(target.0) && sub.eq_ignore_ascii_case(target.1) {
+            Specificity::Exact
+        } else {
+            continue;
+        };
+        let q = parts
+            .find_map(|p| {
+                let (name, value) = p.split_once('=')?;
+                name.trim()
+                    .eq_ignore_ascii_case("q")
+                    .then(|| parse_q(value.trim()))
+            })
+            .unwrap_or(1000);
+        best = match best {
+            Some((s, _)) if s < specificity => Some((specificity, q)),
+            Some((s, old)) if s == specificity => Some((s, old.max(q))),
+            Some(kept) => Some(kept),
+            None => Some((specificity, q)),
+        };
+    }
+    best
+}
+
+/// Parses an RFC 9110 qvalue into thousandths; anything malformed is 0.
+fn parse_q(value: &str) -> u16 {
+    let (int, frac) = value.split_once('.').unwrap_or((value, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    let frac_thousandths = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0'));
+    match int {
+        "0" => frac_thousandths,
+        "1" if frac_thousandths == 0 => 1000,
+        _ => 0,
+    }
+}
+
+/// `sign_in_url` is operator-configured (escape it for HTML attributes; only allow http/https or a relative path starting with '/', otherwise fall back to "/").
+pub fn render(denial: Denial, html: bool, sign_in_url: &str) -> Page {
+    let url = safe_url(sign_in_url);
+    if html {
+        Page {
+            status: status(denial),
+            content_type: HTML_CONTENT_TYPE,
+            body: render_html(denial, url),
+        }
+    } else {
+        Page {
+            status: status(denial),
+            content_type: PROBLEM_CONTENT_TYPE,
+            body: render_problem(denial, url),
+        }
+    }
+}
+
+/// Keeps `raw` (trimmed) if it is an http(s) URL or a relative path starting
+/// with a single '/', has no whitespace or control characters and is not
+/// overly long; otherwise returns "/". Scheme-relative `//host` and `/\host`
+/// are refused because browsers treat them as another origin.
+fn safe_url(raw: &str) -> &str {
+    let url = raw.trim();
+    let clean = !url.is_empty()
+        && url.len() <= MAX_URL_LEN
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    let relative = url.starts_with('/') && !url.starts_with("//") && !url.starts_with("/\\");
+    let absolute = ["http://", "https://"].iter().any(|scheme| {
+        url.len() > scheme.len()
+            && url
+                .get(..scheme.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+    });
+    if clean && (relative || absolute) {
+        url
+    } else {
+        "/"
+    }
+}
+
+fn render_problem(denial: Denial, url: &str) -> String {
+    let c = wording(denial);
+    let status = status(denial);
+    let mut doc = Map::new();
+    doc.insert("type".into(), format!("{PROBLEM_BASE}{}", c.slug).into());
+    doc.insert("title".into(), c.title.into());
+    doc.insert("status".into(), status.into());
+    doc.insert("detail".into(), c.detail.into());
+    if status == 401 {
+        doc.insert("sign_in".into(), url.into());
+    }
+    Value::Object(doc).to_string()
+}
+
+const CSS: &str = "\
+:root{color-scheme:light dark;--bg:#f3f4f6;--card:#fff;--fg:#1f2328;--muted:#57606a;--line:#d0d7de;--accent:#1f4fd1;--on-accent:#fff}\
+@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--card:#161b22;--fg:#e6edf3;--muted:#9da7b3;--line:#30363d;--accent:#79a8ff;--on-accent:#0d1117}}\
+*{box-sizing:border-box}\
+body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;padding:1rem;background:var(--bg);color:var(--fg);\
+font:1.0625rem/1.55 system-ui,-apple-system,\"Segoe UI\",Roboto,\"Helvetica Neue\",Arial,sans-serif}\
+main{width:100%;max-width:32rem;background:var(--card);border:1px solid var(--line);border-radius:12px;padding:2rem 1.75rem}\
+svg{width:2.5rem;height:2.5rem;color:var(--accent)}\
+h1{font-size:1.625rem;line-height:1.25;margin:.75rem 0 1rem}\
+p{margin:0 0 1rem}\
+a.btn{display:inline-block;margin-top:.5rem;padding:.75rem 1.5rem;min-height:44px;border-radius:8px;background:var(--accent);color:var(--on-accent);font-weight:600;text-decoration:none}\
+a.btn:hover{text-decoration:underline}\
+a.btn:focus-visible{outline:3px solid var(--fg);outline-offset:3px}\
+.ref{margin:1.5rem 0 0;font-size:.875rem;color:var(--muted)}\
+@media (max-width:30rem){body{align-items:flex-start;padding:.75rem}main{padding:1.5rem 1.25rem}a.btn{display:block;text-align:center}}";
+
+fn render_html(denial: Denial, url: &str) -> String {
+    let c = wording(denial);
+    // 503: "Try again" reloads the page that was refused (an empty href is
+    // the current document); 401s send the person to sign in.
+    let (href, action) = if status(denial) == 401 {
+        (escape_html(url), "Sign in again")
+    } else {
+        (String::new(), "Try again")
+    };
+    let (title, what, next) = (
+        escape_html(c.title),
+        escape_html(c.what),
+        escape_html(c.next),
+    );
+    let (slug, icon) = (c.slug, c.icon);
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+<meta name=\"color-scheme\" content=\"light dark\">\n\
+<meta name=\"robots\" content=\"noindex\">\n\
+<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'\">\n\
+<title>{title} \u{b7} GrantFlow</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n\
+<svg viewBox=\"0 0 24 24\" fill=\"none\" stroke=\"currentColor\" stroke-width=\"2\" stroke-linecap=\"round\" stroke-linejoin=\"round\" aria-hidden=\"true\" focusable=\"false\">{icon}</svg>\n\
+<h1>{title}</h1>\n<p>{what}</p>\n<p>{next}</p>\n\
+<a class=\"btn\" href=\"{href}\">{action}</a>\n\
+<p class=\"ref\">Reference: {slug}</p>\n</main>\n</body>\n</html>\n"
+    )
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Denial; 5] = [
+        Denial::MissingToken,
+        Denial::InvalidToken,
+        Denial::SessionExpired,
+        Denial::SessionRevoked,
+        Denial::Unavailable,
+    ];
+    const URL: &str = "https://auth.example.com/sign-in?return=%2Fconsole&app=ops";
+    const URL_HTML: &str = "https://auth.example.com/sign-in?return=%2Fconsole&amp;app=ops";
+
+    fn problem(denial: Denial, url: &str) -> Value {
+        let page = render(denial, false, url);
+        assert_eq!(page.content_type, "application/problem+json");
+        serde_json::from_str(&page.body).expect("problem body is JSON")
+    }
+
+    fn h1(body: &str) -> &str {
+        let start = body.find("<h1>").expect("has <h1>") + 4;
+        let end = body.find("</h1>").expect("has </h1>");
+        &body[start..end]
+    }
+
+    #[test]
+    fn statuses() {
+        for d in ALL {
+            let expected = if d == Denial::Unavailable { 503 } else { 401 };
+            assert_eq!(render(d, true, URL).status, expected, "{d:?} html");
+            assert_eq!(render(d, false, URL).status, expected, "{d:?} json");
+        }
+    }
+
+    #[test]
+    fn problem_json_for_every_denial() {
+        for d in ALL {
+            let v = problem(d, URL);
+            let page = render(d, false, URL);
+            assert_eq!(v["status"], u64::from(page.status), "{d:?}");
+            let ty = v["type"].as_str().unwrap();
+            assert!(ty.starts_with("https://grantflow.io/problems/"), "{ty}");
+            assert!(!v["title"].as_str().unwrap().is_empty());
+            assert!(v["detail"].as_str().unwrap().len() > 20);
+            if page.status == 401 {
+                assert_eq!(v["sign_in"], URL, "{d:?}");
+            } else {
+                assert!(v.get("sign_in").is_none(), "{d:?}");
+            }
+        }
+        assert_eq!(
+            problem(Denial::SessionExpired, URL)["type"],
+            "https://grantflow.io/problems/session-expired"
+        );
+        assert_eq!(
+            problem(Denial::SessionRevoked, URL)["type"],
+            "https://grantflow.io/problems/session-revoked"
+        );
+    }
+
+    #[test]
+    fn problem_types_are_distinct() {
+        let mut types: Vec<String> = ALL
+            .iter()
+            .map(|&d| problem(d, URL)["type"].as_str().unwrap().to_owned())
+            .collect();
+        types.sort();
+        types.dedup();
+        assert_eq!(types.len(), ALL.len());
+    }
+
+    #[test]
+    fn html_for_every_denial() {
+        for d in ALL {
+            let page = render(d, true, URL);
+            let body = &page.body;
+            assert_eq!(page.content_type, "text/html; charset=utf-8");
+            assert!(body.starts_with("<!doctype html>"), "{d:?}");
+            assert!(body.contains("<html lang=\"en\">"));
+            assert!(body.contains("<meta name=\"viewport\""));
+            assert!(body.contains("<title>"));
+            assert!(body.contains("prefers-color-scheme:dark"));
+            assert!(body.contains("system-ui"));
+            assert_eq!(body.matches("<main>").count(), 1, "{d:?}");
+            assert_eq!(body.matches("<h1>").count(), 1, "{d:?}");
+            assert!(!body.contains("<script"), "{d:?}");
+            assert!(!body.contains("http://") && !body.contains("src="), "{d:?}");
+            assert!(body.len() < 4096, "{d:?} is {} bytes", body.len());
+            if page.status == 401 {
+                let link = format!("<a class=\"btn\" href=\"{URL_HTML}\">Sign in again</a>");
+                assert!(body.contains(&link), "{d:?}");
+            } else {
+                assert!(body.contains("<a class=\"btn\" href=\"\">Try again</a>"));
+            }
+        }
+    }
+
+    #[test]
+    fn html_headings_and_wording() {
+        let text = |d| render(d, true, URL).body;
+        assert_eq!(h1(&text(Denial::SessionExpired)), "Session expired");
+        assert_eq!(h1(&text(Denial::SessionRevoked)), "Your session was ended");
+        assert_eq!(h1(&text(Denial::MissingToken)), "Sign-in required");
+        assert_eq!(h1(&text(Denial::InvalidToken)), "Sign-in required");
+        assert_eq!(h1(&text(Denial::Unavailable)), "Temporarily unavailable");
+        assert!(text(Denial::SessionExpired).contains("set by your administrator"));
+        assert!(text(Denial::SessionRevoked).contains("contact your security team"));
+        assert!(text(Denial::Unavailable).contains("refused for safety"));
+        assert!(text(Denial::Unavailable).contains("Try again in a moment"));
+    }
+
+    #[test]
+    fn body_is_fixed_per_denial_and_url() {
+        for d in ALL {
+            for html in [true, false] {
+                assert_eq!(render(d, html, URL), render(d, html, URL));
+            }
+        }
+    }
+
+    #[test]
+    fn sign_in_url_is_escaped() {
+        let evil = "/login?next=\"><script>alert(1)</script>&x='y'";
+        let body = render(Denial::SessionExpired, true, evil).body;
+        assert!(!body.contains("<script"));
+        assert!(!body.contains("\"><script"));
+        assert!(body.contains(
+            "href=\"/login?next=&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&amp;x=&#39;y&#39;\""
+        ));
+        // JSON keeps the URL verbatim; the serializer handles quoting.
+        assert_eq!(problem(Denial::SessionExpired, evil)["sign_in"], evil);
+    }
+
+    #[test]
+    fn unsafe_sign_in_urls_fall_back_to_root() {
+        for bad in [
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            " javascript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "vbscript:msgbox",
+            "//evil.example/login",
+            "/\\evil.example/login",
+            "https://",
+            "http:/x",
+            "ftp://files.example/",
+            "sign-in",
+            "/login\nSet-Cookie: x",
+            "/log in",
+            "",
+            "   ",
+        ] {
+            assert_eq!(safe_url(bad), "/", "{bad:?}");
+            let body = render(Denial::SessionExpired, true, bad).body;
+            assert!(body.contains("href=\"/\""), "{bad:?}");
+            assert!(
+                !body.to_ascii_lowercase().contains("javascript:"),
+                "{bad:?}"
+            );
+            assert_eq!(
+                problem(Denial::InvalidToken, bad)["sign_in"],
+                "/",
+                "{bad:?}"
+            );
+        }
+        let long = format!("/{}", "a".repeat(MAX_URL_LEN));
+        assert_eq!(safe_url(&long), "/");
+    }
+
+    #[test]
+    fn safe_sign_in_urls_are_kept() {
+        for good in [
+            "/",
+            "/auth/sign-in?return=%2F",
+            "https://auth.example.com/sign-in",
+            "HTTPS://auth.example.com/",
+            "http://localhost:8080/login",
+        ] {
+            assert_eq!(safe_url(good), good);
+        }
+        assert_eq!(safe_url("  /login\n"), "/login");
+    }
+
+    #[test]
+    fn wants_html_required_cases() {
+        let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+        assert!(wants_html(Some(browser)));
+        assert!(!wants_html(Some("application/json")));
+        assert!(!wants_html(None));
+        assert!(!wants_html(Some("*/*")));
+        assert!(!wants_html(Some("text/html;q=0")));
+        assert!(!wants_html(Some("application/json, text/html;q=0.5")));
+    }
+
+    #[test]
+    fn wants_html_more_cases() {
+        assert!(wants_html(Some("text/html")));
+        assert!(wants_html(Some("application/xhtml+xml")));
+        assert!(wants_html(Some("TEXT/HTML; Q=0.7")));
+        assert!(wants_html(Some("text/html, application/json")));
+        assert!(wants_html(Some("application/json;q=0.5, text/html")));
+        assert!(wants_html(Some("text/html;level=1;q=0.9, */*;q=0.1")));
+        assert!(!wants_html(Some("")));
+        assert!(!wants_html(Some("text/*")));
+        assert!(!wants_html(Some("text/plain")));
+        assert!(!wants_html(Some(
+            "application/problem+json, text/html;q=0.9"
+        )));
+        assert!(!wants_html(Some("text/html;q=0.5, */*")));
+        assert!(!wants_html(Some(
+            "text/html;q=0.000, application/xhtml+xml;q=0"
+        )));
+        assert!(!wants_html(Some("text/html;q=banana")));
+        assert!(!wants_html(Some("text/html;q=1.5")));
+        assert!(!wants_html(Some(",;,/,=;q")));
+    }
+
+    #[test]
+    fn q_values() {
+        assert_eq!(parse_q("1"), 1000);
+        assert_eq!(parse_q("1.000"), 1000);
+        assert_eq!(parse_q("0.8"), 800);
+        assert_eq!(parse_q("0.05"), 50);
+        assert_eq!(parse_q("0"), 0);
+        assert_eq!(parse_q("1.5"), 0);
+        assert_eq!(parse_q("0.1234"), 0);
+        assert_eq!(parse_q("-1"), 0);
+        assert_eq!(parse_q(""), 0);
+    }
+}

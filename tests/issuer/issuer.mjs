@@ -1,0 +1,186 @@
+// Test-only OIDC issuer for GrantFlow's end-to-end tests.
+//
+// Usage: node tests/issuer/issuer.mjs
+//
+// Starts an oauth2-mock-server OIDC issuer and a small control API, both on
+// 127.0.0.1 with OS-assigned ports, then prints exactly one JSON line:
+//   {"issuer":"http://127.0.0.1:P","jwks_uri":"http://127.0.0.1:P/jwks","control":"http://127.0.0.1:Q"}
+//
+// Control API (JSON in, JSON out):
+//   POST /token  {"claims": {...}, "expires_in"?: 3600, "kid"?: "..."|null}
+//                -> 200 {"token": "<RS256 JWT>", "kid": "<signing kid>"}
+//                Every claim in `claims` overrides the default payload
+//                (iss, iat, exp, nbf included); a claim given as null is
+//                removed. `expires_in` sets exp = now + expires_in (may be
+//                negative). `kid`, when present, overrides the JWT header kid
+//                (a string) or drops it (null); the token is still signed by
+//                the current key, so a foreign kid makes it unverifiable.
+//   POST /rotate -> 200 {"kid": "<new kid>"}: a fresh RS256 key signs all later
+//                tokens and the JWKS holds only that key (old key removed).
+//   GET  /health -> 200 {"ok": true}
+//
+// Exits on SIGTERM/SIGINT and when stdin closes, so a dead harness never
+// leaves it running: spawn it with a piped stdin and hold the pipe open.
+import { createServer } from 'node:http';
+import { JWKStore, OAuth2Server } from 'oauth2-mock-server';
+
+const HOST = '127.0.0.1';
+const ALG = 'RS256';
+
+const server = new OAuth2Server();
+let currentKid;
+
+// oauth2-mock-server's JWKStore has no way to delete a key, and with several
+// keys it signs round-robin. Rotation therefore swaps in a brand-new store
+// holding only the new key: `issuer.keys` is a prototype getter used by both
+// buildToken() and the /jwks handler, so an own property shadows it.
+async function installFreshKey() {
+  const store = new JWKStore();
+  const jwk = await store.generate(ALG);
+  Object.defineProperty(server.issuer, 'keys', {
+    value: store,
+    configurable: true,
+    enumerable: false,
+    writable: false,
+  });
+  currentKid = jwk.kid;
+  return currentKid;
+}
+
+async function mintToken(body) {
+  const claims = body.claims ?? {};
+  if (claims === null || typeof claims !== 'object' || Array.isArray(claims)) {
+    throw new BadRequest('"claims" must be an object');
+  }
+  const expiresIn = body.expires_in ?? 3600;
+  if (typeof expiresIn !== 'number' || !Number.isFinite(expiresIn)) {
+    throw new BadRequest('"expires_in" must be a number');
+  }
+  const hasKidOverride = Object.prototype.hasOwnProperty.call(body, 'kid');
+  if (hasKidOverride && body.kid !== null && typeof body.kid !== 'string') {
+    throw new BadRequest('"kid" must be a string or null');
+  }
+  let headerKid;
+  const token = await server.issuer.buildToken({
+    kid: currentKid,
+    expiresIn,
+    scopesOrTransform: (header, payload) => {
+      for (const [name, value] of Object.entries(claims)) {
+        if (value === null) delete payload[name];
+        else payload[name] = value;
+      }
+      if (hasKidOverride) {
+        if (body.kid === null) delete header.kid;
+        else header.kid = body.kid;
+      }
+      headerKid = header.kid;
+    },
+  });
+  return { token, kid: headerKid ?? null };
+}
+
+class BadRequest extends Error {}
+
+function readJson(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('error', reject);
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8').trim();
+      if (text === '') return resolve({});
+      try {
+        const value = JSON.parse(text);
+        if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+          reject(new BadRequest('body must be a JSON object'));
+        } else {
+          resolve(value);
+        }
+      } catch {
+        reject(new BadRequest('malformed JSON body'));
+      }
+    });
+  });
+}
+
+function send(res, status, body) {
+  const data = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(data),
+    'cache-control': 'no-store',
+  });
+  res.end(data);
+}
+
+const control = createServer(async (req, res) => {
+  try {
+    const path = new URL(req.url, 'http://x').pathname;
+    if (req.method === 'POST' && path === '/token') {
+      send(res, 200, await mintToken(await readJson(req)));
+    } else if (req.method === 'POST' && path === '/rotate') {
+      await readJson(req);
+      send(res, 200, { kid: await installFreshKey() });
+    } else if (req.method === 'GET' && path === '/health') {
+      send(res, 200, { ok: true });
+    } else {
+      send(res, 404, { error: 'not found' });
+    }
+  } catch (err) {
+    const status = err instanceof BadRequest ? 400 : 500;
+    send(res, status, { error: String(err?.message ?? err) });
+  }
+});
+
+let shuttingDown = false;
+async function shutdown(code) {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  const timer = setTimeout(() => process.exit(code), 2000);
+  timer.unref();
+  control.closeAllConnections?.();
+  await Promise.allSettled([
+    server.listening ? server.stop() : Promise.resolve(),
+    new Promise((resolve) => (control.listening ? control.close(resolve) : resolve())),
+  ]);
+  process.exit(code);
+}
+
+process.on('SIGTERM', () => shutdown(0));
+process.on('SIGINT', () => shutdown(0));
+process.on('SIGHUP', () => shutdown(0));
+// The harness must spawn this with a piped stdin and keep it open (in Rust:
+// `.stdin(Stdio::piped())`); an inherited or null stdin ends at once.
+let stdinClosed = false;
+const onStdinClosed = () => {
+  if (stdinClosed) return;
+  stdinClosed = true;
+  if (!shuttingDown) console.error('issuer: stdin closed, exiting');
+  shutdown(0);
+};
+process.stdin.on('end', onStdinClosed);
+process.stdin.on('close', onStdinClosed);
+process.stdin.on('error', onStdinClosed);
+process.stdin.resume();
+
+try {
+  await installFreshKey();
+  await server.start(0, HOST);
+  // The library would advertise http://localhost:P for 127.0.0.1; pin the
+  // issuer (and so the discovery document's URLs) to the literal address.
+  const issuer = `http://${HOST}:${server.address().port}`;
+  server.issuer.url = issuer;
+  await new Promise((resolve, reject) => {
+    control.once('error', reject);
+    control.listen(0, HOST, resolve);
+  });
+  const line = {
+    issuer,
+    jwks_uri: `${issuer}/jwks`,
+    control: `http://${HOST}:${control.address().port}`,
+  };
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+} catch (err) {
+  console.error('issuer failed to start:', err);
+  await shutdown(1);
+}
