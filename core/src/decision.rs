@@ -72,7 +72,9 @@ pub struct TenantSessions {
 impl TenantSessions {
     /// The tenant's policy, or the default.
     pub fn policy(&self, limits: &Limits) -> Policy {
-        self.policy.clone().unwrap_or_else(|| Policy::default_with(limits.default_max_age))
+        self.policy
+            .clone()
+            .unwrap_or_else(|| Policy::default_with(limits.default_max_age))
     }
 
     /// Decides one request at `now`, creating or touching its session.
@@ -111,14 +113,23 @@ impl TenantSessions {
             if now - session.last_seen >= TOUCH_INTERVAL_MS {
                 session.last_seen = now;
             }
-            return Verdict::Allow { created: false, started_at: session.started_at };
+            return Verdict::Allow {
+                created: false,
+                started_at: session.started_at,
+            };
         }
-        let started_at = identity.auth_time.map_or(now, |secs| (secs * 1000).min(now));
+        let started_at = identity
+            .auth_time
+            .map_or(now, |secs| (secs * 1000).min(now));
         if now - started_at >= max_age {
             let user = Some(identity.user.clone());
             self.ended.insert(
                 key.clone(),
-                Tombstone { reason: EndReason::Expired, ended_at: now, user },
+                Tombstone {
+                    reason: EndReason::Expired,
+                    ended_at: now,
+                    user,
+                },
             );
             return Verdict::Deny(EndReason::Expired);
         }
@@ -135,7 +146,10 @@ impl TenantSessions {
             client_label: request.user_agent.as_deref().and_then(client_label),
         };
         self.live.insert(key.clone(), record);
-        Verdict::Allow { created: true, started_at }
+        Verdict::Allow {
+            created: true,
+            started_at,
+        }
     }
 
     /// Ends a live session (if any) and tombstones its key. Returns the ended session.
@@ -143,7 +157,14 @@ impl TenantSessions {
         let ended = self.live.remove(key);
         let user = ended.as_ref().map(|s| s.user.clone());
         let user = user.or_else(|| self.ended.get(key).and_then(|t| t.user.clone()));
-        self.ended.insert(key.to_owned(), Tombstone { reason, ended_at: now, user });
+        self.ended.insert(
+            key.to_owned(),
+            Tombstone {
+                reason,
+                ended_at: now,
+                user,
+            },
+        );
         ended
     }
 
@@ -154,10 +175,16 @@ impl TenantSessions {
                 self.end(key, EndReason::Revoked, now).into_iter().collect()
             }
             RevocationTarget::User { user, lock_until } => {
-                let keys: Vec<String> =
-                    self.live.values().filter(|s| &s.user == user).map(|s| s.id.clone()).collect();
-                let ended =
-                    keys.iter().filter_map(|k| self.end(k, EndReason::Revoked, now)).collect();
+                let keys: Vec<String> = self
+                    .live
+                    .values()
+                    .filter(|s| &s.user == user)
+                    .map(|s| s.id.clone())
+                    .collect();
+                let ended = keys
+                    .iter()
+                    .filter_map(|k| self.end(k, EndReason::Revoked, now))
+                    .collect();
                 let marks = self.users.entry(user.clone()).or_default();
                 marks.not_before = Some(now);
                 if lock_until.is_some() {
@@ -179,7 +206,10 @@ impl TenantSessions {
             .filter(|s| now - s.started_at >= max_age)
             .map(|s| s.id.clone())
             .collect();
-        let expired = old.iter().filter_map(|k| self.end(k, EndReason::Expired, now)).collect();
+        let expired = old
+            .iter()
+            .filter_map(|k| self.end(k, EndReason::Expired, now))
+            .collect();
         self.ended.retain(|_, t| now - t.ended_at < retention);
         self.users.retain(|_, m| {
             m.lock_until.is_some_and(|until| until > now)
@@ -190,6 +220,9 @@ impl TenantSessions {
 
     /// Nothing left worth remembering.
     pub fn is_empty(&self) -> bool {
-        self.policy.is_none() && self.users.is_empty() && self.live.is_empty() && self.ended.is_empty()
+        self.policy.is_none()
+            && self.users.is_empty()
+            && self.live.is_empty()
+            && self.ended.is_empty()
     }
 }

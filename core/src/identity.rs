@@ -68,9 +68,18 @@ impl SessionKey {
     /// else a hash of the whole token.
     pub fn derive(sid: Option<&str>, token_id: Option<&str>, raw_token: &str) -> Self {
         match (sid, token_id) {
-            (Some(sid), _) => Self { id: sid.to_owned(), anchor: SessionAnchor::Sid },
-            (None, Some(id)) => Self { id: hashed(id), anchor: SessionAnchor::TokenId },
-            (None, None) => Self { id: hashed(raw_token), anchor: SessionAnchor::Token },
+            (Some(sid), _) => Self {
+                id: sid.to_owned(),
+                anchor: SessionAnchor::Sid,
+            },
+            (None, Some(id)) => Self {
+                id: hashed(id),
+                anchor: SessionAnchor::TokenId,
+            },
+            (None, None) => Self {
+                id: hashed(raw_token),
+                anchor: SessionAnchor::Token,
+            },
         }
     }
 }

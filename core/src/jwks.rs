@@ -57,8 +57,15 @@ impl HttpJwks {
         what: &'static str,
     ) -> Result<T, JwksError> {
         let fail = |reason: String| JwksError::Fetch { what, reason };
-        let response = self.client.get(url).send().await.map_err(|e| fail(e.to_string()))?;
-        let response = response.error_for_status().map_err(|e| fail(e.to_string()))?;
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let response = response
+            .error_for_status()
+            .map_err(|e| fail(e.to_string()))?;
         response.json::<T>().await.map_err(|e| fail(e.to_string()))
     }
 }
@@ -74,7 +81,9 @@ impl JwksSource for HttpJwks {
         let url = match &self.location {
             JwksLocation::Jwks(url) => url.clone(),
             JwksLocation::Discovery(url) => {
-                self.get_json::<Discovery>(url, "the OIDC discovery document").await?.jwks_uri
+                self.get_json::<Discovery>(url, "the OIDC discovery document")
+                    .await?
+                    .jwks_uri
             }
         };
         self.get_json(&url, "the JWKS").await
@@ -187,7 +196,9 @@ impl KeySet {
 fn usable_keys(set: &JwkSet) -> HashMap<String, Arc<VerifyingKey>> {
     let mut keys = HashMap::new();
     for jwk in &set.keys {
-        let Some(kid) = jwk.common.key_id.clone() else { continue };
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
         if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
             continue;
         }
@@ -197,8 +208,10 @@ fn usable_keys(set: &JwkSet) -> HashMap<String, Arc<VerifyingKey>> {
         ) {
             continue;
         }
-        let algorithm =
-            jwk.common.key_algorithm.and_then(|a| a.to_string().parse::<Algorithm>().ok());
+        let algorithm = jwk
+            .common
+            .key_algorithm
+            .and_then(|a| a.to_string().parse::<Algorithm>().ok());
         match DecodingKey::from_jwk(jwk) {
             Ok(key) => {
                 keys.insert(kid, Arc::new(VerifyingKey { key, algorithm }));

@@ -34,7 +34,10 @@ pub enum PolicySource {
 
 impl Policy {
     pub fn default_with(max_session_age: Duration) -> Self {
-        Self { max_session_age, source: PolicySource::Default }
+        Self {
+            max_session_age,
+            source: PolicySource::Default,
+        }
     }
 }
 

@@ -10,7 +10,10 @@ pub enum RevocationTarget {
     /// One session, by its key (`sid` or the hashed key shown in the dashboard).
     Session(String),
     /// Every session of a user (`oid`); with a lock, no new session until it ends.
-    User { user: String, lock_until: Option<UnixMillis> },
+    User {
+        user: String,
+        lock_until: Option<UnixMillis>,
+    },
 }
 
 /// A request to end sessions, with the facts its audit record needs.
@@ -27,8 +30,13 @@ impl Revocation {
     pub fn action(&self) -> Action {
         match &self.target {
             RevocationTarget::Session(_) => Action::SessionRevoke,
-            RevocationTarget::User { lock_until: Some(_), .. } => Action::UserLock,
-            RevocationTarget::User { lock_until: None, .. } => Action::UserRevoke,
+            RevocationTarget::User {
+                lock_until: Some(_),
+                ..
+            } => Action::UserLock,
+            RevocationTarget::User {
+                lock_until: None, ..
+            } => Action::UserRevoke,
         }
     }
 }

@@ -75,7 +75,10 @@ mod tests {
     #[test]
     fn labels_common_browsers() {
         let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-        assert_eq!(super::client_label(chrome).as_deref(), Some("Chrome on Windows 10"));
+        assert_eq!(
+            super::client_label(chrome).as_deref(),
+            Some("Chrome on Windows 10")
+        );
         assert_eq!(super::client_label("curl/8.5.0").as_deref(), None);
     }
 }

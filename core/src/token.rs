@@ -179,7 +179,12 @@ pub struct TokenValidator {
 
 impl TokenValidator {
     pub fn new(rules: TokenRules, keys: Arc<KeySet>, clock: Arc<dyn Clock>) -> Self {
-        Self { rules, keys, clock, verified: Mutex::new(HashMap::new()) }
+        Self {
+            rules,
+            keys,
+            clock,
+            verified: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn rules(&self) -> &TokenRules {
@@ -255,7 +260,10 @@ impl TokenValidator {
             .and_then(|v| v.as_str())
             .map(str::to_owned)
             .ok_or(TokenError::MissingClaim("tid"))?;
-        let issuer = claims.iss.as_deref().ok_or(TokenError::MissingClaim("iss"))?;
+        let issuer = claims
+            .iss
+            .as_deref()
+            .ok_or(TokenError::MissingClaim("iss"))?;
         self.check_issuer(issuer, &tenant)?;
         if !is_safe_id(&tenant) {
             return Err(TokenError::InvalidClaim("tid"));
@@ -327,7 +335,11 @@ impl TokenValidator {
                 return Ok(());
             }
         }
-        Err(if tenant_mismatch { TokenError::InvalidClaim("tid") } else { TokenError::WrongIssuer })
+        Err(if tenant_mismatch {
+            TokenError::InvalidClaim("tid")
+        } else {
+            TokenError::WrongIssuer
+        })
     }
 
     fn remember(&self, digest: [u8; 32], identity: Arc<Identity>) {

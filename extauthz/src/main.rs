@@ -1,1 +1,83 @@
-fn main() {}
+//! `grantflow-extauthz`: parse the configuration, open the store, serve until Ctrl-C/SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use grantflow_core::clock::SystemClock;
+use grantflow_core::store::MemoryStore;
+use grantflow_extauthz::config::{Cli, Command, LogFormat, Settings, StoreKind};
+use grantflow_extauthz::{check_client, server};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check(args)) => match check_client::run(args).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::Serve) | None => serve(cli.options).await,
+    }
+}
+
+async fn serve(options: grantflow_extauthz::config::Options) -> ExitCode {
+    let settings = match Settings::resolve(options) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(settings.log_format);
+    let clock = Arc::new(SystemClock);
+    let store = match settings.store {
+        StoreKind::Memory => Arc::new(MemoryStore::new(settings.limits, clock.clone())),
+    };
+    if settings.dev {
+        tracing::warn!(
+            "development mode: a built-in issuer signs tokens; get one with `curl http://{}/dev/token`. Never use this in production.",
+            settings.admin_addr
+        );
+    }
+    let running = match server::start(&settings, store, clock).await {
+        Ok(running) => running,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            return ExitCode::from(1);
+        }
+    };
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    ExitCode::SUCCESS
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -33,7 +33,11 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     pub fn new(limits: Limits, clock: Arc<dyn Clock>) -> Self {
-        Self { limits, clock, tenants: Mutex::new(HashMap::new()) }
+        Self {
+            limits,
+            clock,
+            tenants: Mutex::new(HashMap::new()),
+        }
     }
 
     fn push_audit(tenant: &mut Tenant, record: AuditRecord) {
@@ -51,7 +55,9 @@ impl SessionStore for MemoryStore {
         let tenant_id = &request.identity.tenant;
         let mut tenants = self.tenants.lock();
         let tenant = tenants.entry(tenant_id.clone()).or_default();
-        Ok(tenant.sessions.decide(tenant_id, request, &self.limits, now))
+        Ok(tenant
+            .sessions
+            .decide(tenant_id, request, &self.limits, now))
     }
 
     async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError> {
@@ -64,7 +70,10 @@ impl SessionStore for MemoryStore {
                 user: ended.first().map(|s| s.user.clone()),
                 session: Some(key.clone()),
             },
-            RevocationTarget::User { user, .. } => Target { user: Some(user.clone()), session: None },
+            RevocationTarget::User { user, .. } => Target {
+                user: Some(user.clone()),
+                session: None,
+            },
         };
         let record = AuditRecord {
             id: new_audit_id(),
@@ -77,14 +86,17 @@ impl SessionStore for MemoryStore {
             source: revocation.source,
             sessions_revoked: Some(ended.len() as u32),
             detail: match &revocation.target {
-                RevocationTarget::User { lock_until: Some(until), .. } => {
-                    Some(format!("locked until {}", rfc3339(*until)))
-                }
+                RevocationTarget::User {
+                    lock_until: Some(until),
+                    ..
+                } => Some(format!("locked until {}", rfc3339(*until))),
                 _ => None,
             },
         };
-        let outcome =
-            RevocationOutcome { sessions_revoked: ended.len() as u32, audit_id: record.id.clone() };
+        let outcome = RevocationOutcome {
+            sessions_revoked: ended.len() as u32,
+            audit_id: record.id.clone(),
+        };
         record.log();
         Self::push_audit(tenant, record);
         Ok(outcome)
@@ -127,7 +139,11 @@ impl SessionStore for MemoryStore {
             .get(tenant)
             .map(|t| t.sessions.live.values().cloned().collect())
             .unwrap_or_default();
-        live.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.id.cmp(&b.id)));
+        live.sort_by(|a, b| {
+            a.started_at
+                .cmp(&b.started_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(live)
     }
 

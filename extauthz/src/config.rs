@@ -1,0 +1,425 @@
+//! Configuration: one file (YAML or TOML) plus environment plus flags. Flags win over the
+//! environment (clap reads both), which wins over the file, which wins over the defaults.
+//! `grantflow-extauthz --help` lists every setting; the file uses the same names with
+//! underscores (`max_session_age: 15m`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use grantflow_core::decision::Limits;
+use grantflow_core::policy::{DEFAULT_MAX_SESSION_AGE, check_max_age};
+use grantflow_core::token::{ENTRA_ISSUERS, TokenRules};
+use serde::Deserialize;
+
+#[derive(Debug, Parser)]
+#[command(name = "grantflow-extauthz", version, about = "GrantFlow session layer: Envoy ext_authz server and admin HTTP.", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub options: Options,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the ext_authz gRPC API and the admin HTTP side (the default).
+    Serve,
+    /// Send one Check request to a running server and print the verdict (a debugging aid).
+    Check(crate::check_client::CheckArgs),
+}
+
+/// Which session store to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In this process; single replica; nothing survives a restart.
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting, each optional here; [`Settings`] fills in the defaults.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Configuration file (YAML, or TOML when it ends in `.toml`).
+    #[arg(long, env = "GRANTFLOW_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address of the ext_authz gRPC API and gRPC health service [default: 127.0.0.1:9001].
+    #[arg(long, env = "GRANTFLOW_GRPC_ADDR", value_name = "ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+
+    /// Address of the admin HTTP side: /healthz, /readyz, /metrics [default: 127.0.0.1:8080].
+    #[arg(long, env = "GRANTFLOW_ADMIN_ADDR", value_name = "ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// Session store [default: memory].
+    #[arg(long, env = "GRANTFLOW_STORE", value_enum)]
+    pub store: Option<StoreKind>,
+
+    /// Deadline of every store call; past it the request is refused with 503 [default: 50ms].
+    #[arg(long, env = "GRANTFLOW_STORE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub store_timeout: Option<Duration>,
+
+    /// Maximum session age of tenants without a SessionPolicy, 1m..24h [default: 15m].
+    #[arg(long, env = "GRANTFLOW_MAX_SESSION_AGE", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub max_session_age: Option<Duration>,
+
+    /// How long expired and revoked sessions and user revocation marks are remembered
+    /// [default: 24h]. Must exceed the lifetime of the issuer's tokens.
+    #[arg(long, env = "GRANTFLOW_RETENTION", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<Duration>,
+
+    /// URL of the issuer's JWKS document.
+    #[arg(
+        long,
+        env = "GRANTFLOW_JWKS_URL",
+        value_name = "URL",
+        conflicts_with = "oidc_discovery_url"
+    )]
+    pub jwks_url: Option<String>,
+
+    /// URL of the issuer's OpenID Connect discovery document; its `jwks_uri` is used
+    /// (e.g. https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration).
+    #[arg(long, env = "GRANTFLOW_OIDC_DISCOVERY_URL", value_name = "URL")]
+    pub oidc_discovery_url: Option<String>,
+
+    /// Accepted token issuers, comma separated; `{tenantid}` stands for the token's tenant,
+    /// which must then be a GUID [default: the Entra ID v1 and v2 issuers].
+    #[arg(
+        long,
+        env = "GRANTFLOW_ISSUERS",
+        value_delimiter = ',',
+        value_name = "ISSUER"
+    )]
+    pub issuers: Option<Vec<String>>,
+
+    /// Accepted token audiences, comma separated (required).
+    #[arg(
+        long,
+        env = "GRANTFLOW_AUDIENCES",
+        value_delimiter = ',',
+        value_name = "AUDIENCE"
+    )]
+    pub audiences: Option<Vec<String>>,
+
+    /// Only accept these tenants, comma separated [default: every tenant].
+    #[arg(
+        long,
+        env = "GRANTFLOW_ALLOWED_TENANTS",
+        value_delimiter = ',',
+        value_name = "TENANT"
+    )]
+    pub allowed_tenants: Option<Vec<String>>,
+
+    /// The claim that names the tenant [default: tid].
+    #[arg(long, env = "GRANTFLOW_TENANT_CLAIM", value_name = "CLAIM")]
+    pub tenant_claim: Option<String>,
+
+    /// Clock skew allowed on token `exp` and `nbf` [default: 60s].
+    #[arg(long, env = "GRANTFLOW_TOKEN_LEEWAY", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub token_leeway: Option<Duration>,
+
+    /// Refuse tokens without a `sid` claim (without it every access token is its own
+    /// session, so a silent refresh starts a new one) [default: false].
+    #[arg(long, env = "GRANTFLOW_REQUIRE_SID", value_name = "BOOL")]
+    pub require_sid: Option<bool>,
+
+    /// How often the JWKS is refreshed in the background [default: 1h].
+    #[arg(long, env = "GRANTFLOW_JWKS_REFRESH_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub jwks_refresh_interval: Option<Duration>,
+
+    /// Least time between two JWKS fetches caused by unknown key ids [default: 30s].
+    #[arg(long, env = "GRANTFLOW_JWKS_MIN_REFETCH_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub jwks_min_refetch_interval: Option<Duration>,
+
+    /// Where the "Sign in again" link of the refusal pages points [default: /].
+    #[arg(long, env = "GRANTFLOW_SIGN_IN_URL", value_name = "URL")]
+    pub sign_in_url: Option<String>,
+
+    /// Number of trusted proxies in front of Envoy that append to `x-forwarded-for`; 0 uses
+    /// the peer address Envoy reports [default: 0].
+    #[arg(long, env = "GRANTFLOW_TRUSTED_PROXY_HOPS", value_name = "N")]
+    pub trusted_proxy_hops: Option<usize>,
+
+    /// Log format [default: text].
+    #[arg(long, env = "GRANTFLOW_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Development mode: a built-in issuer signs tokens with a key made at start-up and
+    /// serves them at the admin address (GET /dev/token). Never use in production.
+    #[arg(long, env = "GRANTFLOW_DEV", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub dev: Option<bool>,
+}
+
+macro_rules! take_unset {
+    ($into:ident, $from:ident, $($field:ident),+ $(,)?) => {
+        $( if $into.$field.is_none() { $into.$field = $from.$field.take(); } )+
+    };
+}
+
+impl Options {
+    /// Fills every setting not given here from `file`.
+    fn or(mut self, mut file: Options) -> Options {
+        take_unset!(
+            self,
+            file,
+            grpc_addr,
+            admin_addr,
+            store,
+            store_timeout,
+            max_session_age,
+            retention,
+            jwks_url,
+            oidc_discovery_url,
+            issuers,
+            audiences,
+            allowed_tenants,
+            tenant_claim,
+            token_leeway,
+            require_sid,
+            jwks_refresh_interval,
+            jwks_min_refetch_interval,
+            sign_in_url,
+            trusted_proxy_hops,
+            log_format,
+            dev,
+        );
+        self
+    }
+}
+
+/// Where the issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Jwks(String),
+    Discovery(String),
+    /// The built-in development issuer.
+    Dev,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub store: StoreKind,
+    pub store_timeout: Duration,
+    pub limits: Limits,
+    pub keys: KeySource,
+    pub token: TokenRules,
+    pub jwks_refresh_interval: Duration,
+    pub jwks_min_refetch_interval: Duration,
+    pub sign_in_url: String,
+    pub trusted_proxy_hops: usize,
+    pub log_format: LogFormat,
+    pub dev: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid configuration: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The development issuer's audience and tenant.
+pub const DEV_AUDIENCE: &str = "api://grantflow-dev";
+pub const DEV_TENANT: &str = "00000000-0000-4000-8000-000000000001";
+
+impl Settings {
+    /// Resolves flags and environment (`cli`) over the file they name over the defaults.
+    pub fn resolve(cli: Options) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => Options::default(),
+        };
+        Self::from_options(cli.or(file))
+    }
+
+    pub fn from_options(o: Options) -> Result<Self, ConfigError> {
+        let dev = o.dev.unwrap_or(false);
+        let keys = match (o.jwks_url, o.oidc_discovery_url, dev) {
+            (Some(url), None, _) => KeySource::Jwks(url),
+            (None, Some(url), _) => KeySource::Discovery(url),
+            (None, None, true) => KeySource::Dev,
+            (Some(_), Some(_), _) => {
+                return Err(ConfigError::Invalid(
+                    "set either jwks_url or oidc_discovery_url, not both".into(),
+                ));
+            }
+            (None, None, false) => {
+                return Err(ConfigError::Invalid(
+                    "no token issuer keys: set jwks_url or oidc_discovery_url (or run with --dev \
+                     to try GrantFlow with a built-in development issuer)"
+                        .into(),
+                ));
+            }
+        };
+        let mut audiences = o.audiences.unwrap_or_default();
+        audiences.retain(|a| !a.trim().is_empty());
+        if audiences.is_empty() {
+            if keys == KeySource::Dev {
+                audiences.push(DEV_AUDIENCE.into());
+            } else {
+                return Err(ConfigError::Invalid(
+                    "set at least one accepted token audience (audiences)".into(),
+                ));
+            }
+        }
+        let max_session_age = o.max_session_age.unwrap_or(DEFAULT_MAX_SESSION_AGE);
+        check_max_age(max_session_age)
+            .map_err(|e| ConfigError::Invalid(format!("max_session_age: {e}")))?;
+        let retention = o.retention.unwrap_or(Duration::from_secs(24 * 60 * 60));
+        if retention < max_session_age {
+            return Err(ConfigError::Invalid(
+                "retention must be at least the maximum session age".into(),
+            ));
+        }
+        let mut token = TokenRules::entra(audiences);
+        token.issuers = o
+            .issuers
+            .unwrap_or_else(|| ENTRA_ISSUERS.iter().map(|s| s.to_string()).collect());
+        token.allowed_tenants = o.allowed_tenants.unwrap_or_default();
+        token.tenant_claim = o.tenant_claim.unwrap_or_else(|| "tid".into());
+        token.leeway = o.token_leeway.unwrap_or(Duration::from_secs(60));
+        token.require_sid = o.require_sid.unwrap_or(false);
+        if token.issuers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "set at least one accepted issuer".into(),
+            ));
+        }
+        let store_timeout = o.store_timeout.unwrap_or(Duration::from_millis(50));
+        if store_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "store_timeout must be more than zero".into(),
+            ));
+        }
+        Ok(Self {
+            grpc_addr: o.grpc_addr.unwrap_or(([127, 0, 0, 1], 9001).into()),
+            admin_addr: o.admin_addr.unwrap_or(([127, 0, 0, 1], 8080).into()),
+            store: o.store.unwrap_or(StoreKind::Memory),
+            store_timeout,
+            limits: Limits {
+                default_max_age: max_session_age,
+                retention,
+            },
+            keys,
+            token,
+            jwks_refresh_interval: o.jwks_refresh_interval.unwrap_or(Duration::from_secs(3600)),
+            jwks_min_refetch_interval: o
+                .jwks_min_refetch_interval
+                .unwrap_or(Duration::from_secs(30)),
+            sign_in_url: o.sign_in_url.unwrap_or_else(|| "/".into()),
+            trusted_proxy_hops: o.trusted_proxy_hops.unwrap_or(0),
+            log_format: o.log_format.unwrap_or(LogFormat::Text),
+            dev,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Options, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parsed = if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|message| ConfigError::Parse {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Options {
+        let mut all = vec!["grantflow-extauthz"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("valid flags").options
+    }
+
+    #[test]
+    fn defaults_need_an_issuer_unless_dev() {
+        let err = Settings::from_options(Options::default()).unwrap_err();
+        assert!(err.to_string().contains("jwks_url"), "{err}");
+        let dev = Settings::from_options(parse(&["--dev"])).unwrap();
+        assert_eq!(dev.keys, KeySource::Dev);
+        assert_eq!(dev.token.audiences, vec![DEV_AUDIENCE.to_string()]);
+        assert_eq!(dev.limits.default_max_age, Duration::from_secs(900));
+        assert_eq!(dev.store_timeout, Duration::from_millis(50));
+        assert_eq!(dev.grpc_addr.port(), 9001);
+        assert_eq!(dev.token.issuers.len(), 2);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("gf-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("extauthz.yaml");
+        std::fs::write(
+            &file,
+            "jwks_url: http://127.0.0.1:1/jwks\naudiences: [api://a, api://b]\nmax_session_age: 5m\nrequire_sid: true\n",
+        )
+        .unwrap();
+        let cli = parse(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--max-session-age",
+            "10m",
+        ]);
+        let settings = Settings::resolve(cli).unwrap();
+        assert_eq!(settings.limits.default_max_age, Duration::from_secs(600));
+        assert_eq!(settings.token.audiences, vec!["api://a", "api://b"]);
+        assert!(settings.token.require_sid);
+        assert_eq!(
+            settings.keys,
+            KeySource::Jwks("http://127.0.0.1:1/jwks".into())
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("gf-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("extauthz.toml");
+        std::fs::write(&file, "jwks_url = \"http://x\"\nmax_sesion_age = \"5m\"\n").unwrap();
+        let err = Settings::resolve(parse(&["--config", file.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("max_sesion_age"), "{err}");
+        let err =
+            Settings::from_options(parse(&["--dev", "--max-session-age", "30s"])).unwrap_err();
+        assert!(
+            err.to_string().contains("between 1 minute and 24 hours"),
+            "{err}"
+        );
+        assert!(Cli::try_parse_from(["x", "--store-timeout", "fast"]).is_err());
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,179 @@
+//! Step 1 of the request path: an Envoy `CheckRequest` read into a plain description of the
+//! HTTP request — the bearer token, the client and what it accepts.
+
+use std::net::IpAddr;
+
+use envoy_types::ext_authz::v3::CheckRequestExt;
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+
+/// Prefix of the identity headers GrantFlow sets for the upstream; a client must not be able
+/// to send its own.
+pub const IDENTITY_HEADER_PREFIX: &str = "x-grantflow-";
+
+/// What the session layer needs from one HTTP request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// The `Authorization` header, when present.
+    pub credential: Credential,
+    pub accept: Option<String>,
+    pub user_agent: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    /// Names of incoming `x-grantflow-*` headers (client copies, to be removed).
+    pub identity_headers: Vec<String>,
+}
+
+/// The `Authorization` header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Credential {
+    #[default]
+    Missing,
+    Bearer(String),
+    /// Present but not a `Bearer` token.
+    Unsupported,
+}
+
+/// Reads a `CheckRequest`. `trusted_proxy_hops` proxies in front of Envoy append to
+/// `x-forwarded-for`; the client is the entry they appended (0: Envoy's peer address).
+pub fn read_check_request(check: &CheckRequest, trusted_proxy_hops: usize) -> HttpRequest {
+    let Some(headers) = check.get_client_headers() else {
+        return HttpRequest::default();
+    };
+    // Envoy sends header names in lower case.
+    let header = |name: &str| headers.get(name).map(String::as_str);
+    let peer = check
+        .get_client_address()
+        .and_then(|a| a.parse::<IpAddr>().ok());
+    let forwarded =
+        header("x-forwarded-for").and_then(|xff| forwarded_client(xff, trusted_proxy_hops));
+    let mut identity_headers: Vec<String> = headers
+        .keys()
+        .filter(|name| name.starts_with(IDENTITY_HEADER_PREFIX))
+        .cloned()
+        .collect();
+    identity_headers.sort();
+    HttpRequest {
+        credential: credential(header("authorization")),
+        accept: header("accept").map(str::to_owned),
+        user_agent: header("user-agent").map(|ua| ua.chars().take(512).collect()),
+        client_ip: if trusted_proxy_hops == 0 {
+            peer
+        } else {
+            forwarded.or(peer)
+        },
+        identity_headers,
+    }
+}
+
+fn credential(authorization: Option<&str>) -> Credential {
+    let Some(value) = authorization else {
+        return Credential::Missing;
+    };
+    let value = value.trim();
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            let token = token.trim();
+            if token.is_empty() {
+                Credential::Missing
+            } else {
+                Credential::Bearer(token.to_owned())
+            }
+        }
+        _ if value.is_empty() => Credential::Missing,
+        _ => Credential::Unsupported,
+    }
+}
+
+/// The entry `hops` from the right of an `x-forwarded-for` list.
+fn forwarded_client(xff: &str, hops: usize) -> Option<IpAddr> {
+    let entries: Vec<&str> = xff.split(',').map(str::trim).collect();
+    let index = entries.len().checked_sub(hops)?;
+    entries.get(index)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest as EnvoyHttp, Peer, Request,
+    };
+
+    fn check(headers: &[(&str, &str)], peer: &str) -> CheckRequest {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(Peer {
+                    address: Some(Address {
+                        address: Some(address::Address::SocketAddress(SocketAddress {
+                            address: peer.into(),
+                            ..Default::default()
+                        })),
+                    }),
+                    ..Default::default()
+                }),
+                request: Some(Request {
+                    http: Some(EnvoyHttp {
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn reads_token_client_and_forged_headers() {
+        let req = check(
+            &[
+                ("authorization", "Bearer abc.def.ghi"),
+                ("accept", "text/html"),
+                ("user-agent", "curl/8"),
+                ("x-grantflow-user", "forged"),
+                ("x-grantflow-admin", "1"),
+                ("x-forwarded-for", "203.0.113.9, 10.0.0.7"),
+            ],
+            "10.0.0.8",
+        );
+        let plain = read_check_request(&req, 0);
+        assert_eq!(plain.credential, Credential::Bearer("abc.def.ghi".into()));
+        assert_eq!(plain.client_ip, Some("10.0.0.8".parse().unwrap()));
+        assert_eq!(
+            plain.identity_headers,
+            vec!["x-grantflow-admin", "x-grantflow-user"]
+        );
+        assert_eq!(
+            read_check_request(&req, 1).client_ip,
+            Some("10.0.0.7".parse().unwrap())
+        );
+        assert_eq!(
+            read_check_request(&req, 2).client_ip,
+            Some("203.0.113.9".parse().unwrap())
+        );
+        // More hops than entries: fall back to the peer.
+        assert_eq!(
+            read_check_request(&req, 5).client_ip,
+            Some("10.0.0.8".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn credentials() {
+        assert_eq!(credential(None), Credential::Missing);
+        assert_eq!(
+            credential(Some("bearer  t ")),
+            Credential::Bearer("t".into())
+        );
+        assert_eq!(credential(Some("Bearer ")), Credential::Missing);
+        assert_eq!(credential(Some("Basic dXNlcjpw")), Credential::Unsupported);
+        assert_eq!(credential(Some("garbage")), Credential::Unsupported);
+        assert_eq!(
+            read_check_request(&CheckRequest::default(), 0),
+            HttpRequest::default()
+        );
+    }
+}
