@@ -1,1 +1,48 @@
-//! End-to-end tests live in `tests/`; this crate has no code of its own.
+//! End-to-end test harness. Every server runs on 127.0.0.1 with a free port and stops when
+//! its handle is dropped:
+//!
+//! - [`issuer::Issuer`]: a real OIDC issuer (npm `oauth2-mock-server`) minting Entra-shaped
+//!   tokens and serving their JWKS;
+//! - [`envoy::Envoy`]: a real Envoy running `examples/envoy/envoy.yaml` (ports rewritten);
+//! - [`upstream::Upstream`]: the protected app, echoing the headers it received;
+//! - [`stack::Stack`]: all of them plus extauthz in this process, on a memory store the test
+//!   can revoke through, with a clock the test moves.
+//!
+//! The tools come from `scripts/install-test-tools.sh`; `scripts/test.sh` exports their paths.
+
+pub mod envoy;
+pub mod issuer;
+pub mod stack;
+pub mod upstream;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("bound").port()
+}
+
+/// `127.0.0.1:port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repo")
+        .to_owned()
+}
+
+/// A tool path from the environment `scripts/test.sh` sets up.
+pub fn tool(var: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(path) => PathBuf::from(path),
+        None => panic!(
+            "{var} is not set: run the tests with ./scripts/test.sh, which installs the tools"
+        ),
+    }
+}

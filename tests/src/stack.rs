@@ -1,0 +1,150 @@
+//! The whole request path for one test: issuer → token → Envoy → extauthz (in this process,
+//! memory store, test clock) → upstream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use grantflow_core::audit::{Actor, ActorKind, Source};
+use grantflow_core::clock::{Clock, ManualClock, SystemClock};
+use grantflow_core::revocation::{Revocation, RevocationOutcome, RevocationTarget};
+use grantflow_core::store::{MemoryStore, SessionStore};
+use grantflow_extauthz::config::{Options, Settings};
+use grantflow_extauthz::server::{self, Running};
+use serde_json::{Value, json};
+
+use crate::envoy::Envoy;
+use crate::issuer::Issuer;
+use crate::upstream::Upstream;
+
+pub const AUDIENCE: &str = "api://grantflow-e2e";
+pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+pub const SIGN_IN_URL: &str = "https://portal.example.test/sign-in";
+
+pub struct Stack {
+    pub issuer: Issuer,
+    pub upstream: Upstream,
+    pub envoy: Envoy,
+    pub store: Arc<MemoryStore>,
+    pub clock: ManualClock,
+    pub http: reqwest::Client,
+    extauthz: Option<Running>,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        let issuer = Issuer::start().await;
+        let upstream = Upstream::start().await;
+        let clock = ManualClock::new(SystemClock.now_ms());
+        let options = Options {
+            grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+            admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+            jwks_url: Some(issuer.jwks_uri.clone()),
+            audiences: Some(vec![AUDIENCE.into()]),
+            sign_in_url: Some(SIGN_IN_URL.into()),
+            jwks_min_refetch_interval: Some(Duration::from_millis(100)),
+            // The store answers in microseconds; a generous budget keeps a loaded CI machine
+            // from turning into 503s. Timeouts are exercised elsewhere.
+            store_timeout: Some(Duration::from_secs(2)),
+            ..Options::default()
+        };
+        let settings = Settings::from_options(options).expect("valid settings");
+        let store = Arc::new(MemoryStore::new(settings.limits, Arc::new(clock.clone())));
+        let extauthz = server::start(&settings, store.clone(), Arc::new(clock.clone()))
+            .await
+            .expect("extauthz starts");
+        wait_for_keys(&extauthz).await;
+        let envoy = Envoy::start(extauthz.grpc_addr, upstream.addr).await;
+        Stack {
+            issuer,
+            upstream,
+            envoy,
+            store,
+            clock,
+            http: reqwest::Client::new(),
+            extauthz: Some(extauthz),
+        }
+    }
+
+    /// Stops the extauthz server (Envoy keeps running).
+    pub async fn stop_extauthz(&mut self) {
+        if let Some(running) = self.extauthz.take() {
+            running.stop().await;
+        }
+    }
+
+    /// Entra ID v2 access-token claims for `user` in the test tenant, with `sid` when given.
+    pub fn claims(&self, user: &str, sid: Option<&str>) -> Value {
+        let now = self.clock.now_secs();
+        json!({
+            "iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+            "aud": AUDIENCE,
+            "tid": TENANT,
+            "oid": user,
+            "sub": user,
+            "sid": sid,
+            "preferred_username": format!("{user}@contoso.test"),
+            "iat": now,
+            "nbf": now,
+            "ver": "2.0",
+        })
+    }
+
+    /// A token for `user` in session `sid`, issued now.
+    pub async fn token(&self, user: &str, sid: &str) -> String {
+        self.issuer.token(self.claims(user, Some(sid))).await
+    }
+
+    /// GET / through Envoy with an optional bearer token, an `Accept` header and extras.
+    pub async fn get(
+        &self,
+        token: Option<&str>,
+        accept: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.http.get(self.envoy.url("/")).header("accept", accept);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("Envoy answers")
+    }
+
+    /// The HTTP status of GET / with `token`, asking for JSON.
+    pub async fn status(&self, token: &str) -> u16 {
+        self.get(Some(token), "application/json", &[])
+            .await
+            .status()
+            .as_u16()
+    }
+
+    /// Revokes through the domain API, as the admin API and the operator do.
+    pub async fn revoke(&self, target: RevocationTarget, reason: &str) -> RevocationOutcome {
+        let revocation = Revocation {
+            tenant: TENANT.into(),
+            target,
+            reason: reason.into(),
+            actor: Actor {
+                kind: ActorKind::Admin,
+                id: "admin-oid".into(),
+                name: Some("admin@contoso.test".into()),
+            },
+            source: Source::Api,
+        };
+        self.store
+            .revoke(&revocation)
+            .await
+            .expect("the memory store revokes")
+    }
+}
+
+async fn wait_for_keys(running: &Running) {
+    for _ in 0..300 {
+        if running.keys.is_loaded() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("extauthz did not load the issuer's JWKS within 6 s");
+}
