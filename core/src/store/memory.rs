@@ -5,18 +5,24 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use parking_lot::Mutex;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::{SessionStore, StoreError};
+use super::{ChangeEvent, ChangeStream, SessionStore, StoreError};
 use crate::audit::{AuditRecord, Target, new_audit_id};
 use crate::clock::{Clock, rfc3339};
 use crate::decision::{Limits, TenantSessions};
 use crate::policy::Policy;
 use crate::revocation::{Revocation, RevocationOutcome, RevocationTarget};
-use crate::session::{AccessRequest, SessionRecord, Verdict};
+use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict};
 
 /// Audit records kept per tenant; the oldest are dropped past this.
 pub const AUDIT_CAPACITY: usize = 10_000;
+/// Change events buffered for slow subscribers before they must resync.
+const CHANGE_BUFFER: usize = 4_096;
 
 #[derive(Default)]
 struct Tenant {
@@ -29,15 +35,32 @@ pub struct MemoryStore {
     limits: Limits,
     clock: Arc<dyn Clock>,
     tenants: Mutex<HashMap<String, Tenant>>,
+    changes: broadcast::Sender<ChangeEvent>,
 }
 
 impl MemoryStore {
     pub fn new(limits: Limits, clock: Arc<dyn Clock>) -> Self {
+        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
         Self {
             limits,
             clock,
             tenants: Mutex::new(HashMap::new()),
+            changes,
         }
+    }
+
+    fn publish(&self, event: ChangeEvent) {
+        // No subscriber is fine.
+        let _ = self.changes.send(event);
+    }
+
+    fn ended(&self, tenant: &str, session: SessionRecord, reason: EndReason) {
+        self.publish(ChangeEvent::SessionEnded {
+            tenant: tenant.to_owned(),
+            session: session.id,
+            user: Some(session.user),
+            reason,
+        });
     }
 
     fn push_audit(tenant: &mut Tenant, record: AuditRecord) {
@@ -99,6 +122,9 @@ impl SessionStore for MemoryStore {
         };
         record.log();
         Self::push_audit(tenant, record);
+        for session in ended {
+            self.ended(&revocation.tenant, session, EndReason::Revoked);
+        }
         Ok(outcome)
     }
 
@@ -118,11 +144,15 @@ impl SessionStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut tenants = self.tenants.lock();
         let entry = tenants.entry(tenant.to_owned()).or_default();
-        entry.sessions.policy = Some(policy);
+        entry.sessions.policy = Some(policy.clone());
         if let Some(record) = audit {
             record.log();
             Self::push_audit(entry, record);
         }
+        self.publish(ChangeEvent::PolicyChanged {
+            tenant: tenant.to_owned(),
+            policy,
+        });
         Ok(())
     }
 
@@ -130,6 +160,11 @@ impl SessionStore for MemoryStore {
         if let Some(entry) = self.tenants.lock().get_mut(tenant) {
             entry.sessions.policy = None;
         }
+        let policy = Policy::default_with(self.limits.default_max_age);
+        self.publish(ChangeEvent::PolicyChanged {
+            tenant: tenant.to_owned(),
+            policy,
+        });
         Ok(())
     }
 
@@ -155,6 +190,20 @@ impl SessionStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    async fn subscribe(&self, tenant: &str) -> Result<ChangeStream, StoreError> {
+        let tenant = tenant.to_owned();
+        let stream = BroadcastStream::new(self.changes.subscribe()).filter_map(move |item| {
+            let event = match item {
+                Ok(event) => (event.tenant() == tenant).then_some(event),
+                Err(BroadcastStreamRecvError::Lagged(_)) => Some(ChangeEvent::Resync {
+                    tenant: tenant.clone(),
+                }),
+            };
+            std::future::ready(event)
+        });
+        Ok(Box::pin(stream))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -162,8 +211,10 @@ impl SessionStore for MemoryStore {
     async fn maintain(&self) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let mut tenants = self.tenants.lock();
-        for tenant in tenants.values_mut() {
-            tenant.sessions.sweep(&self.limits, now);
+        for (id, tenant) in tenants.iter_mut() {
+            for session in tenant.sessions.sweep(&self.limits, now) {
+                self.ended(id, session, EndReason::Expired);
+            }
         }
         tenants.retain(|_, t| !t.sessions.is_empty() || !t.audit.is_empty());
         Ok(())

@@ -6,12 +6,55 @@ mod memory;
 
 pub use memory::MemoryStore;
 
+use std::pin::Pin;
+
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditRecord;
 use crate::policy::Policy;
 use crate::revocation::{Revocation, RevocationOutcome};
-use crate::session::{AccessRequest, SessionRecord, Verdict};
+use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict};
+
+/// A change to a tenant's sessions or policy, for live dashboards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ChangeEvent {
+    /// A session was created.
+    #[serde(rename_all = "camelCase")]
+    SessionCreated {
+        tenant: String,
+        session: SessionRecord,
+    },
+    /// A live session was expired or revoked.
+    #[serde(rename_all = "camelCase")]
+    SessionEnded {
+        tenant: String,
+        session: String,
+        user: Option<String>,
+        reason: EndReason,
+    },
+    /// The tenant's policy changed (`policy` is the one now in force).
+    #[serde(rename_all = "camelCase")]
+    PolicyChanged { tenant: String, policy: Policy },
+    /// Events were lost (a slow subscriber, a reconnect): reload the whole state.
+    #[serde(rename_all = "camelCase")]
+    Resync { tenant: String },
+}
+
+impl ChangeEvent {
+    pub fn tenant(&self) -> &str {
+        match self {
+            Self::SessionCreated { tenant, .. }
+            | Self::SessionEnded { tenant, .. }
+            | Self::PolicyChanged { tenant, .. }
+            | Self::Resync { tenant } => tenant,
+        }
+    }
+}
+
+/// A tenant's change feed.
+pub type ChangeStream = Pin<Box<dyn futures::Stream<Item = ChangeEvent> + Send>>;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -64,6 +107,9 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// The tenant's audit trail, newest first, at most `limit` records.
     async fn audit(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// The tenant's change feed, from now on. Every replica sees every change.
+    async fn subscribe(&self, tenant: &str) -> Result<ChangeStream, StoreError>;
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
