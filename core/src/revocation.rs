@@ -24,6 +24,10 @@ pub struct Revocation {
     pub reason: String,
     pub actor: Actor,
     pub source: Source,
+    /// Makes the request idempotent: a second revocation with the same key (within the
+    /// retention) changes nothing and returns the first one's outcome. The operator uses the
+    /// Revocation object's uid, so a restart or re-reconcile never revokes twice.
+    pub idempotency_key: Option<String>,
 }
 
 impl Revocation {

@@ -131,6 +131,7 @@ impl Stack {
                 name: Some("admin@contoso.test".into()),
             },
             source: Source::Api,
+            idempotency_key: None,
         };
         self.store
             .revoke(&revocation)

@@ -28,6 +28,8 @@ const CHANGE_BUFFER: usize = 4_096;
 struct Tenant {
     sessions: TenantSessions,
     audit: VecDeque<AuditRecord>,
+    /// Outcomes of revocations by idempotency key, with when they were applied.
+    applied: HashMap<String, (RevocationOutcome, i64)>,
 }
 
 /// Sessions, policies and audit trails in memory.
@@ -87,6 +89,11 @@ impl SessionStore for MemoryStore {
         let now = self.clock.now_ms();
         let mut tenants = self.tenants.lock();
         let tenant = tenants.entry(revocation.tenant.clone()).or_default();
+        if let Some(key) = &revocation.idempotency_key
+            && let Some((outcome, _)) = tenant.applied.get(key)
+        {
+            return Ok(outcome.clone());
+        }
         let ended = tenant.sessions.revoke(&revocation.target, now);
         let target = match &revocation.target {
             RevocationTarget::Session(key) => Target {
@@ -122,6 +129,9 @@ impl SessionStore for MemoryStore {
         };
         record.log();
         Self::push_audit(tenant, record);
+        if let Some(key) = &revocation.idempotency_key {
+            tenant.applied.insert(key.clone(), (outcome.clone(), now));
+        }
         for session in ended {
             self.ended(&revocation.tenant, session, EndReason::Revoked);
         }
@@ -211,10 +221,12 @@ impl SessionStore for MemoryStore {
     async fn maintain(&self) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let mut tenants = self.tenants.lock();
+        let retention = crate::clock::millis(self.limits.retention);
         for (id, tenant) in tenants.iter_mut() {
             for session in tenant.sessions.sweep(&self.limits, now) {
                 self.ended(id, session, EndReason::Expired);
             }
+            tenant.applied.retain(|_, (_, at)| now - *at < retention);
         }
         tenants.retain(|_, t| !t.sessions.is_empty() || !t.audit.is_empty());
         Ok(())
