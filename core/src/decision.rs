@@ -96,7 +96,9 @@ impl TenantSessions {
             if let Some(not_before) = marks.not_before {
                 // A token that does not say when its user authenticated cannot prove it came
                 // after the watermark.
-                let authenticated = identity.auth_instant().map(|secs| secs * 1000);
+                let authenticated = identity
+                    .auth_instant()
+                    .map(|secs| secs.saturating_mul(1000));
                 if authenticated.is_none_or(|at| at < not_before) {
                     return Verdict::Deny(EndReason::Revoked);
                 }
@@ -118,10 +120,11 @@ impl TenantSessions {
                 started_at: session.started_at,
             };
         }
+        // Saturating: `auth_time` is the issuer's number; it must not overflow.
         let started_at = identity
             .auth_time
-            .map_or(now, |secs| (secs * 1000).min(now));
-        if now - started_at >= max_age {
+            .map_or(now, |secs| secs.saturating_mul(1000).min(now));
+        if now.saturating_sub(started_at) >= max_age {
             let user = Some(identity.user.clone());
             self.ended.insert(
                 key.clone(),

@@ -79,6 +79,11 @@ mod tests {
             super::client_label(chrome).as_deref(),
             Some("Chrome on Windows 10")
         );
-        assert_eq!(super::client_label("curl/8.5.0").as_deref(), None);
+        // woothee names non-browser clients by kind (curl is an "HTTP Library").
+        assert_eq!(
+            super::client_label("curl/8.5.0").as_deref(),
+            Some("HTTP Library")
+        );
+        assert_eq!(super::client_label("").as_deref(), None);
     }
 }

@@ -306,10 +306,12 @@ impl TokenValidator {
     fn check_times(&self, expires_at: i64, not_before: Option<i64>) -> Result<(), TokenError> {
         let now = self.clock.now_secs();
         let leeway = self.rules.leeway.as_secs() as i64;
-        if expires_at + leeway <= now {
+        // Saturating: `exp` and `nbf` are the issuer's numbers; near i64::MAX/MIN they must
+        // not overflow (a panic in debug builds, a wrapped verdict in release builds).
+        if expires_at.saturating_add(leeway) <= now {
             return Err(TokenError::Expired);
         }
-        if not_before.is_some_and(|nbf| nbf - leeway > now) {
+        if not_before.is_some_and(|nbf| nbf.saturating_sub(leeway) > now) {
             return Err(TokenError::NotYetValid);
         }
         Ok(())
