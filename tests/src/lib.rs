@@ -5,6 +5,8 @@
 //!   tokens and serving their JWKS;
 //! - [`envoy::Envoy`]: a real Envoy running `examples/envoy/envoy.yaml` (ports rewritten);
 //! - [`upstream::Upstream`]: the protected app, echoing the headers it received;
+//! - [`redis::RedisServer`], [`redis::RedisCluster`]: real Redis (standalone, 3-master
+//!   cluster);
 //! - [`stack::Stack`]: all of them plus extauthz in this process, on a memory store the test
 //!   can revoke through, with a clock the test moves.
 //!
@@ -12,6 +14,7 @@
 
 pub mod envoy;
 pub mod issuer;
+pub mod redis;
 pub mod stack;
 pub mod upstream;
 

@@ -78,11 +78,30 @@ impl SessionStore for MemoryStore {
     async fn check(&self, request: &AccessRequest) -> Result<Verdict, StoreError> {
         let now = self.clock.now_ms();
         let tenant_id = &request.identity.tenant;
+        let key = &request.identity.session.id;
         let mut tenants = self.tenants.lock();
         let tenant = tenants.entry(tenant_id.clone()).or_default();
-        Ok(tenant
+        let was_live = tenant.sessions.live.get(key).cloned();
+        let verdict = tenant
             .sessions
-            .decide(tenant_id, request, &self.limits, now))
+            .decide(tenant_id, request, &self.limits, now);
+        match verdict {
+            Verdict::Allow { created: true, .. } => {
+                if let Some(session) = tenant.sessions.live.get(key).cloned() {
+                    self.publish(ChangeEvent::SessionCreated {
+                        tenant: tenant_id.clone(),
+                        session,
+                    });
+                }
+            }
+            Verdict::Deny(reason) => {
+                if let Some(session) = was_live {
+                    self.ended(tenant_id, session, reason);
+                }
+            }
+            Verdict::Allow { .. } => {}
+        }
+        Ok(verdict)
     }
 
     async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError> {
@@ -179,11 +198,20 @@ impl SessionStore for MemoryStore {
     }
 
     async fn sessions(&self, tenant: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let now = self.clock.now_ms();
         let tenants = self.tenants.lock();
-        let mut live: Vec<SessionRecord> = tenants
-            .get(tenant)
-            .map(|t| t.sessions.live.values().cloned().collect())
-            .unwrap_or_default();
+        let Some(entry) = tenants.get(tenant) else {
+            return Ok(Vec::new());
+        };
+        // Sessions past the max age that housekeeping has not expired yet are not live.
+        let max_age = crate::clock::millis(entry.sessions.policy(&self.limits).max_session_age);
+        let mut live: Vec<SessionRecord> = entry
+            .sessions
+            .live
+            .values()
+            .filter(|s| now - s.started_at < max_age)
+            .cloned()
+            .collect();
         live.sort_by(|a, b| {
             a.started_at
                 .cmp(&b.started_at)

@@ -3,8 +3,10 @@
 //! refuses access.
 
 mod memory;
+mod redis;
 
 pub use memory::MemoryStore;
+pub use redis::{RedisSettings, RedisStore};
 
 use std::pin::Pin;
 

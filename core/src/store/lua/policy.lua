@@ -1,0 +1,17 @@
+-- GrantFlow: set (or clear) a tenant's policy, append an optional audit record, publish.
+-- KEYS[1] policy hash, KEYS[2] audit stream.
+-- ARGV: 1 prefix, 2 max age ms ('' = clear), 3 source JSON, 4 audit record JSON ('' = none),
+--       5 publish command, 6 audit capacity, 7 default max age ms
+local channel = ARGV[1] .. 'changes'
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  redis.call(ARGV[5], channel, cjson.encode({t = 'policy', max_age_ms = ARGV[7], source = '{"kind":"default"}'}))
+else
+  redis.call('HSET', KEYS[1], 'max_age_ms', ARGV[2], 'source', ARGV[3])
+  redis.call(ARGV[5], channel, cjson.encode({t = 'policy', max_age_ms = ARGV[2], source = ARGV[3]}))
+end
+if ARGV[4] ~= '' then
+  local record = cjson.decode(ARGV[4])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'id', record.id, 'record', ARGV[4])
+end
+return 1

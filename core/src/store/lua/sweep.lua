@@ -1,0 +1,22 @@
+-- GrantFlow: expire a tenant's live sessions past its max age (tombstone + publish) and drop
+-- index entries whose session key has gone. KEYS[1] the tenant's policy hash.
+-- ARGV: 1 prefix, 2 now ms, 3 default max age ms, 4 retention ms, 5 publish command
+-- Returns the number of sessions expired.
+local p = ARGV[1]
+local now = tonumber(ARGV[2])
+local max_age = tonumber(redis.call('HGET', KEYS[1], 'max_age_ms') or ARGV[3])
+local expired = 0
+local old = redis.call('ZRANGEBYSCORE', p .. 'live', '-inf', string.format('%d', now - max_age), 'LIMIT', 0, 1000)
+for _, key in ipairs(old) do
+  local user = redis.call('HGET', p .. 's:' .. key, 'user')
+  redis.call('ZREM', p .. 'live', key)
+  if user then
+    redis.call('DEL', p .. 's:' .. key)
+    redis.call('SREM', p .. 'us:' .. user, key)
+    redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', ARGV[2], 'user', user)
+    redis.call('PEXPIRE', p .. 'end:' .. key, tonumber(ARGV[4]))
+    redis.call(ARGV[5], p .. 'changes', cjson.encode({t = 'ended', key = key, user = user, reason = 'expired'}))
+    expired = expired + 1
+  end
+end
+return expired

@@ -1,0 +1,751 @@
+//! The Redis store: standalone Redis or Redis Cluster, the engine for many replicas.
+//!
+//! Key layout (every key of a tenant carries the hash tag `{<tenant>}`, so each script runs
+//! in one cluster slot):
+//!
+//! | key                         | type   | holds                                         |
+//! |-----------------------------|--------|-----------------------------------------------|
+//! | `gf:{T}:policy`             | hash   | `max_age_ms`, `source` (JSON)                 |
+//! | `gf:{T}:s:<session>`        | hash   | a live session; TTL start + max age + retention |
+//! | `gf:{T}:end:<session>`      | hash   | tombstone `reason`, `at`, `user`; TTL retention |
+//! | `gf:{T}:u:<user>`           | hash   | `nb` watermark, `lock` until; TTL retention (+ lock) |
+//! | `gf:{T}:us:<user>`          | set    | the user's live session keys                  |
+//! | `gf:{T}:live`               | zset   | live session keys by start                    |
+//! | `gf:{T}:audit`              | stream | audit records (`record` = JSON), capped       |
+//! | `gf:{T}:idem:<key>`         | hash   | outcome of an idempotent revocation; TTL retention |
+//! | `gf:tenants`                | set    | tenants with sessions (for housekeeping)      |
+//!
+//! Changes are published on `gf:{T}:changes` (`SPUBLISH` on a cluster, `PUBLISH` otherwise).
+//! Every call has a deadline; a timeout, a lost connection or a reply of the wrong shape is a
+//! [`StoreError`], which refuses the request. Connections are made lazily and re-made by the
+//! client library, so the store recovers by itself when Redis returns.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncCommands, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, PushKind,
+    RedisFuture, Script, Value,
+};
+use serde::Deserialize;
+use tokio::sync::{Mutex as AsyncMutex, broadcast, mpsc};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::{ChangeEvent, ChangeStream, SessionStore, StoreError};
+use crate::audit::{AuditRecord, Target, new_audit_id};
+use crate::clock::{Clock, millis, rfc3339};
+use crate::decision::{Limits, TOUCH_INTERVAL_MS};
+use crate::identity::SessionAnchor;
+use crate::policy::{Policy, PolicySource};
+use crate::revocation::{Revocation, RevocationOutcome, RevocationTarget};
+use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict, client_label};
+
+/// Audit records kept per tenant (approximate cap of the stream).
+pub const AUDIT_CAPACITY: usize = 10_000;
+const TENANTS_KEY: &str = "gf:tenants";
+
+/// Where Redis is and how long calls may take.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://`); several for a cluster.
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    /// Deadline of a request-path call (`check`, reads).
+    pub timeout: Duration,
+    /// Deadline of a write an administrator waits for (revocations, policy changes).
+    pub write_timeout: Duration,
+}
+
+struct Scripts {
+    check: Script,
+    revoke: Script,
+    policy: Script,
+    sweep: Script,
+}
+
+impl Scripts {
+    fn load() -> Self {
+        Self {
+            check: Script::new(include_str!("lua/check.lua")),
+            revoke: Script::new(include_str!("lua/revoke.lua")),
+            policy: Script::new(include_str!("lua/policy.lua")),
+            sweep: Script::new(include_str!("lua/sweep.lua")),
+        }
+    }
+}
+
+/// A connection to either kind of deployment (both multiplexed, cheap to clone).
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Sessions, policies and audit trails in Redis.
+pub struct RedisStore {
+    settings: RedisSettings,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    scripts: Scripts,
+    connection: AsyncMutex<Option<Connection>>,
+    subscriber: AsyncMutex<Option<Subscriber>>,
+    changes: broadcast::Sender<ChangeEvent>,
+    publish: &'static str,
+}
+
+struct Subscriber {
+    connection: Connection,
+    channels: HashSet<String>,
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    // Redis error text names the command and the server's answer, never the credentials.
+    StoreError::Unavailable(format!(
+        "{:?}: {}",
+        error.kind(),
+        error.detail().unwrap_or("")
+    ))
+}
+
+fn malformed(what: &str) -> StoreError {
+    StoreError::Malformed(what.to_owned())
+}
+
+/// The key prefix of a tenant, with its hash tag.
+fn prefix(tenant: &str) -> String {
+    format!("gf:{{{tenant}}}:")
+}
+
+impl RedisStore {
+    /// A store for `settings`; connects on first use (so extauthz starts, and refuses with
+    /// 503, while Redis is down).
+    pub fn new(settings: RedisSettings, limits: Limits, clock: Arc<dyn Clock>) -> Self {
+        let (changes, _) = broadcast::channel(4_096);
+        let publish = if settings.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        Self {
+            settings,
+            limits,
+            clock,
+            scripts: Scripts::load(),
+            connection: AsyncMutex::new(None),
+            subscriber: AsyncMutex::new(None),
+            changes,
+            publish,
+        }
+    }
+
+    async fn connect(
+        &self,
+        push: Option<mpsc::UnboundedSender<PushInfo>>,
+    ) -> Result<Connection, StoreError> {
+        let s = &self.settings;
+        // The deadline of each call is enforced around it; these bound the library's own waits.
+        let connect_timeout = s.write_timeout;
+        if s.cluster {
+            let mut builder = ClusterClientBuilder::new(s.urls.clone())
+                .connection_timeout(connect_timeout)
+                .response_timeout(s.write_timeout)
+                .retries(1)
+                .min_retry_wait(5)
+                .max_retry_wait(50);
+            if let Some(push) = push {
+                builder = builder
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .push_sender(push);
+            }
+            let client = builder.build().map_err(unavailable)?;
+            Ok(Connection::Cluster(
+                client.get_async_connection().await.map_err(unavailable)?,
+            ))
+        } else {
+            let url = s
+                .urls
+                .first()
+                .ok_or_else(|| StoreError::Unavailable("no Redis URL".into()))?;
+            let mut info = url.as_str().into_connection_info().map_err(unavailable)?;
+            let mut config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(Some(s.write_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(200));
+            if let Some(push) = push {
+                let redis = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(ProtocolVersion::RESP3);
+                info = info.set_redis_settings(redis);
+                config = config.set_push_sender(push).set_automatic_resubscription();
+            }
+            let client = redis::Client::open(info).map_err(unavailable)?;
+            let manager = client
+                .get_connection_manager_with_config(config)
+                .await
+                .map_err(unavailable)?;
+            Ok(Connection::Single(manager))
+        }
+    }
+
+    /// The shared connection, made on first use.
+    async fn connection(&self) -> Result<Connection, StoreError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let connection = self.connect(None).await?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Runs `call` within `deadline`; a late answer is a timeout.
+    async fn within<T>(
+        &self,
+        deadline: Duration,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(deadline, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout))
+    }
+
+    async fn register_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        let mut connection = self.connection().await?;
+        let _: i64 = connection
+            .sadd(TENANTS_KEY, tenant)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn read_policy(&self, tenant: &str) -> Result<Policy, StoreError> {
+        let mut connection = self.connection().await?;
+        let fields: HashMap<String, String> = connection
+            .hgetall(format!("{}policy", prefix(tenant)))
+            .await
+            .map_err(unavailable)?;
+        parse_policy(&fields, self.limits.default_max_age)
+    }
+
+    async fn sweep_tenant(&self, tenant: &str) -> Result<i64, StoreError> {
+        let mut connection = self.connection().await?;
+        let p = prefix(tenant);
+        self.scripts
+            .sweep
+            .key(format!("{p}policy"))
+            .arg(&p)
+            .arg(self.clock.now_ms())
+            .arg(millis(self.limits.default_max_age))
+            .arg(millis(self.limits.retention))
+            .arg(self.publish)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Subscribes the change feed of `tenant` on the subscriber connection.
+    async fn listen(&self, tenant: &str) -> Result<(), StoreError> {
+        let channel = format!("{}changes", prefix(tenant));
+        let mut guard = self.subscriber.lock().await;
+        if guard.is_none() {
+            let (push, received) = mpsc::unbounded_channel();
+            let connection = self.connect(Some(push)).await?;
+            tokio::spawn(forward_pushes(received, self.changes.clone()));
+            *guard = Some(Subscriber {
+                connection,
+                channels: HashSet::new(),
+            });
+        }
+        let subscriber = guard.as_mut().expect("made above");
+        if subscriber.channels.contains(&channel) {
+            return Ok(());
+        }
+        match &mut subscriber.connection {
+            Connection::Single(c) => c.subscribe(&channel).await.map_err(unavailable)?,
+            Connection::Cluster(c) => c.ssubscribe(&channel).await.map_err(unavailable)?,
+        }
+        subscriber.channels.insert(channel);
+        Ok(())
+    }
+}
+
+/// Turns published messages into change events; a lost connection means events may have been
+/// missed, so every tenant is told to resync.
+async fn forward_pushes(
+    mut received: mpsc::UnboundedReceiver<PushInfo>,
+    changes: broadcast::Sender<ChangeEvent>,
+) {
+    while let Some(push) = received.recv().await {
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {
+                if let Some(event) = decode_push(&push.data) {
+                    let _ = changes.send(event);
+                }
+            }
+            PushKind::Disconnection => {
+                let _ = changes.send(ChangeEvent::Resync {
+                    tenant: String::new(),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Published {
+    t: String,
+    key: Option<String>,
+    user: Option<String>,
+    dn: Option<String>,
+    anchor: Option<String>,
+    started: Option<String>,
+    seen: Option<String>,
+    ip: Option<String>,
+    ua: Option<String>,
+    reason: Option<String>,
+    max_age_ms: Option<String>,
+    source: Option<String>,
+}
+
+fn decode_push(data: &[Value]) -> Option<ChangeEvent> {
+    let [channel, payload] = data else {
+        return None;
+    };
+    let channel: String = redis::from_redis_value(channel.clone()).ok()?;
+    let payload: String = redis::from_redis_value(payload.clone()).ok()?;
+    let tenant = channel
+        .strip_prefix("gf:{")?
+        .strip_suffix("}:changes")?
+        .to_owned();
+    let message: Published = serde_json::from_str(&payload).ok()?;
+    match message.t.as_str() {
+        "created" => {
+            let user_agent = message.ua.filter(|ua| !ua.is_empty());
+            Some(ChangeEvent::SessionCreated {
+                session: SessionRecord {
+                    tenant: tenant.clone(),
+                    user: message.user?,
+                    display_name: message.dn.filter(|d| !d.is_empty()),
+                    id: message.key?,
+                    anchor: parse_anchor(message.anchor.as_deref()?)?,
+                    started_at: message.started?.parse().ok()?,
+                    last_seen: message.seen?.parse().ok()?,
+                    client_ip: message.ip.and_then(|ip| ip.parse().ok()),
+                    client_label: user_agent.as_deref().and_then(client_label),
+                    user_agent,
+                },
+                tenant,
+            })
+        }
+        "ended" => Some(ChangeEvent::SessionEnded {
+            session: message.key?,
+            user: message.user.filter(|u| !u.is_empty()),
+            reason: if message.reason.as_deref() == Some("expired") {
+                EndReason::Expired
+            } else {
+                EndReason::Revoked
+            },
+            tenant,
+        }),
+        "policy" => Some(ChangeEvent::PolicyChanged {
+            policy: Policy {
+                max_session_age: Duration::from_millis(message.max_age_ms?.parse().ok()?),
+                source: serde_json::from_str(&message.source?).ok()?,
+            },
+            tenant,
+        }),
+        _ => None,
+    }
+}
+
+fn parse_anchor(anchor: &str) -> Option<SessionAnchor> {
+    serde_json::from_value(serde_json::Value::String(anchor.to_owned())).ok()
+}
+
+fn parse_policy(fields: &HashMap<String, String>, default: Duration) -> Result<Policy, StoreError> {
+    let Some(max_age) = fields.get("max_age_ms") else {
+        return Ok(Policy::default_with(default));
+    };
+    let max_age: u64 = max_age.parse().map_err(|_| malformed("policy max age"))?;
+    let source: PolicySource = fields
+        .get("source")
+        .map(|s| serde_json::from_str(s))
+        .transpose()
+        .map_err(|_| malformed("policy source"))?
+        .unwrap_or(PolicySource::Admin);
+    Ok(Policy {
+        max_session_age: Duration::from_millis(max_age),
+        source,
+    })
+}
+
+fn parse_session(tenant: &str, id: &str, fields: HashMap<String, String>) -> Option<SessionRecord> {
+    let user_agent = fields.get("ua").filter(|ua| !ua.is_empty()).cloned();
+    Some(SessionRecord {
+        tenant: tenant.to_owned(),
+        user: fields.get("user")?.clone(),
+        display_name: fields.get("dn").filter(|d| !d.is_empty()).cloned(),
+        id: id.to_owned(),
+        anchor: parse_anchor(fields.get("anchor")?)?,
+        started_at: fields.get("started")?.parse().ok()?,
+        last_seen: fields.get("seen")?.parse().ok()?,
+        client_ip: fields.get("ip").and_then(|ip| ip.parse().ok()),
+        client_label: user_agent.as_deref().and_then(client_label),
+        user_agent,
+    })
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn check(&self, request: &AccessRequest) -> Result<Verdict, StoreError> {
+        let identity = &request.identity;
+        let p = prefix(&identity.tenant);
+        let millis_of = |secs: Option<i64>| secs.map(|s| s.saturating_mul(1000).to_string());
+        let call = async {
+            let mut connection = self.connection().await?;
+            let reply: (i64, i64) = self
+                .scripts
+                .check
+                .key(format!("{p}policy"))
+                .arg(&p)
+                .arg(self.clock.now_ms())
+                .arg(millis(self.limits.default_max_age))
+                .arg(millis(self.limits.retention))
+                .arg(millis_of(identity.auth_instant()).unwrap_or_default())
+                .arg(millis_of(identity.auth_time).unwrap_or_default())
+                .arg(&identity.session.id)
+                .arg(&identity.user)
+                .arg(identity.display_name.as_deref().unwrap_or(""))
+                .arg(identity.session.anchor.as_str())
+                .arg(
+                    request
+                        .client_ip
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_default(),
+                )
+                .arg(request.user_agent.as_deref().unwrap_or(""))
+                .arg(self.publish)
+                .arg(TOUCH_INTERVAL_MS)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(reply)
+        };
+        let (code, started_at) = self.within(self.settings.timeout, call).await?;
+        match code {
+            1 => Ok(Verdict::Allow {
+                created: false,
+                started_at,
+            }),
+            2 => {
+                // Housekeeping needs to know the tenant; off the request's critical answer.
+                if let Err(error) = self
+                    .within(
+                        self.settings.timeout,
+                        self.register_tenant(&identity.tenant),
+                    )
+                    .await
+                {
+                    tracing::debug!(%error, "could not register the tenant for housekeeping");
+                }
+                Ok(Verdict::Allow {
+                    created: true,
+                    started_at,
+                })
+            }
+            3 => Ok(Verdict::Deny(EndReason::Expired)),
+            4 => Ok(Verdict::Deny(EndReason::Revoked)),
+            _ => Err(malformed("check verdict")),
+        }
+    }
+
+    async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError> {
+        let now = self.clock.now_ms();
+        let (kind, target_id, lock_until, target) = match &revocation.target {
+            RevocationTarget::Session(key) => (
+                "session",
+                key.as_str(),
+                None,
+                Target {
+                    user: None,
+                    session: Some(key.clone()),
+                },
+            ),
+            RevocationTarget::User { user, lock_until } => (
+                "user",
+                user.as_str(),
+                *lock_until,
+                Target {
+                    user: Some(user.clone()),
+                    session: None,
+                },
+            ),
+        };
+        let mut record = AuditRecord {
+            id: new_audit_id(),
+            time: rfc3339(now),
+            tenant: revocation.tenant.clone(),
+            actor: revocation.actor.clone(),
+            action: revocation.action(),
+            target,
+            reason: Some(revocation.reason.clone()),
+            source: revocation.source,
+            sessions_revoked: Some(0),
+            detail: lock_until.map(|until| format!("locked until {}", rfc3339(until))),
+        };
+        let json = serde_json::to_string(&record).map_err(|_| malformed("audit record"))?;
+        let p = prefix(&revocation.tenant);
+        let call = async {
+            let mut connection = self.connection().await?;
+            let reply: (u32, String, u8) = self
+                .scripts
+                .revoke
+                .key(format!("{p}audit"))
+                .arg(&p)
+                .arg(now)
+                .arg(millis(self.limits.retention))
+                .arg(kind)
+                .arg(target_id)
+                .arg(lock_until.map(|t| t.to_string()).unwrap_or_default())
+                .arg(&json)
+                .arg(revocation.idempotency_key.as_deref().unwrap_or(""))
+                .arg(self.publish)
+                .arg(AUDIT_CAPACITY)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(reply)
+        };
+        let (sessions_revoked, audit_id, replayed) =
+            self.within(self.settings.write_timeout, call).await?;
+        if replayed == 0 {
+            record.sessions_revoked = Some(sessions_revoked);
+            record.log();
+        }
+        Ok(RevocationOutcome {
+            sessions_revoked,
+            audit_id,
+        })
+    }
+
+    async fn policy(&self, tenant: &str) -> Result<Policy, StoreError> {
+        self.within(self.settings.timeout, self.read_policy(tenant))
+            .await
+    }
+
+    async fn set_policy(
+        &self,
+        tenant: &str,
+        policy: Policy,
+        audit: Option<AuditRecord>,
+    ) -> Result<(), StoreError> {
+        let p = prefix(tenant);
+        let source = serde_json::to_string(&policy.source).map_err(|_| malformed("policy"))?;
+        let audit_json = audit
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|_| malformed("audit record"))?
+            .unwrap_or_default();
+        let call = async {
+            let mut connection = self.connection().await?;
+            let _: i64 = self
+                .scripts
+                .policy
+                .key(format!("{p}policy"))
+                .key(format!("{p}audit"))
+                .arg(&p)
+                .arg(millis(policy.max_session_age))
+                .arg(&source)
+                .arg(&audit_json)
+                .arg(self.publish)
+                .arg(AUDIT_CAPACITY)
+                .arg(millis(self.limits.default_max_age))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        };
+        self.within(self.settings.write_timeout, call).await?;
+        if let Some(record) = audit {
+            record.log();
+        }
+        Ok(())
+    }
+
+    async fn clear_policy(&self, tenant: &str) -> Result<(), StoreError> {
+        let p = prefix(tenant);
+        let call = async {
+            let mut connection = self.connection().await?;
+            let _: i64 = self
+                .scripts
+                .policy
+                .key(format!("{p}policy"))
+                .key(format!("{p}audit"))
+                .arg(&p)
+                .arg("")
+                .arg("")
+                .arg("")
+                .arg(self.publish)
+                .arg(AUDIT_CAPACITY)
+                .arg(millis(self.limits.default_max_age))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        };
+        self.within(self.settings.write_timeout, call).await
+    }
+
+    async fn sessions(&self, tenant: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let p = prefix(tenant);
+        let call = async {
+            let mut connection = self.connection().await?;
+            let keys: Vec<String> = connection
+                .zrange(format!("{p}live"), 0, -1)
+                .await
+                .map_err(unavailable)?;
+            if keys.is_empty() {
+                return Ok((keys, Vec::new()));
+            }
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.hgetall(format!("{p}s:{key}"));
+            }
+            let rows: Vec<HashMap<String, String>> = pipe
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok((keys, rows))
+        };
+        let read = self.within(self.settings.write_timeout, call).await?;
+        let (keys, rows) = match read {
+            (keys, rows) if rows.len() == keys.len() => (keys, rows),
+            _ => return Ok(Vec::new()),
+        };
+        let policy = self.policy(tenant).await?;
+        let now = self.clock.now_ms();
+        let max_age = millis(policy.max_session_age);
+        // Sessions past the max age whose expiry housekeeping has not caught yet are not live.
+        Ok(keys
+            .iter()
+            .zip(rows)
+            .filter_map(|(key, fields)| parse_session(tenant, key, fields))
+            .filter(|s| now - s.started_at < max_age)
+            .collect())
+    }
+
+    async fn audit(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let key = format!("{}audit", prefix(tenant));
+        let call = async {
+            let mut connection = self.connection().await?;
+            let reply: redis::streams::StreamRangeReply = connection
+                .xrevrange_count(&key, "+", "-", limit)
+                .await
+                .map_err(unavailable)?;
+            Ok(reply)
+        };
+        let reply = self.within(self.settings.write_timeout, call).await?;
+        reply
+            .ids
+            .iter()
+            .map(|entry| {
+                let json: String = entry
+                    .get("record")
+                    .ok_or_else(|| malformed("audit entry"))?;
+                serde_json::from_str(&json).map_err(|_| malformed("audit record"))
+            })
+            .collect()
+    }
+
+    async fn subscribe(&self, tenant: &str) -> Result<ChangeStream, StoreError> {
+        let receiver = self.changes.subscribe();
+        self.within(self.settings.write_timeout, self.listen(tenant))
+            .await?;
+        let tenant = tenant.to_owned();
+        let stream = BroadcastStream::new(receiver).filter_map(move |item| {
+            let event = match item {
+                Ok(ChangeEvent::Resync { tenant: t }) if t.is_empty() => {
+                    Some(ChangeEvent::Resync {
+                        tenant: tenant.clone(),
+                    })
+                }
+                Ok(event) => (event.tenant() == tenant).then_some(event),
+                Err(BroadcastStreamRecvError::Lagged(_)) => Some(ChangeEvent::Resync {
+                    tenant: tenant.clone(),
+                }),
+            };
+            std::future::ready(event)
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let call = async {
+            let mut connection = self.connection().await?;
+            let _: String = redis::cmd("PING")
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        };
+        self.within(self.settings.timeout.max(Duration::from_millis(200)), call)
+            .await
+    }
+
+    async fn maintain(&self) -> Result<(), StoreError> {
+        let tenants: Vec<String> = self
+            .within(self.settings.write_timeout, async {
+                let mut connection = self.connection().await?;
+                connection.smembers(TENANTS_KEY).await.map_err(unavailable)
+            })
+            .await?;
+        for tenant in tenants {
+            let expired = self
+                .within(self.settings.write_timeout, self.sweep_tenant(&tenant))
+                .await?;
+            if expired > 0 {
+                tracing::debug!(%tenant, expired, "expired sessions past the max age");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! Real Redis servers for tests: standalone, or a local 3-master cluster. Each runs on a free
+//! loopback port in its own temporary directory and is killed when dropped.
+
+use std::path::PathBuf;
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::{free_port, tool};
+
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    cluster: bool,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// A standalone Redis with AOF off (tests need no persistence).
+    pub async fn start() -> RedisServer {
+        Self::start_on(free_port(), false).await
+    }
+
+    async fn start_on(port: u16, cluster: bool) -> RedisServer {
+        let dir =
+            std::env::temp_dir().join(format!("grantflow-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the Redis directory");
+        let mut server = RedisServer {
+            port,
+            dir,
+            cluster,
+            child: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let mut command = Command::new(tool("REDIS_SERVER_BIN"));
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if self.cluster {
+            command.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]);
+        }
+        self.child = Some(command.spawn().expect("start redis-server"));
+        wait_until(
+            Duration::from_secs(20),
+            || self.ping(),
+            "redis-server answers PING",
+        )
+        .await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn ping(&self) -> bool {
+        redis_cli(self.port, &["PING"]).is_some_and(|out| out.trim() == "PONG")
+    }
+
+    /// Kills the server (like a crash).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.spawn().await;
+    }
+
+    /// Freezes the process (`SIGSTOP`): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a frozen process (`SIGCONT`).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("a running server");
+        let status = StdCommand::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {signal} {pid}");
+    }
+
+    /// `INFO memory` → `used_memory` in bytes.
+    pub fn used_memory(&self) -> u64 {
+        let info = redis_cli(self.port, &["INFO", "memory"]).unwrap_or_default();
+        info.lines()
+            .find_map(|line| line.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("INFO memory reports used_memory")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A local Redis Cluster of three masters (no replicas).
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisServer::start_on(free_port(), true).await);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addresses.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let created = redis_cli(nodes[0].port, &args);
+        assert!(created.is_some(), "redis-cli --cluster create succeeded");
+        let cluster = RedisCluster { nodes };
+        wait_until(
+            Duration::from_secs(30),
+            || cluster.is_ok(),
+            "the cluster reports cluster_state:ok",
+        )
+        .await;
+        cluster
+    }
+
+    fn is_ok(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            redis_cli(n.port, &["CLUSTER", "INFO"])
+                .is_some_and(|info| info.contains("cluster_state:ok"))
+        })
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The index of the node that serves `key`'s slot.
+    pub fn node_of(&self, key: &str) -> usize {
+        let slot: u16 = redis_cli(self.nodes[0].port, &["CLUSTER", "KEYSLOT", key])
+            .and_then(|s| s.trim().parse().ok())
+            .expect("CLUSTER KEYSLOT");
+        let slots = redis_cli(self.nodes[0].port, &["CLUSTER", "SLOTS"]).expect("CLUSTER SLOTS");
+        // `redis-cli` prints each range as: start, end, ip, port, id, … one value per line.
+        let lines: Vec<&str> = slots.lines().map(str::trim).collect();
+        for window in lines.windows(4) {
+            if let (Ok(start), Ok(end), Ok(port)) = (
+                window[0].parse::<u16>(),
+                window[1].parse::<u16>(),
+                window[3].parse::<u16>(),
+            ) && window[2] == "127.0.0.1"
+                && (start..=end).contains(&slot)
+            {
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port == port)
+                    .expect("a node of ours");
+            }
+        }
+        panic!("no node serves slot {slot}");
+    }
+}
+
+/// Runs `redis-cli -p port args…`; its stdout on success.
+pub fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    let output = StdCommand::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+async fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

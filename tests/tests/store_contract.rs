@@ -1,0 +1,478 @@
+//! One contract, every store: the memory store, a standalone Redis and a 3-master Redis
+//! Cluster answer the same cases with the same verdicts (DESIGN §3, §8).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use grantflow_core::audit::{Action, Actor, ActorKind, Source};
+use grantflow_core::clock::{Clock, ManualClock, SystemClock};
+use grantflow_core::decision::Limits;
+use grantflow_core::identity::{Identity, SessionKey};
+use grantflow_core::policy::{Policy, PolicySource};
+use grantflow_core::revocation::{Revocation, RevocationTarget};
+use grantflow_core::session::{AccessRequest, EndReason, Verdict};
+use grantflow_core::store::{
+    ChangeEvent, ChangeStream, MemoryStore, RedisSettings, RedisStore, SessionStore,
+};
+use grantflow_e2e::redis::{RedisCluster, RedisServer};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const EXPIRED: Verdict = Verdict::Deny(EndReason::Expired);
+const REVOKED: Verdict = Verdict::Deny(EndReason::Revoked);
+const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+struct Ctx {
+    store: Arc<dyn SessionStore>,
+    clock: ManualClock,
+}
+
+impl Ctx {
+    fn tenant(&self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    fn identity(&self, tenant: &str, user: &str, sid: Option<&str>) -> Identity {
+        let now = self.clock.now_secs();
+        Identity {
+            tenant: tenant.into(),
+            user: user.into(),
+            display_name: Some(format!("{user}@contoso.test")),
+            session: SessionKey::derive(sid, Some(&format!("uti-{user}-{now}")), "raw"),
+            auth_time: None,
+            issued_at: Some(now),
+            not_before: Some(now),
+            expires_at: now + 3600,
+            roles: Vec::new(),
+        }
+    }
+
+    async fn check(&self, identity: &Identity) -> Verdict {
+        let request = AccessRequest {
+            identity: Arc::new(identity.clone()),
+            client_ip: Some("203.0.113.7".parse().unwrap()),
+            user_agent: Some(CHROME.into()),
+        };
+        self.store.check(&request).await.expect("the store answers")
+    }
+
+    async fn revoke(
+        &self,
+        tenant: &str,
+        target: RevocationTarget,
+        key: Option<&str>,
+    ) -> (u32, String) {
+        let outcome = self
+            .store
+            .revoke(&Revocation {
+                tenant: tenant.into(),
+                target,
+                reason: "INC-1 contract".into(),
+                actor: Actor {
+                    kind: ActorKind::Admin,
+                    id: "admin".into(),
+                    name: Some("Ada".into()),
+                },
+                source: Source::Api,
+                idempotency_key: key.map(str::to_owned),
+            })
+            .await
+            .expect("the store revokes");
+        (outcome.sessions_revoked, outcome.audit_id)
+    }
+
+    async fn set_max_age(&self, tenant: &str, age: Duration) {
+        let policy = Policy {
+            max_session_age: age,
+            source: PolicySource::Kubernetes("ns/p".into()),
+        };
+        self.store
+            .set_policy(tenant, policy, None)
+            .await
+            .expect("policy set");
+    }
+}
+
+fn user(user: &str) -> RevocationTarget {
+    RevocationTarget::User {
+        user: user.into(),
+        lock_until: None,
+    }
+}
+
+async fn next_event(stream: &mut ChangeStream) -> ChangeEvent {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a change event within 5 s")
+        .expect("the feed stays open")
+}
+
+async fn run_contract(ctx: Ctx) {
+    create_touch_and_list(&ctx).await;
+    expire_at_max_age_and_remember(&ctx).await;
+    auth_time_starts_the_session(&ctx).await;
+    policy_changes_apply_at_once(&ctx).await;
+    revoke_one_session(&ctx).await;
+    revoke_all_of_a_user(&ctx).await;
+    lock_until(&ctx).await;
+    idempotent_revocation(&ctx).await;
+    tenants_are_isolated(&ctx).await;
+    change_feed(&ctx).await;
+    housekeeping_expires_old_sessions(&ctx).await;
+}
+
+async fn create_touch_and_list(ctx: &Ctx) {
+    let t = ctx.tenant();
+    let id = ctx.identity(&t, "u1", Some("s1"));
+    let start = ctx.clock.now_ms();
+    assert_eq!(
+        ctx.check(&id).await,
+        Verdict::Allow {
+            created: true,
+            started_at: start
+        }
+    );
+    ctx.clock.advance(Duration::from_millis(400));
+    assert_eq!(
+        ctx.check(&id).await,
+        Verdict::Allow {
+            created: false,
+            started_at: start
+        }
+    );
+    let listed = ctx.store.sessions(&t).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let s = &listed[0];
+    assert_eq!(
+        (s.id.as_str(), s.user.as_str(), s.started_at),
+        ("s1", "u1", start)
+    );
+    assert_eq!(s.last_seen, start, "touched at most once a second");
+    assert_eq!(s.display_name.as_deref(), Some("u1@contoso.test"));
+    assert_eq!(s.client_ip, Some("203.0.113.7".parse().unwrap()));
+    assert_eq!(s.client_label.as_deref(), Some("Chrome on Windows 10"));
+    ctx.clock.advance(Duration::from_millis(700));
+    ctx.check(&id).await;
+    let listed = ctx.store.sessions(&t).await.unwrap();
+    assert_eq!(listed[0].last_seen, start + 1100);
+    // Oldest first.
+    ctx.clock.advance(Duration::from_secs(1));
+    ctx.check(&ctx.identity(&t, "u2", Some("s2"))).await;
+    let ids: Vec<String> = ctx
+        .store
+        .sessions(&t)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, ["s1", "s2"]);
+}
+
+async fn expire_at_max_age_and_remember(ctx: &Ctx) {
+    let t = ctx.tenant();
+    let id = ctx.identity(&t, "u1", Some("s1"));
+    assert!(matches!(
+        ctx.check(&id).await,
+        Verdict::Allow { created: true, .. }
+    ));
+    ctx.clock.advance(15 * MINUTE - Duration::from_millis(1));
+    assert!(matches!(
+        ctx.check(&id).await,
+        Verdict::Allow { created: false, .. }
+    ));
+    ctx.clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        ctx.check(&id).await,
+        EXPIRED,
+        "expired at exactly the max age"
+    );
+    assert!(ctx.store.sessions(&t).await.unwrap().is_empty());
+    // The same sid cannot start afresh, even under a longer policy.
+    ctx.set_max_age(&t, 60 * MINUTE).await;
+    assert_eq!(
+        ctx.check(&ctx.identity(&t, "u1", Some("s1"))).await,
+        EXPIRED
+    );
+}
+
+async fn auth_time_starts_the_session(ctx: &Ctx) {
+    let t = ctx.tenant();
+    let mut id = ctx.identity(&t, "u1", Some("s1"));
+    id.auth_time = Some(ctx.clock.now_secs() - 600);
+    let verdict = ctx.check(&id).await;
+    assert_eq!(
+        verdict,
+        Verdict::Allow {
+            created: true,
+            started_at: (ctx.clock.now_secs() - 600) * 1000
+        }
+    );
+    let mut old = ctx.identity(&t, "u1", Some("s2"));
+    old.auth_time = Some(ctx.clock.now_secs() - 16 * 60);
+    assert_eq!(ctx.check(&old).await, EXPIRED);
+    // Remembered: the same sid stays expired.
+    assert_eq!(
+        ctx.check(&ctx.identity(&t, "u1", Some("s2"))).await,
+        EXPIRED
+    );
+}
+
+async fn policy_changes_apply_at_once(ctx: &Ctx) {
+    let t = ctx.tenant();
+    assert_eq!(
+        ctx.store.policy(&t).await.unwrap(),
+        Policy::default_with(15 * MINUTE)
+    );
+    let old = ctx.identity(&t, "u1", Some("old"));
+    ctx.check(&old).await;
+    ctx.clock.advance(3 * MINUTE);
+    let young = ctx.identity(&t, "u2", Some("young"));
+    ctx.check(&young).await;
+    ctx.clock.advance(MINUTE);
+    ctx.set_max_age(&t, 2 * MINUTE).await;
+    let policy = ctx.store.policy(&t).await.unwrap();
+    assert_eq!(policy.max_session_age, 2 * MINUTE);
+    assert_eq!(policy.source, PolicySource::Kubernetes("ns/p".into()));
+    assert_eq!(
+        ctx.check(&old).await,
+        EXPIRED,
+        "a lowered max age ends older sessions"
+    );
+    assert!(matches!(ctx.check(&young).await, Verdict::Allow { .. }));
+    ctx.store.clear_policy(&t).await.unwrap();
+    assert_eq!(
+        ctx.store.policy(&t).await.unwrap(),
+        Policy::default_with(15 * MINUTE)
+    );
+}
+
+async fn revoke_one_session(ctx: &Ctx) {
+    let t = ctx.tenant();
+    let a = ctx.identity(&t, "u1", Some("a"));
+    let b = ctx.identity(&t, "u1", Some("b"));
+    ctx.check(&a).await;
+    ctx.check(&b).await;
+    let (count, audit_id) = ctx
+        .revoke(&t, RevocationTarget::Session("a".into()), None)
+        .await;
+    assert_eq!(count, 1);
+    assert_eq!(ctx.check(&a).await, REVOKED);
+    assert!(matches!(ctx.check(&b).await, Verdict::Allow { .. }));
+    let (count, _) = ctx
+        .revoke(&t, RevocationTarget::Session("never-seen".into()), None)
+        .await;
+    assert_eq!(count, 0);
+    assert_eq!(
+        ctx.check(&ctx.identity(&t, "u3", Some("never-seen"))).await,
+        REVOKED
+    );
+    let audit = ctx.store.audit(&t, 10).await.unwrap();
+    assert_eq!(audit.len(), 2);
+    let first = &audit[1];
+    assert_eq!(first.id, audit_id);
+    assert_eq!(first.action, Action::SessionRevoke);
+    assert_eq!(first.target.session.as_deref(), Some("a"));
+    assert_eq!(first.target.user.as_deref(), Some("u1"));
+    assert_eq!(first.sessions_revoked, Some(1));
+    assert_eq!(first.reason.as_deref(), Some("INC-1 contract"));
+    assert_eq!(first.actor.name.as_deref(), Some("Ada"));
+    assert_eq!(ctx.store.audit(&t, 1).await.unwrap().len(), 1, "limit");
+}
+
+async fn revoke_all_of_a_user(ctx: &Ctx) {
+    let t = ctx.tenant();
+    let a = ctx.identity(&t, "u1", Some("a"));
+    let b = ctx.identity(&t, "u1", Some("b"));
+    let other = ctx.identity(&t, "u2", Some("c"));
+    for id in [&a, &b, &other] {
+        ctx.check(id).await;
+    }
+    ctx.clock.advance(Duration::from_secs(5));
+    let (count, _) = ctx.revoke(&t, user("u1"), None).await;
+    assert_eq!(count, 2);
+    assert_eq!(ctx.check(&a).await, REVOKED);
+    assert_eq!(ctx.check(&b).await, REVOKED);
+    assert!(matches!(ctx.check(&other).await, Verdict::Allow { .. }));
+    // Authenticated before the revocation: no new session.
+    let mut stale = ctx.identity(&t, "u1", Some("new"));
+    stale.issued_at = Some(ctx.clock.now_secs() - 60);
+    assert_eq!(ctx.check(&stale).await, REVOKED);
+    let mut unknown = ctx.identity(&t, "u1", Some("unknown-instant"));
+    unknown.issued_at = None;
+    assert_eq!(ctx.check(&unknown).await, REVOKED);
+    // A fresh sign-in afterwards works.
+    ctx.clock.advance(Duration::from_secs(2));
+    assert!(matches!(
+        ctx.check(&ctx.identity(&t, "u1", Some("fresh"))).await,
+        Verdict::Allow { created: true, .. }
+    ));
+    let audit = ctx.store.audit(&t, 10).await.unwrap();
+    assert_eq!(audit[0].action, Action::UserRevoke);
+    assert_eq!(audit[0].sessions_revoked, Some(2));
+}
+
+async fn lock_until(ctx: &Ctx) {
+    let t = ctx.tenant();
+    let until = ctx.clock.now_ms() + 10 * 60_000;
+    let (_, _) = ctx
+        .revoke(
+            &t,
+            RevocationTarget::User {
+                user: "u1".into(),
+                lock_until: Some(until),
+            },
+            None,
+        )
+        .await;
+    ctx.clock.advance(MINUTE);
+    assert_eq!(
+        ctx.check(&ctx.identity(&t, "u1", Some("during"))).await,
+        REVOKED
+    );
+    ctx.clock.advance(10 * MINUTE);
+    assert!(matches!(
+        ctx.check(&ctx.identity(&t, "u1", Some("after"))).await,
+        Verdict::Allow { .. }
+    ));
+    assert_eq!(
+        ctx.store.audit(&t, 1).await.unwrap()[0].action,
+        Action::UserLock
+    );
+}
+
+async fn idempotent_revocation(ctx: &Ctx) {
+    let t = ctx.tenant();
+    ctx.check(&ctx.identity(&t, "u1", Some("a"))).await;
+    let first = ctx.revoke(&t, user("u1"), Some("uid-1")).await;
+    ctx.clock.advance(Duration::from_secs(3));
+    ctx.check(&ctx.identity(&t, "u1", Some("b"))).await;
+    let second = ctx.revoke(&t, user("u1"), Some("uid-1")).await;
+    assert_eq!(first, second, "the same outcome, and nothing revoked again");
+    assert!(matches!(
+        ctx.check(&ctx.identity(&t, "u1", Some("b"))).await,
+        Verdict::Allow { .. }
+    ));
+    assert_eq!(
+        ctx.store.audit(&t, 10).await.unwrap().len(),
+        1,
+        "one audit record"
+    );
+}
+
+async fn tenants_are_isolated(ctx: &Ctx) {
+    let (t1, t2) = (ctx.tenant(), ctx.tenant());
+    ctx.check(&ctx.identity(&t1, "u1", Some("s"))).await;
+    ctx.check(&ctx.identity(&t2, "u1", Some("s"))).await;
+    ctx.revoke(&t1, user("u1"), None).await;
+    assert_eq!(
+        ctx.check(&ctx.identity(&t1, "u1", Some("s"))).await,
+        REVOKED
+    );
+    assert!(matches!(
+        ctx.check(&ctx.identity(&t2, "u1", Some("s"))).await,
+        Verdict::Allow { .. }
+    ));
+    assert!(ctx.store.audit(&t2, 10).await.unwrap().is_empty());
+    assert_eq!(ctx.store.sessions(&t2).await.unwrap().len(), 1);
+}
+
+async fn change_feed(ctx: &Ctx) {
+    let t = ctx.tenant();
+    let mut feed = ctx.store.subscribe(&t).await.unwrap();
+    // Another tenant's changes are not in this feed.
+    ctx.check(&ctx.identity(&ctx.tenant(), "x", Some("x")))
+        .await;
+    ctx.check(&ctx.identity(&t, "u1", Some("s1"))).await;
+    match next_event(&mut feed).await {
+        ChangeEvent::SessionCreated { tenant, session } => {
+            assert_eq!(
+                (tenant.as_str(), session.id.as_str(), session.user.as_str()),
+                (t.as_str(), "s1", "u1")
+            );
+        }
+        other => panic!("expected SessionCreated, got {other:?}"),
+    }
+    ctx.revoke(&t, RevocationTarget::Session("s1".into()), None)
+        .await;
+    assert_eq!(
+        next_event(&mut feed).await,
+        ChangeEvent::SessionEnded {
+            tenant: t.clone(),
+            session: "s1".into(),
+            user: Some("u1".into()),
+            reason: EndReason::Revoked
+        }
+    );
+    ctx.set_max_age(&t, 5 * MINUTE).await;
+    match next_event(&mut feed).await {
+        ChangeEvent::PolicyChanged { policy, .. } => assert_eq!(policy.max_session_age, 5 * MINUTE),
+        other => panic!("expected PolicyChanged, got {other:?}"),
+    }
+}
+
+async fn housekeeping_expires_old_sessions(ctx: &Ctx) {
+    let t = ctx.tenant();
+    ctx.check(&ctx.identity(&t, "u1", Some("s1"))).await;
+    let mut feed = ctx.store.subscribe(&t).await.unwrap();
+    ctx.clock.advance(16 * MINUTE);
+    assert!(
+        ctx.store.sessions(&t).await.unwrap().is_empty(),
+        "past the max age is not live"
+    );
+    ctx.store.maintain().await.unwrap();
+    assert_eq!(
+        next_event(&mut feed).await,
+        ChangeEvent::SessionEnded {
+            tenant: t.clone(),
+            session: "s1".into(),
+            user: Some("u1".into()),
+            reason: EndReason::Expired
+        }
+    );
+    assert_eq!(
+        ctx.check(&ctx.identity(&t, "u1", Some("s1"))).await,
+        EXPIRED
+    );
+}
+
+fn clock() -> ManualClock {
+    ManualClock::new(SystemClock.now_ms())
+}
+
+fn redis_store(urls: Vec<String>, cluster: bool, clock: &ManualClock) -> Arc<dyn SessionStore> {
+    let settings = RedisSettings {
+        urls,
+        cluster,
+        timeout: Duration::from_secs(2),
+        write_timeout: Duration::from_secs(2),
+    };
+    Arc::new(RedisStore::new(
+        settings,
+        Limits::default(),
+        Arc::new(clock.clone()),
+    ))
+}
+
+#[tokio::test]
+async fn memory_store_meets_the_contract() {
+    let clock = clock();
+    let store = Arc::new(MemoryStore::new(Limits::default(), Arc::new(clock.clone())));
+    run_contract(Ctx { store, clock }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_meets_the_contract() {
+    let redis = RedisServer::start().await;
+    let clock = clock();
+    let store = redis_store(vec![redis.url()], false, &clock);
+    run_contract(Ctx { store, clock }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store_meets_the_contract() {
+    let cluster = RedisCluster::start().await;
+    let clock = clock();
+    let store = redis_store(cluster.urls(), true, &clock);
+    run_contract(Ctx { store, clock }).await;
+}
