@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use grantflow_core::decision::Limits;
 use grantflow_core::policy::{DEFAULT_MAX_SESSION_AGE, check_max_age};
+use grantflow_core::store::{RedisSettings, StoreConfig};
 use grantflow_core::token::{ENTRA_ISSUERS, TokenRules};
 use serde::Deserialize;
 
@@ -36,6 +37,8 @@ pub enum Command {
 pub enum StoreKind {
     /// In this process; single replica; nothing survives a restart.
     Memory,
+    /// Redis, standalone or Cluster (see redis_url, redis_cluster); for many replicas.
+    Redis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -58,13 +61,35 @@ pub struct Options {
     #[arg(long, env = "GRANTFLOW_GRPC_ADDR", value_name = "ADDR")]
     pub grpc_addr: Option<SocketAddr>,
 
-    /// Address of the admin HTTP side: /healthz, /readyz, /metrics [default: 127.0.0.1:8080].
+    /// Address of the admin HTTP side: /healthz, /readyz, /metrics, the dashboard (/admin/)
+    /// and its API (/api/v1/) [default: 127.0.0.1:8080].
     #[arg(long, env = "GRANTFLOW_ADMIN_ADDR", value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
 
     /// Session store [default: memory].
     #[arg(long, env = "GRANTFLOW_STORE", value_enum)]
     pub store: Option<StoreKind>,
+
+    /// Redis URL(s), comma separated: `redis://[user:password@]host:port[/db]` or `rediss://`
+    /// (one for standalone; the seed nodes of a cluster). Keep credentials in the environment.
+    #[arg(
+        long,
+        env = "GRANTFLOW_REDIS_URL",
+        value_delimiter = ',',
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<Vec<String>>,
+
+    /// The Redis URLs are Redis Cluster nodes [default: false].
+    #[arg(long, env = "GRANTFLOW_REDIS_CLUSTER", value_name = "BOOL")]
+    pub redis_cluster: Option<bool>,
+
+    /// Deadline of store writes an administrator waits for (revocations, policy changes)
+    /// [default: 2s].
+    #[arg(long, env = "GRANTFLOW_STORE_WRITE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub store_write_timeout: Option<Duration>,
 
     /// Deadline of every store call; past it the request is refused with 503 [default: 50ms].
     #[arg(long, env = "GRANTFLOW_STORE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -161,6 +186,28 @@ pub struct Options {
     #[arg(long, env = "GRANTFLOW_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
+    /// The app role a token must carry to use the admin API and dashboard
+    /// [default: GrantFlow.SessionAdmin].
+    #[arg(long, env = "GRANTFLOW_ADMIN_ROLE", value_name = "ROLE")]
+    pub admin_role: Option<String>,
+
+    /// OpenID Connect authority the dashboard signs administrators in with (authorization
+    /// code + PKCE in the browser); its discovery document is
+    /// `<authority>/.well-known/openid-configuration`
+    /// (e.g. https://login.microsoftonline.com/organizations/v2.0).
+    #[arg(long, env = "GRANTFLOW_ADMIN_OIDC_AUTHORITY", value_name = "URL")]
+    pub admin_oidc_authority: Option<String>,
+
+    /// Client (application) id of the dashboard's app registration (a single-page app whose
+    /// redirect URI is `<admin URL>/admin/`). Required with admin_oidc_authority.
+    #[arg(long, env = "GRANTFLOW_ADMIN_CLIENT_ID", value_name = "ID")]
+    pub admin_client_id: Option<String>,
+
+    /// Scopes the dashboard asks for; the access token must be for an accepted audience
+    /// [default: `openid profile <first audience>/.default`].
+    #[arg(long, env = "GRANTFLOW_ADMIN_SCOPE", value_name = "SCOPES")]
+    pub admin_scope: Option<String>,
+
     /// Development mode: a built-in issuer signs tokens with a key made at start-up and
     /// serves them at the admin address (GET /dev/token). Never use in production.
     #[arg(long, env = "GRANTFLOW_DEV", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -182,6 +229,9 @@ impl Options {
             grpc_addr,
             admin_addr,
             store,
+            redis_url,
+            redis_cluster,
+            store_write_timeout,
             store_timeout,
             max_session_age,
             retention,
@@ -198,6 +248,10 @@ impl Options {
             sign_in_url,
             trusted_proxy_hops,
             log_format,
+            admin_role,
+            admin_oidc_authority,
+            admin_client_id,
+            admin_scope,
             dev,
         );
         self
@@ -218,7 +272,7 @@ pub enum KeySource {
 pub struct Settings {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub store: StoreKind,
+    pub store: StoreConfig,
     pub store_timeout: Duration,
     pub limits: Limits,
     pub keys: KeySource,
@@ -228,8 +282,32 @@ pub struct Settings {
     pub sign_in_url: String,
     pub trusted_proxy_hops: usize,
     pub log_format: LogFormat,
+    pub admin: AdminSettings,
     pub dev: bool,
 }
+
+/// The admin API's and dashboard's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// The app role (`roles` claim) that makes a caller a tenant administrator.
+    pub role: String,
+    /// How the dashboard signs administrators in; `None`: not configured.
+    pub sign_in: Option<DashboardSignIn>,
+}
+
+/// The dashboard's OpenID Connect sign-in (authorization code + PKCE, in the browser).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardSignIn {
+    /// The authority (issuer) URL, without a trailing slash.
+    pub authority: String,
+    /// `scheme://host[:port]` of the authority, for the Content-Security-Policy.
+    pub authority_origin: String,
+    pub client_id: String,
+    pub scope: String,
+}
+
+/// The default admin app role.
+pub const DEFAULT_ADMIN_ROLE: &str = "GrantFlow.SessionAdmin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -316,10 +394,32 @@ impl Settings {
                 "store_timeout must be more than zero".into(),
             ));
         }
+        let store_write_timeout = o.store_write_timeout.unwrap_or(Duration::from_secs(2));
+        let store = match (o.store.unwrap_or(StoreKind::Memory), o.redis_url) {
+            (StoreKind::Memory, _) => StoreConfig::Memory,
+            (StoreKind::Redis, Some(urls)) if !urls.is_empty() => {
+                StoreConfig::Redis(RedisSettings {
+                    urls,
+                    cluster: o.redis_cluster.unwrap_or(false),
+                    timeout: store_timeout,
+                    write_timeout: store_write_timeout.max(store_timeout),
+                })
+            }
+            (StoreKind::Redis, _) => {
+                return Err(ConfigError::Invalid("store redis needs redis_url".into()));
+            }
+        };
+        let admin = admin_settings(
+            o.admin_role,
+            o.admin_oidc_authority,
+            o.admin_client_id,
+            o.admin_scope,
+            &token.audiences[0],
+        )?;
         Ok(Self {
             grpc_addr: o.grpc_addr.unwrap_or(([127, 0, 0, 1], 9001).into()),
             admin_addr: o.admin_addr.unwrap_or(([127, 0, 0, 1], 8080).into()),
-            store: o.store.unwrap_or(StoreKind::Memory),
+            store,
             store_timeout,
             limits: Limits {
                 default_max_age: max_session_age,
@@ -334,9 +434,74 @@ impl Settings {
             sign_in_url: o.sign_in_url.unwrap_or_else(|| "/".into()),
             trusted_proxy_hops: o.trusted_proxy_hops.unwrap_or(0),
             log_format: o.log_format.unwrap_or(LogFormat::Text),
+            admin,
             dev,
         })
     }
+}
+
+fn admin_settings(
+    role: Option<String>,
+    authority: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+    first_audience: &str,
+) -> Result<AdminSettings, ConfigError> {
+    let role = role.unwrap_or_else(|| DEFAULT_ADMIN_ROLE.into());
+    if role.trim().is_empty() {
+        return Err(ConfigError::Invalid("admin_role must not be empty".into()));
+    }
+    let sign_in = match (authority, client_id) {
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ConfigError::Invalid(
+                "set both admin_oidc_authority and admin_client_id for the dashboard sign-in"
+                    .into(),
+            ));
+        }
+        (Some(authority), Some(client_id)) => {
+            let authority = authority.trim_end_matches('/').to_owned();
+            let authority_origin = origin(&authority).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "admin_oidc_authority must be an http(s) URL, not `{authority}`"
+                ))
+            })?;
+            if client_id.trim().is_empty() || client_id.chars().any(char::is_control) {
+                return Err(ConfigError::Invalid(
+                    "admin_client_id must not be empty".into(),
+                ));
+            }
+            let scope = scope.unwrap_or_else(|| {
+                format!(
+                    "openid profile {}/.default",
+                    first_audience.trim_end_matches('/')
+                )
+            });
+            Some(DashboardSignIn {
+                authority,
+                authority_origin,
+                client_id,
+                scope,
+            })
+        }
+    };
+    Ok(AdminSettings { role, sign_in })
+}
+
+/// `scheme://host[:port]` of an http(s) URL whose host part is plain (letters, digits, `.`,
+/// `-`, `:`, `[`, `]`), so it is safe inside a Content-Security-Policy header.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !matches!(scheme, "http" | "https") {
+        return None;
+    }
+    let host = rest.split(['/', '?', '#']).next()?;
+    let plain = !host.is_empty()
+        && !host.contains('@')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    plain.then(|| format!("{scheme}://{}", host.to_ascii_lowercase()))
 }
 
 fn read_file(path: &Path) -> Result<Options, ConfigError> {
@@ -376,6 +541,60 @@ mod tests {
         assert_eq!(dev.store_timeout, Duration::from_millis(50));
         assert_eq!(dev.grpc_addr.port(), 9001);
         assert_eq!(dev.token.issuers.len(), 2);
+        assert_eq!(dev.admin.role, DEFAULT_ADMIN_ROLE);
+        assert_eq!(dev.admin.sign_in, None);
+    }
+
+    #[test]
+    fn dashboard_sign_in_settings() {
+        let settings = Settings::from_options(parse(&[
+            "--dev",
+            "--admin-oidc-authority",
+            "https://login.microsoftonline.com/organizations/v2.0/",
+            "--admin-client-id",
+            "11111111-2222-3333-4444-555555555555",
+            "--admin-role",
+            "Sessions.Admin",
+        ]))
+        .unwrap();
+        assert_eq!(settings.admin.role, "Sessions.Admin");
+        let sign_in = settings.admin.sign_in.unwrap();
+        assert_eq!(
+            sign_in.authority,
+            "https://login.microsoftonline.com/organizations/v2.0"
+        );
+        assert_eq!(
+            sign_in.authority_origin,
+            "https://login.microsoftonline.com"
+        );
+        assert_eq!(
+            sign_in.scope,
+            format!("openid profile {DEV_AUDIENCE}/.default")
+        );
+
+        let err = Settings::from_options(parse(&[
+            "--dev",
+            "--admin-oidc-authority",
+            "https://login.example.test",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("admin_client_id"), "{err}");
+        for bad in [
+            "ftp://x.test",
+            "https://",
+            "https://a b.test",
+            "https://x;y.test",
+        ] {
+            let err = Settings::from_options(parse(&[
+                "--dev",
+                "--admin-oidc-authority",
+                bad,
+                "--admin-client-id",
+                "c",
+            ]))
+            .unwrap_err();
+            assert!(err.to_string().contains("http(s) URL"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -385,7 +604,7 @@ mod tests {
         let file = dir.join("extauthz.yaml");
         std::fs::write(
             &file,
-            "jwks_url: http://127.0.0.1:1/jwks\naudiences: [api://a, api://b]\nmax_session_age: 5m\nrequire_sid: true\n",
+            "jwks_url: http://127.0.0.1:1/jwks\naudiences: [api://a, api://b]\nmax_session_age: 5m\nrequire_sid: true\nadmin_role: Ops.Admin\nadmin_scope: openid api://a/Sessions\n",
         )
         .unwrap();
         let cli = parse(&[
@@ -398,11 +617,42 @@ mod tests {
         assert_eq!(settings.limits.default_max_age, Duration::from_secs(600));
         assert_eq!(settings.token.audiences, vec!["api://a", "api://b"]);
         assert!(settings.token.require_sid);
+        assert_eq!(settings.admin.role, "Ops.Admin");
         assert_eq!(
             settings.keys,
             KeySource::Jwks("http://127.0.0.1:1/jwks".into())
         );
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn redis_store_settings() {
+        let cli = parse(&[
+            "--dev",
+            "--store",
+            "redis",
+            "--redis-url",
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+            "--redis-cluster",
+            "true",
+            "--store-timeout",
+            "20ms",
+        ]);
+        match Settings::from_options(cli).unwrap().store {
+            StoreConfig::Redis(redis) => {
+                assert_eq!(redis.urls.len(), 2);
+                assert!(redis.cluster);
+                assert_eq!(redis.timeout, Duration::from_millis(20));
+                assert_eq!(redis.write_timeout, Duration::from_secs(2));
+            }
+            StoreConfig::Memory => panic!("expected the Redis store"),
+        }
+        let err = Settings::from_options(parse(&["--dev", "--store", "redis"])).unwrap_err();
+        assert!(err.to_string().contains("redis_url"), "{err}");
+        assert!(matches!(
+            Settings::from_options(parse(&["--dev"])).unwrap().store,
+            StoreConfig::Memory
+        ));
     }
 
     #[test]

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use grantflow_core::clock::SystemClock;
-use grantflow_core::store::MemoryStore;
-use grantflow_extauthz::config::{Cli, Command, LogFormat, Settings, StoreKind};
+use grantflow_extauthz::config::{Cli, Command, LogFormat, Settings};
 use grantflow_extauthz::{check_client, server};
 
 #[tokio::main]
@@ -35,9 +34,7 @@ async fn serve(options: grantflow_extauthz::config::Options) -> ExitCode {
     };
     init_tracing(settings.log_format);
     let clock = Arc::new(SystemClock);
-    let store = match settings.store {
-        StoreKind::Memory => Arc::new(MemoryStore::new(settings.limits, clock.clone())),
-    };
+    let store = settings.store.open(settings.limits, clock.clone());
     if settings.dev {
         tracing::warn!(
             "development mode: a built-in issuer signs tokens; get one with `curl http://{}/dev/token`. Never use this in production.",

@@ -8,6 +8,32 @@ mod redis;
 pub use memory::MemoryStore;
 pub use redis::{RedisSettings, RedisStore};
 
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::decision::Limits;
+
+/// Which store to open.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// In this process: one replica, nothing survives a restart.
+    Memory,
+    /// Redis (standalone or Cluster): shared by every replica and the operator.
+    Redis(RedisSettings),
+}
+
+impl StoreConfig {
+    /// Opens the store. Redis connects on first use, so this never waits for the network.
+    pub fn open(&self, limits: Limits, clock: Arc<dyn Clock>) -> Arc<dyn SessionStore> {
+        match self {
+            StoreConfig::Memory => Arc::new(MemoryStore::new(limits, clock)),
+            StoreConfig::Redis(settings) => {
+                Arc::new(RedisStore::new(settings.clone(), limits, clock))
+            }
+        }
+    }
+}
+
 use std::pin::Pin;
 
 use async_trait::async_trait;
