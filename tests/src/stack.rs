@@ -7,7 +7,7 @@ use std::time::Duration;
 use grantflow_core::audit::{Actor, ActorKind, Source};
 use grantflow_core::clock::{Clock, ManualClock, SystemClock};
 use grantflow_core::revocation::{Revocation, RevocationOutcome, RevocationTarget};
-use grantflow_core::store::{MemoryStore, SessionStore};
+use grantflow_core::store::{SessionStore, StoreConfig};
 use grantflow_extauthz::config::{Options, Settings};
 use grantflow_extauthz::server::{self, Running};
 use serde_json::{Value, json};
@@ -23,15 +23,51 @@ pub const SIGN_IN_URL: &str = "https://portal.example.test/sign-in";
 pub struct Stack {
     pub issuer: Issuer,
     pub upstream: Upstream,
+    /// The first replica's Envoy.
     pub envoy: Envoy,
-    pub store: Arc<MemoryStore>,
+    /// The first replica's store.
+    pub store: Arc<dyn SessionStore>,
     pub clock: ManualClock,
     pub http: reqwest::Client,
     extauthz: Option<Running>,
+    /// Further replicas, each an extauthz with its own store connection behind its own Envoy.
+    pub others: Vec<Replica>,
+}
+
+/// One more extauthz replica.
+pub struct Replica {
+    pub envoy: Envoy,
+    pub store: Arc<dyn SessionStore>,
+    pub running: Option<Running>,
+}
+
+/// What a [`Stack`] runs on.
+pub struct StackOptions {
+    pub store: StoreConfig,
+    pub replicas: usize,
+    /// The store deadline of the request path.
+    pub store_timeout: Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        // The memory store answers in microseconds; a generous budget keeps a loaded CI
+        // machine from turning into 503s.
+        Self {
+            store: StoreConfig::Memory,
+            replicas: 1,
+            store_timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 impl Stack {
+    /// One replica on the memory store.
     pub async fn start() -> Stack {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(stack: StackOptions) -> Stack {
         let issuer = Issuer::start().await;
         let upstream = Upstream::start().await;
         let clock = ManualClock::new(SystemClock.now_ms());
@@ -42,26 +78,48 @@ impl Stack {
             audiences: Some(vec![AUDIENCE.into()]),
             sign_in_url: Some(SIGN_IN_URL.into()),
             jwks_min_refetch_interval: Some(Duration::from_millis(100)),
-            // The store answers in microseconds; a generous budget keeps a loaded CI machine
-            // from turning into 503s. Timeouts are exercised elsewhere.
-            store_timeout: Some(Duration::from_secs(2)),
+            store_timeout: Some(stack.store_timeout),
             ..Options::default()
         };
-        let settings = Settings::from_options(options).expect("valid settings");
-        let store = Arc::new(MemoryStore::new(settings.limits, Arc::new(clock.clone())));
-        let extauthz = server::start(&settings, store.clone(), Arc::new(clock.clone()))
-            .await
-            .expect("extauthz starts");
-        wait_for_keys(&extauthz).await;
-        let envoy = Envoy::start(extauthz.grpc_addr, upstream.addr).await;
+        let mut settings = Settings::from_options(options).expect("valid settings");
+        settings.store = stack.store;
+        let shared = match settings.store {
+            // One memory store stands for a shared store between in-process replicas.
+            StoreConfig::Memory => Some(
+                settings
+                    .store
+                    .open(settings.limits, Arc::new(clock.clone())),
+            ),
+            StoreConfig::Redis(_) => None,
+        };
+        let mut replicas = Vec::new();
+        for _ in 0..stack.replicas.max(1) {
+            let store = shared.clone().unwrap_or_else(|| {
+                settings
+                    .store
+                    .open(settings.limits, Arc::new(clock.clone()))
+            });
+            let running = server::start(&settings, store.clone(), Arc::new(clock.clone()))
+                .await
+                .expect("extauthz starts");
+            wait_for_keys(&running).await;
+            let envoy = Envoy::start(running.grpc_addr, upstream.addr).await;
+            replicas.push(Replica {
+                envoy,
+                store,
+                running: Some(running),
+            });
+        }
+        let first = replicas.remove(0);
         Stack {
             issuer,
             upstream,
-            envoy,
-            store,
+            envoy: first.envoy,
+            store: first.store,
             clock,
             http: reqwest::Client::new(),
-            extauthz: Some(extauthz),
+            extauthz: first.running,
+            others: replicas,
         }
     }
 
@@ -94,6 +152,15 @@ impl Stack {
         self.issuer.token(self.claims(user, Some(sid))).await
     }
 
+    /// The Envoy of replica `index` (0 is the first).
+    pub fn envoy_of(&self, index: usize) -> &Envoy {
+        if index == 0 {
+            &self.envoy
+        } else {
+            &self.others[index - 1].envoy
+        }
+    }
+
     /// GET / through Envoy with an optional bearer token, an `Accept` header and extras.
     pub async fn get(
         &self,
@@ -101,7 +168,19 @@ impl Stack {
         accept: &str,
         extra: &[(&str, &str)],
     ) -> reqwest::Response {
-        let mut request = self.http.get(self.envoy.url("/")).header("accept", accept);
+        self.get_via(0, token, accept, extra).await
+    }
+
+    /// GET / through the Envoy of replica `index`.
+    pub async fn get_via(
+        &self,
+        index: usize,
+        token: Option<&str>,
+        accept: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let url = self.envoy_of(index).url("/");
+        let mut request = self.http.get(url).header("accept", accept);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -113,13 +192,18 @@ impl Stack {
 
     /// The HTTP status of GET / with `token`, asking for JSON.
     pub async fn status(&self, token: &str) -> u16 {
-        self.get(Some(token), "application/json", &[])
-            .await
-            .status()
-            .as_u16()
+        self.status_via(0, token).await
     }
 
-    /// Revokes through the domain API, as the admin API and the operator do.
+    /// The HTTP status of GET / with `token` through replica `index`.
+    pub async fn status_via(&self, index: usize, token: &str) -> u16 {
+        let response = self
+            .get_via(index, Some(token), "application/json", &[])
+            .await;
+        response.status().as_u16()
+    }
+
+    /// Revokes through the first replica's store, as the admin API and the operator do.
     pub async fn revoke(&self, target: RevocationTarget, reason: &str) -> RevocationOutcome {
         let revocation = Revocation {
             tenant: TENANT.into(),

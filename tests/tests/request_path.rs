@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use grantflow_core::policy::{Policy, PolicySource};
 use grantflow_core::revocation::RevocationTarget;
-use grantflow_core::store::SessionStore;
 use grantflow_e2e::stack::{SIGN_IN_URL, Stack, TENANT};
 use serde_json::Value;
 
