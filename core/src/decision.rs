@@ -10,7 +10,8 @@
 //!    → revoked;
 //! 3. a tombstone for the session key → revoked or expired;
 //! 4. a live session older than the max age → expired (and tombstoned);
-//! 5. a live session → allow (touch last seen, at most once a second);
+//! 5. a live session → allow (touch last seen, at most once a second) — if it is the same
+//!    user's; another user's token naming it is refused;
 //! 6. no session → create it (start = `auth_time`, else now) and allow — unless its start is
 //!    already older than the max age, which is expired.
 
@@ -108,6 +109,11 @@ impl TenantSessions {
             return Verdict::Deny(tombstone.reason);
         }
         if let Some(session) = self.live.get_mut(key) {
+            // A session belongs to one user: another user's token naming it (a colliding or
+            // forged `sid` from a custom issuer) is refused and does not touch it.
+            if session.user != identity.user {
+                return Verdict::Deny(EndReason::Revoked);
+            }
             if now - session.started_at >= max_age {
                 self.end(key, EndReason::Expired, now);
                 return Verdict::Deny(EndReason::Expired);

@@ -259,6 +259,12 @@ async fn revoke_one_session(ctx: &Ctx) {
     assert_eq!(count, 1);
     assert_eq!(ctx.check(&a).await, REVOKED);
     assert!(matches!(ctx.check(&b).await, Verdict::Allow { .. }));
+    // A session belongs to its user: another user's token naming it is refused.
+    assert_eq!(
+        ctx.check(&ctx.identity(&t, "intruder", Some("b"))).await,
+        REVOKED
+    );
+    assert!(matches!(ctx.check(&b).await, Verdict::Allow { .. }));
     let (count, _) = ctx
         .revoke(&t, RevocationTarget::Session("never-seen".into()), None)
         .await;

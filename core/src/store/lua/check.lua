@@ -31,6 +31,8 @@ if ended then return {4, 0} end
 local skey = p .. 's:' .. key
 local session = redis.call('HMGET', skey, 'started', 'seen', 'user')
 if session[1] then
+  -- A session belongs to one user; another user's token naming it is refused.
+  if session[3] ~= user then return {4, 0} end
   local started = tonumber(session[1])
   -- 4. too old: expire and tombstone
   if now - started >= max_age then
