@@ -1,0 +1,119 @@
+"""Helm's real engine for the chart tests (tests/tests/chart.rs), through helm-python-sdk.
+
+    helm.py render CHART --values FILE... [--set-json JSON] [--name N] [--namespace NS] --out DIR
+    helm.py lint   CHART --values FILE... [--set-json JSON]
+    helm.py schema CHART --values FILE... [--set-json JSON]
+    helm.py crds   CHART
+
+Every command prints one JSON document on stdout. Values files are merged in order the way
+`helm -f a.yaml -f b.yaml` does (maps deep-merged, anything else replaced); --set-json is
+merged last. A template or schema failure is reported as {"error": ...}, exit status 0, so the
+caller can assert on the message; anything else raises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from typing import Any
+
+import helm_python as helm
+import yaml
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_values(files: list[str], set_json: str | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for file in files:
+        values = merge(values, helm.values_from_yaml(pathlib.Path(file).read_text()))
+    if set_json:
+        values = merge(values, json.loads(set_json))
+    return values
+
+
+def render(args: argparse.Namespace) -> dict[str, Any]:
+    values = load_values(args.values, args.set_json)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with helm.Chart.load(args.chart) as chart:
+        try:
+            manifests = chart.render(
+                values, name=args.name, namespace=args.namespace, is_install=True
+            )
+        except (helm.HelmRenderError, helm.HelmValuesError) as error:
+            return {"error": str(error)}
+        crds = chart.crds
+    files: list[str] = []
+    objects: list[dict[str, Any]] = []
+    notes = ""
+    for path in sorted(manifests):
+        text = manifests[path]
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        docs = [doc for doc in yaml.safe_load_all(text) if doc]
+        if not docs:
+            continue
+        file = out / (path.replace("/", "__"))
+        file.write_text(text)
+        files.append(str(file))
+        for doc in docs:
+            doc["__template"] = path
+            objects.append(doc)
+    crd_files: list[str] = []
+    for crd in crds:
+        file = out / ("crd__" + pathlib.Path(crd["filename"]).name)
+        file.write_text(crd["data"])
+        crd_files.append(str(file))
+    return {"files": files, "crd_files": crd_files, "objects": objects, "notes": notes}
+
+
+def lint(args: argparse.Namespace) -> dict[str, Any]:
+    values = load_values(args.values, args.set_json)
+    return helm.lint(args.chart, values, strict=True, namespace=args.namespace)
+
+
+def schema(args: argparse.Namespace) -> dict[str, Any]:
+    values = load_values(args.values, args.set_json)
+    with helm.Chart.load(args.chart) as chart:
+        try:
+            chart.validate_schema(values)
+        except helm.HelmValuesError as error:
+            return {"error": str(error)}
+    return {"ok": True}
+
+
+def crds(args: argparse.Namespace) -> dict[str, Any]:
+    with helm.Chart.load(args.chart) as chart:
+        return {"crds": chart.crds, "metadata": chart.metadata}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="helm.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("render", "lint", "schema", "crds"):
+        p = sub.add_parser(name)
+        p.add_argument("chart")
+        p.add_argument("--values", action="append", default=[])
+        p.add_argument("--set-json", default=None)
+        p.add_argument("--name", default="grantflow-session")
+        p.add_argument("--namespace", default="grantflow-system")
+        p.add_argument("--out", default=None)
+    args = parser.parse_args()
+    result = {"render": render, "lint": lint, "schema": schema, "crds": crds}[args.command](args)
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
