@@ -62,6 +62,20 @@ async fn missing_and_invalid_tokens_are_refused() {
         "application/problem+json"
     );
 
+    // An oversized token (over extauthz's 16 KiB limit, under Envoy's header limit) and a
+    // non-bearer scheme are refused, not crashed on.
+    let huge = format!("eyJhbGciOiJSUzI1NiJ9.{}.sig", "A".repeat(20 * 1024));
+    let response = stack.get(Some(&huge), "application/json", &[]).await;
+    assert_eq!(response.status(), 401);
+    let basic = stack
+        .get(
+            None,
+            "application/json",
+            &[("authorization", "Basic dXNlcjpwYXNz")],
+        )
+        .await;
+    assert_eq!(basic.status(), 401);
+
     // Signed by the issuer but for another audience, and for a tenant the issuer does not name.
     let mut claims = stack.claims("user-bob", Some("sid-bob"));
     claims["aud"] = "api://someone-else".into();
