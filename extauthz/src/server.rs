@@ -86,7 +86,7 @@ pub async fn start(
         clock.clone(),
     ));
     let authorizer = Arc::new(Authorizer {
-        validator,
+        validator: validator.clone(),
         store: store.clone(),
         store_timeout: settings.store_timeout,
         metrics: metrics.clone(),
@@ -122,16 +122,22 @@ pub async fn start(
     let admin = admin::router(AdminState {
         store: store.clone(),
         keys: keys.clone(),
+        validator,
         metrics,
         store_timeout: settings.store_timeout,
         clock,
+        admin: Arc::new(settings.admin.clone()),
         dev,
     });
     let admin_signal = stopped(signal.clone());
     let admin = tokio::spawn(async move {
-        let served = axum::serve(admin_listener, admin)
-            .with_graceful_shutdown(admin_signal)
-            .await;
+        // The peer address becomes the client IP of the administrator's own session.
+        let served = axum::serve(
+            admin_listener,
+            admin.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(admin_signal)
+        .await;
         if let Err(error) = served {
             tracing::error!(%error, "admin server failed");
         }

@@ -1,40 +1,107 @@
-//! The admin HTTP side: health, readiness and metrics (and, in development mode, the built-in
-//! issuer's token endpoint).
+//! The admin HTTP side (axum): health, readiness and metrics; the tenant administrators' JSON
+//! API under `/api/v1/` and their dashboard under `/admin/`; in development mode, the built-in
+//! issuer's token endpoint.
+//!
+//! ```text
+//! browser (/admin/, app.js) ──fetch + Authorization: Bearer──► api:: handlers
+//!                                                               │ caller::Caller (token → tenant, role)
+//!                                                               ▼
+//!                                         SessionStore: sessions, revoke, audit, policy
+//! /api/v1/events (SSE) ◄── events:: ◄── SessionStore::subscribe(caller's tenant)
+//! ```
+//!
+//! The caller's tenant is always the validated token's tenant, never a parameter; every
+//! response carries the security headers of [`security_headers`].
+
+mod api;
+mod caller;
+mod dashboard;
+mod events;
+mod problem;
+
+pub use api::{API_ROUTES, OPENAPI_JSON};
+pub use caller::{CLIENT_HEADER, Caller};
+pub use problem::Problem;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use grantflow_core::clock::Clock;
 use grantflow_core::jwks::KeySet;
 use grantflow_core::store::SessionStore;
+use grantflow_core::token::TokenValidator;
 
+use crate::config::AdminSettings;
 use crate::dev::{DevIssuer, DevTokenRequest};
 use crate::metrics::Metrics;
+
+/// Deadline of one store call made for the admin API (listing, revoking, policy). Longer than
+/// the request path's budget: an administrator waits, a proxy does not.
+pub const ADMIN_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Arc<dyn SessionStore>,
     pub keys: Arc<KeySet>,
+    /// The request path's validator: admin tokens are checked by the very same rules.
+    pub validator: Arc<TokenValidator>,
     pub metrics: Arc<Metrics>,
     pub store_timeout: Duration,
     pub clock: Arc<dyn Clock>,
+    pub admin: Arc<AdminSettings>,
     pub dev: Option<Arc<DevIssuer>>,
 }
 
 pub fn router(state: AdminState) -> Router {
+    let csp = dashboard::content_security_policy(&state.admin);
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .merge(api::routes())
+        .merge(dashboard::routes());
     if state.dev.is_some() {
         router = router.route("/dev/token", get(dev_token));
     }
-    router.with_state(state)
+    router
+        .with_state(state)
+        .layer(middleware::from_fn(move |request, next| {
+            security_headers(csp.clone(), request, next)
+        }))
+}
+
+/// Headers on every admin response: a strict Content-Security-Policy (scripts, styles and
+/// images only from this origin; `connect-src` adds the sign-in authority), no sniffing, no
+/// referrer (the sign-in callback URL carries the authorization code), no framing.
+async fn security_headers(csp: HeaderValue, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            header::HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Ready when the store answers within its deadline and the issuer's keys are loaded.

@@ -1,0 +1,122 @@
+//! Who is calling the admin API: a bearer token validated by the request path's validator,
+//! carrying the admin app role, whose own session is live. The tenant is the token's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header;
+use axum::http::request::Parts;
+use grantflow_core::audit::{Actor, ActorKind, Source};
+use grantflow_core::identity::Identity;
+use grantflow_core::session::{AccessRequest, EndReason, Verdict};
+use grantflow_core::token::TokenError;
+
+use super::problem::Problem;
+use super::{ADMIN_STORE_TIMEOUT, AdminState};
+
+/// The header the dashboard sets on its API calls so audit records say `source: dashboard`.
+/// It only labels the record: it grants nothing.
+pub const CLIENT_HEADER: &str = "x-grantflow-client";
+
+/// An authenticated tenant administrator.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: Arc<Identity>,
+    /// `dashboard` when the dashboard made the call, else `api`.
+    pub source: Source,
+}
+
+impl Caller {
+    /// The caller's tenant: the one every read and write is scoped to.
+    pub fn tenant(&self) -> &str {
+        &self.identity.tenant
+    }
+
+    /// The caller as the actor of an audit record.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            kind: ActorKind::Admin,
+            id: self.identity.user.clone(),
+            name: self.identity.display_name.clone(),
+        }
+    }
+}
+
+impl FromRequestParts<AdminState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        let header_value = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let Some(token) = bearer(header_value(header::AUTHORIZATION).as_deref()) else {
+            return Err(Problem::unauthorized(
+                "Send an access token in the Authorization header (Bearer).",
+            ));
+        };
+        let identity = match state.validator.validate(&token).await {
+            Ok(identity) => identity,
+            Err(TokenError::KeysUnavailable) => return Err(Problem::unavailable()),
+            Err(error) => {
+                tracing::info!(reason = error.label(), "admin token refused");
+                return Err(Problem::unauthorized(
+                    "The access token is not valid here. Sign in again.",
+                ));
+            }
+        };
+        if !identity.roles.iter().any(|role| *role == state.admin.role) {
+            tracing::info!(tenant = %identity.tenant, user = %identity.user, "admin API refused: no admin role");
+            return Err(Problem::forbidden(&state.admin.role));
+        }
+        // The admin side is privileged access too: the administrator's own session obeys the
+        // tenant's policy and revocations like any other.
+        let access = AccessRequest {
+            identity: identity.clone(),
+            client_ip: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip()),
+            user_agent: header_value(header::USER_AGENT).map(|ua| ua.chars().take(512).collect()),
+        };
+        let verdict = tokio::time::timeout(ADMIN_STORE_TIMEOUT, state.store.check(&access))
+            .await
+            .map_err(|_| Problem::unavailable())?
+            .map_err(|error| {
+                tracing::warn!(%error, "session store failed on an admin request");
+                Problem::unavailable()
+            })?;
+        match verdict {
+            Verdict::Allow { .. } => {}
+            Verdict::Deny(EndReason::Expired) => {
+                return Err(Problem::unauthorized(
+                    "Your session has expired. Sign in again.",
+                ));
+            }
+            Verdict::Deny(EndReason::Revoked) => {
+                return Err(Problem::unauthorized(
+                    "Your session was ended by an administrator. Sign in again.",
+                ));
+            }
+        }
+        let source = match header_value(CLIENT_HEADER.parse().expect("a valid header name")) {
+            Some(client) if client.eq_ignore_ascii_case("dashboard") => Source::Dashboard,
+            _ => Source::Api,
+        };
+        Ok(Caller { identity, source })
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(authorization: Option<&str>) -> Option<String> {
+    let (scheme, token) = authorization?.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
