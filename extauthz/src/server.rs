@@ -13,7 +13,7 @@ use grantflow_core::token::TokenValidator;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::admin::{self, AdminState};
 use crate::authorize::Authorizer;
@@ -110,7 +110,9 @@ pub async fn start(
         .add_service(health_service)
         .add_service(AuthorizationServer::new(check))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc_listener),
+            // Envoy sends one small request per check: without TCP_NODELAY, Nagle's algorithm
+            // and delayed ACKs add ~40 ms to answers.
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             stopped(signal.clone()),
         );
     let grpc = tokio::spawn(async move {
