@@ -340,7 +340,7 @@ async function submitRevoke(event) {
     const result = await api(`/api/v1/sessions/${encodeURIComponent(target.id)}/revoke`, { method: 'POST', body: { reason } });
     $('revoke-dialog').close();
     removeSession(target.id);
-    toast(`Session of ${target.displayName || target.user} ended (${result.sessionsRevoked}).`);
+    toast(result.sessionsRevoked ? `Session of ${target.displayName || target.user} ended.` : 'That session had already ended.');
     if (state.view === 'audit') loadAudit();
   } catch (err) {
     showError('revoke-error', err.message);

@@ -18,9 +18,24 @@
 //   POST /rotate -> 200 {"kid": "<new kid>"}: a fresh RS256 key signs all later
 //                tokens and the JWKS holds only that key (old key removed).
 //   GET  /health -> 200 {"ok": true}
+//   POST /sign-in-as {"claims": {...}} -> 200 {"ok": true}: the identity that
+//                later authorization-code sign-ins get (see below); a claim
+//                given as null is removed from the default.
+//
+// Authorization code flow (the dashboard's sign-in): oauth2-mock-server
+// approves every /authorize at once; its /token endpoint checks PKCE. The
+// access token it issues here is shaped like an Entra ID v2 access token of
+// the sign-in identity: iss https://login.microsoftonline.com/<tid>/v2.0,
+// aud = the requested scope's resource (`api://x/.default` -> `api://x`),
+// tid, oid, sid (fresh per sign-in), auth_time, preferred_username, name,
+// roles, scp. The default identity is an administrator of tenant
+// 72f988bf-86f1-41af-91ab-2d7cd011db47 (the e2e tests' tenant) with the
+// GrantFlow.SessionAdmin app role. The ID token carries the same identity
+// with aud = client_id.
 //
 // Exits on SIGTERM/SIGINT and when stdin closes, so a dead harness never
 // leaves it running: spawn it with a piped stdin and hold the pipe open.
+import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import { JWKStore, OAuth2Server } from 'oauth2-mock-server';
 
@@ -79,6 +94,57 @@ async function mintToken(body) {
   return { token, kid: headerKid ?? null };
 }
 
+// The identity authorization-code sign-ins get (POST /sign-in-as changes it).
+let signInAs = {
+  tid: '72f988bf-86f1-41af-91ab-2d7cd011db47',
+  oid: 'admin-oid-0001',
+  preferred_username: 'ada.admin@contoso.test',
+  name: 'Ada Admin',
+  roles: ['GrantFlow.SessionAdmin'],
+};
+
+// The session id of each sign-in, by authorization code.
+const sidByCode = new Map();
+
+// Claims that belong in the access token only.
+const ACCESS_ONLY = new Set(['aud', 'roles', 'scp']);
+
+server.service.on('beforeTokenSigning', (token, req) => {
+  const grant = req?.body?.grant_type;
+  if (grant !== 'authorization_code' && grant !== 'refresh_token') return;
+  const payload = token.payload;
+  const now = Math.floor(Date.now() / 1000);
+  const identity = { ...signInAs };
+  const tid = identity.tid;
+  const isAccessToken = Object.prototype.hasOwnProperty.call(payload, 'scope');
+  const base = {
+    iss: `https://login.microsoftonline.com/${tid}/v2.0`,
+    sub: identity.oid,
+    auth_time: now,
+    ver: '2.0',
+  };
+  if (isAccessToken) {
+    const scopes = String(payload.scope ?? '').split(/\s+/).filter(Boolean);
+    // Entra: `api://x/.default` or `api://x/Some.Scope` is a token for `api://x`.
+    const resource = scopes.find((s) => s.includes('://'));
+    if (resource && identity.aud === undefined) {
+      const path = resource.indexOf('/', resource.indexOf('://') + 3);
+      identity.aud = path < 0 ? resource : resource.slice(0, path);
+    }
+    identity.scp = scopes.filter((s) => !['openid', 'profile', 'email', 'offline_access'].includes(s)).map((s) => s.split('/').pop()).join(' ');
+    delete payload.scope;
+  }
+  // One session per sign-in (per authorization code): both tokens share its sid.
+  const code = req?.body?.code ?? 'refresh';
+  if (!sidByCode.has(code)) sidByCode.set(code, randomUUID());
+  base.sid = sidByCode.get(code);
+  for (const [name, value] of Object.entries({ ...base, ...identity })) {
+    if (!isAccessToken && ACCESS_ONLY.has(name)) continue;
+    if (value === null || value === undefined) delete payload[name];
+    else payload[name] = value;
+  }
+});
+
 class BadRequest extends Error {}
 
 function readJson(req) {
@@ -121,6 +187,14 @@ const control = createServer(async (req, res) => {
     } else if (req.method === 'POST' && path === '/rotate') {
       await readJson(req);
       send(res, 200, { kid: await installFreshKey() });
+    } else if (req.method === 'POST' && path === '/sign-in-as') {
+      const body = await readJson(req);
+      const claims = body.claims;
+      if (claims === null || typeof claims !== 'object' || Array.isArray(claims)) {
+        throw new BadRequest('"claims" must be an object');
+      }
+      signInAs = { ...signInAs, ...claims };
+      send(res, 200, { ok: true });
     } else if (req.method === 'GET' && path === '/health') {
       send(res, 200, { ok: true });
     } else {

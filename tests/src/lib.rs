@@ -15,6 +15,7 @@
 pub mod envoy;
 pub mod issuer;
 pub mod redis;
+pub mod sse;
 pub mod stack;
 pub mod upstream;
 

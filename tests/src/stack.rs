@@ -19,6 +19,8 @@ use crate::upstream::Upstream;
 pub const AUDIENCE: &str = "api://grantflow-e2e";
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 pub const SIGN_IN_URL: &str = "https://portal.example.test/sign-in";
+/// The dashboard's client id at the test issuer (with `StackOptions::dashboard`).
+pub const DASHBOARD_CLIENT_ID: &str = "grantflow-dashboard";
 
 pub struct Stack {
     pub issuer: Issuer,
@@ -47,6 +49,8 @@ pub struct StackOptions {
     pub replicas: usize,
     /// The store deadline of the request path.
     pub store_timeout: Duration,
+    /// Every replica serves the admin dashboard with sign-in at the test issuer.
+    pub dashboard: bool,
 }
 
 impl Default for StackOptions {
@@ -57,6 +61,7 @@ impl Default for StackOptions {
             store: StoreConfig::Memory,
             replicas: 1,
             store_timeout: Duration::from_secs(2),
+            dashboard: false,
         }
     }
 }
@@ -79,6 +84,8 @@ impl Stack {
             sign_in_url: Some(SIGN_IN_URL.into()),
             jwks_min_refetch_interval: Some(Duration::from_millis(100)),
             store_timeout: Some(stack.store_timeout),
+            admin_oidc_authority: stack.dashboard.then(|| issuer.url.clone()),
+            admin_client_id: stack.dashboard.then(|| DASHBOARD_CLIENT_ID.into()),
             ..Options::default()
         };
         let mut settings = Settings::from_options(options).expect("valid settings");
@@ -121,6 +128,16 @@ impl Stack {
             extauthz: first.running,
             others: replicas,
         }
+    }
+
+    /// The admin HTTP address (dashboard, API) of replica `index` (0 is the first).
+    pub fn admin_addr(&self, index: usize) -> std::net::SocketAddr {
+        let running = if index == 0 {
+            self.extauthz.as_ref()
+        } else {
+            self.others[index - 1].running.as_ref()
+        };
+        running.expect("the replica is running").admin_addr
     }
 
     /// Stops the extauthz server (Envoy keeps running).
