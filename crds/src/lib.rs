@@ -44,6 +44,8 @@ pub const DEFAULT_MAX_SESSION_AGE: &str = "15m";
 ///
 /// One per tenant; when two name the same tenant, the one created later is not applied
 /// (`Ready=False`, reason `Conflict`). Deleting it returns the tenant to the default.
+// Each `printcolumn(..)` repeats `type_ = ..`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[kube(
     group = "session.grantflow.io",
@@ -108,6 +110,8 @@ pub struct SessionPolicyStatus {
 
 /// A request to end sessions: one session, or every session of a user (optionally locking
 /// the user out until a time). Applied once; its spec cannot change.
+// Each `printcolumn(..)` repeats `type_ = ..`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[kube(
     group = "session.grantflow.io",

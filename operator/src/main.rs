@@ -1,0 +1,67 @@
+//! `grantflow-operator`: parse the settings, connect to Kubernetes and the store, serve until
+//! Ctrl-C/SIGTERM, then stop gracefully (release the Lease, finish open requests).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use grantflow_core::clock::SystemClock;
+use grantflow_operator::config::{LogFormat, Options, Settings};
+use grantflow_operator::server;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match Settings::from_options(Options::parse()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(settings.log_format);
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "cannot configure the Kubernetes client");
+            return ExitCode::from(1);
+        }
+    };
+    let clock = Arc::new(SystemClock);
+    let store = settings.store.open(settings.limits, clock.clone());
+    let running = match server::start(&settings, client, store, clock).await {
+        Ok(running) => running,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            return ExitCode::from(1);
+        }
+    };
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    ExitCode::SUCCESS
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
