@@ -21,7 +21,10 @@ use grantflow_core::session::{AccessRequest, EndReason, Verdict};
 use grantflow_core::store::{MemoryStore, SessionStore};
 use grantflow_core::token::{TokenRules, TokenValidator};
 use grantflow_extauthz::admin::{self, API_ROUTES, AdminState, OPENAPI_JSON};
-use grantflow_extauthz::config::{AdminSettings, DEFAULT_ADMIN_ROLE, DashboardSignIn};
+use grantflow_extauthz::config::{
+    AdminSettings, DEFAULT_ADMIN_ROLE, DEV_AUDIENCE, DEV_TENANT, DashboardSignIn,
+};
+use grantflow_extauthz::dev::DevIssuer;
 use grantflow_extauthz::metrics::Metrics;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
@@ -1034,4 +1037,61 @@ async fn every_revocation_is_one_structured_log_line() {
     assert_eq!(records[1]["action"], "user.revoke");
     assert_eq!(records[1]["target"]["user"], "user-b");
     assert_eq!(records[1]["sessionsRevoked"], 0);
+}
+
+#[tokio::test]
+async fn development_mode_signs_the_dashboard_in_with_the_built_in_issuer() {
+    let dev = Arc::new(DevIssuer::generate());
+    let clock = ManualClock::new(START);
+    let keys = Arc::new(KeySet::new(
+        StaticJwks::new(dev.jwks()),
+        Duration::from_secs(1),
+    ));
+    let validator = Arc::new(TokenValidator::new(
+        TokenRules::entra(vec![DEV_AUDIENCE.into()]),
+        keys.clone(),
+        Arc::new(clock.clone()),
+    ));
+    let store = Arc::new(MemoryStore::new(Limits::default(), Arc::new(clock.clone())));
+    let app = admin::router(AdminState {
+        store,
+        keys,
+        validator,
+        metrics: Arc::new(Metrics::default()),
+        store_timeout: Duration::from_millis(50),
+        clock: Arc::new(clock),
+        admin: Arc::new(AdminSettings {
+            role: DEFAULT_ADMIN_ROLE.into(),
+            sign_in: None,
+        }),
+        dev: Some(dev),
+    });
+    let get = |uri: &str, token: Option<String>| {
+        let mut request = Request::builder().uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {}", token.trim()));
+        }
+        app.clone().oneshot(request.body(Body::empty()).unwrap())
+    };
+    let text = |response: Response<Body>| async move {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+
+    let (status, config) = read_json(get("/admin/config.json", None).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(config["devSignIn"], true);
+    assert_eq!(config["signIn"], Value::Null);
+
+    // The dashboard's development sign-in: an admin token from /dev/token.
+    let admin = text(get("/dev/token?admin=true&user=admin", None).await.unwrap()).await;
+    let (status, me) = read_json(get("/api/v1/me", Some(admin)).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["tenant"], DEV_TENANT);
+    assert_eq!(me["roles"], json!([DEFAULT_ADMIN_ROLE]));
+    let user = text(get("/dev/token?user=bob", None).await.unwrap()).await;
+    let (status, _) = read_json(get("/api/v1/me", Some(user)).await.unwrap()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

@@ -23,6 +23,7 @@ const state = {
   audit: { items: [], nextOffset: null, user: '', action: '' },
   policy: null,
   live: null, // AbortController of the event stream
+  skewMs: 0, // this browser's clock minus the server's, from the sessions' ages
   view: 'sessions',
 };
 
@@ -92,8 +93,11 @@ function formatDuration(ms) {
   return `${h} h ${m % 60} min`;
 }
 
+/// Now, on the server's clock (ages and "last seen" are relative to it).
+const serverNow = () => Date.now() - state.skewMs;
+
 function ago(iso) {
-  const ms = Date.now() - new Date(iso).getTime();
+  const ms = serverNow() - new Date(iso).getTime();
   return ms < 5000 ? 'just now' : `${formatDuration(ms)} ago`;
 }
 
@@ -241,6 +245,10 @@ async function loadSessions() {
   for (let page = 0; page < MAX_PAGES && offset !== null; page += 1) {
     const result = await api(`/api/v1/sessions?limit=${PAGE}&offset=${offset}`);
     for (const s of result.items) all.set(s.id, s);
+    if (page === 0 && result.items.length) {
+      const s = result.items[0];
+      state.skewMs = Date.now() - new Date(s.startedAt).getTime() - s.ageSeconds * 1000;
+    }
     offset = result.nextOffset;
   }
   state.sessions = all;
@@ -264,7 +272,7 @@ function sessionRow(s, fresh) {
     el('td', { 'data-label': 'Browser', text: s.clientLabel || 'Unknown', title: s.userAgent || '' }),
     el('td', { 'data-label': 'IP address', class: 'mono', text: s.clientIp || '—' }),
     el('td', { 'data-label': 'Started' }, el('time', { datetime: s.startedAt, text: formatTime(s.startedAt) })),
-    el('td', { 'data-label': 'Age', class: 'age', dataset: { since: s.startedAt }, text: formatDuration(Date.now() - new Date(s.startedAt)) }),
+    el('td', { 'data-label': 'Age', class: 'age', dataset: { since: s.startedAt }, text: formatDuration(serverNow() - new Date(s.startedAt)) }),
     el('td', { 'data-label': 'Last seen', class: 'seen', dataset: { at: s.lastSeen }, text: ago(s.lastSeen) }),
     el('td', {},
       el('div', { class: 'actions' },
@@ -273,19 +281,54 @@ function sessionRow(s, fresh) {
   return row;
 }
 
-function renderSessions(freshId) {
-  const filter = $('session-filter').value.trim().toLowerCase();
-  const list = [...state.sessions.values()]
-    .filter((s) => sessionMatches(s, filter))
-    .sort((a, b) => b.startedAt.localeCompare(a.startedAt) || a.id.localeCompare(b.id));
-  $('sessions-body').replaceChildren(...list.map((s) => sessionRow(s, s.id === freshId)));
-  $('sessions-empty').hidden = list.length > 0;
+function sessionOrder(a, b) {
+  return b.startedAt.localeCompare(a.startedAt) || a.id.localeCompare(b.id);
+}
+
+function updateSessionCounts() {
+  const shown = $('sessions-body').rows.length;
+  $('sessions-empty').hidden = shown > 0;
   $('sessions-empty').textContent = state.sessions.size ? 'No session matches the filter.' : 'No active sessions.';
   $('session-count').textContent = String(state.sessions.size);
 }
 
+/// Renders the whole table (after a load or a filter change).
+function renderSessions() {
+  const filter = $('session-filter').value.trim().toLowerCase();
+  const list = [...state.sessions.values()].filter((s) => sessionMatches(s, filter)).sort(sessionOrder);
+  $('sessions-body').replaceChildren(...list.map((s) => sessionRow(s, false)));
+  updateSessionCounts();
+}
+
+/// Adds one session live: only its row is inserted, so focus and scroll stay where they are.
+function addSession(s) {
+  const existing = document.querySelector(`#sessions-body tr[data-session-id="${CSS.escape(s.id)}"]`);
+  state.sessions.set(s.id, s);
+  if (existing) existing.remove();
+  if (sessionMatches(s, $('session-filter').value.trim().toLowerCase())) {
+    const row = sessionRow(s, true);
+    const before = [...$('sessions-body').rows].find((r) => sessionOrder(s, state.sessions.get(r.dataset.sessionId) ?? s) < 0);
+    $('sessions-body').insertBefore(row, before ?? null);
+  }
+  updateSessionCounts();
+}
+
+/// Removes one session live; focus inside its row moves to the next row (or the filter).
+function removeSession(id) {
+  if (!state.sessions.delete(id)) return;
+  const row = document.querySelector(`#sessions-body tr[data-session-id="${CSS.escape(id)}"]`);
+  if (row) {
+    if (row.contains(document.activeElement)) {
+      const next = row.nextElementSibling ?? row.previousElementSibling;
+      (next?.querySelector('button') ?? $('session-filter')).focus();
+    }
+    row.remove();
+  }
+  updateSessionCounts();
+}
+
 function tick() {
-  const now = Date.now();
+  const now = serverNow();
   for (const cell of document.querySelectorAll('#sessions-body td.age')) {
     cell.textContent = formatDuration(now - new Date(cell.dataset.since));
   }
@@ -381,10 +424,6 @@ async function submitRevokeAll(event) {
   } finally {
     $('revoke-all-submit').disabled = false;
   }
-}
-
-function removeSession(id) {
-  if (state.sessions.delete(id)) renderSessions();
 }
 
 // --- audit -------------------------------------------------------------------------------
@@ -506,8 +545,7 @@ function handleEvent(name, data) {
       reloadAll().catch(() => {});
       break;
     case 'session.created':
-      state.sessions.set(data.id, data);
-      renderSessions(data.id);
+      addSession(data);
       break;
     case 'session.ended':
       removeSession(data.id);
@@ -522,9 +560,9 @@ function handleEvent(name, data) {
       reloadAll().catch(() => {});
       break;
     case 'end':
-      signOut(data.reason === 'session-ended'
-        ? 'Your session was ended. Sign in again.'
-        : 'Your sign-in has expired. Sign in again.');
+      // `feed-closed`: the server lost its change feed; the loop reconnects and reloads.
+      if (data.reason === 'session-ended') signOut('Your session was ended. Sign in again.');
+      else if (data.reason === 'token-expired') signOut('Your sign-in has expired. Sign in again.');
       break;
     default:
       break;

@@ -198,6 +198,17 @@ try {
   await page.getByRole('link', { name: /Active sessions/ }).click();
   result.screenshots.push(await shot(page, '06-narrow'));
 
+  // 8. The administrator ends their own session: the dashboard signs out at once.
+  await page.setViewportSize({ width: 1360, height: 820 });
+  const own = page.locator('#sessions-body tr', { has: page.locator('.you') });
+  await own.getByRole('button', { name: /^End session of/ }).click();
+  await page.fill('#revoke-reason', 'Leaving the console');
+  await page.locator('#revoke-submit').click();
+  await page.waitForSelector('#signin:not([hidden])');
+  result.signedOutMessage = (await page.textContent('#signin-error')).trim();
+  check(await page.evaluate(() => sessionStorage.length === 0), 'the token is forgotten');
+  result.screenshots.push(await shot(page, '07-signed-out'));
+
   check(consoleErrors.length === 0, `no console errors (a CSP violation would be one): ${consoleErrors.join(' | ')}`);
   process.stdout.write(`${JSON.stringify(result)}\n`);
 } catch (err) {
