@@ -13,7 +13,7 @@ pub struct CheckArgs {
     #[arg(long, default_value = "http://127.0.0.1:9001")]
     pub server: String,
     /// Bearer token to present (omit to send none).
-    #[arg(long, env = "TOKEN", hide_env_values = true)]
+    #[arg(long)]
     pub token: Option<String>,
     /// The Accept header, e.g. text/html for a browser.
     #[arg(long, default_value = "application/json")]
@@ -21,6 +21,14 @@ pub struct CheckArgs {
     /// Request path.
     #[arg(long, default_value = "/")]
     pub path: String,
+}
+
+/// Prints a line; a closed pipe (`| head`) is not an error worth a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
 }
 
 /// Returns whether the request was allowed.
@@ -53,23 +61,23 @@ pub async fn run(args: CheckArgs) -> Result<bool, Box<dyn std::error::Error>> {
     let response = client.check(request).await?.into_inner();
     match response.http_response {
         Some(HttpResponse::OkResponse(ok)) => {
-            println!("ALLOWED");
+            say!("ALLOWED");
             for h in ok.headers.iter().filter_map(|h| h.header.as_ref()) {
-                println!("  upstream header {}: {}", h.key, h.value);
+                say!("  upstream header {}: {}", h.key, h.value);
             }
             Ok(true)
         }
         Some(HttpResponse::DeniedResponse(denied)) => {
             let status = denied.status.map(|s| s.code).unwrap_or_default();
-            println!("DENIED {status}");
+            say!("DENIED {status}");
             for h in denied.headers.iter().filter_map(|h| h.header.as_ref()) {
-                println!("  {}: {}", h.key, h.value);
+                say!("  {}: {}", h.key, h.value);
             }
-            println!("\n{}", denied.body);
+            say!("\n{}", denied.body);
             Ok(false)
         }
         Some(HttpResponse::ErrorResponse(_)) | None => {
-            println!(
+            say!(
                 "DENIED (no HTTP response; gRPC status {:?})",
                 response.status.map(|s| s.code)
             );

@@ -17,6 +17,7 @@ use serde::Deserialize;
 #[derive(Debug, Parser)]
 #[command(name = "grantflow-extauthz", version, about = "GrantFlow session layer: Envoy ext_authz server and admin HTTP.", long_about = None)]
 pub struct Cli {
+    /// Without a subcommand the server runs: the ext_authz gRPC API and the admin HTTP side.
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
@@ -25,8 +26,6 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the ext_authz gRPC API and the admin HTTP side (the default).
-    Serve,
     /// Send one Check request to a running server and print the verdict (a debugging aid).
     Check(crate::check_client::CheckArgs),
 }

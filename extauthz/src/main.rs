@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Some(Command::Serve) | None => serve(cli.options).await,
+        None => serve(cli.options).await,
     }
 }
 
@@ -35,7 +35,7 @@ async fn serve(options: grantflow_extauthz::config::Options) -> ExitCode {
     init_tracing(settings.log_format);
     let clock = Arc::new(SystemClock);
     let store = settings.store.open(settings.limits, clock.clone());
-    if settings.dev {
+    if settings.keys == grantflow_extauthz::config::KeySource::Dev {
         tracing::warn!(
             "development mode: a built-in issuer signs tokens; get one with `curl http://{}/dev/token`. Never use this in production.",
             settings.admin_addr

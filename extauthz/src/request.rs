@@ -78,7 +78,8 @@ fn credential(authorization: Option<&str>) -> Credential {
                 Credential::Bearer(token.to_owned())
             }
         }
-        _ if value.is_empty() => Credential::Missing,
+        // `Bearer` with nothing after it (trimmed above) carries no token.
+        _ if value.is_empty() || value.eq_ignore_ascii_case("bearer") => Credential::Missing,
         _ => Credential::Unsupported,
     }
 }
