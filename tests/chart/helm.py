@@ -4,6 +4,7 @@
     helm.py lint   CHART --values FILE... [--set-json JSON]
     helm.py schema CHART --values FILE... [--set-json JSON]
     helm.py crds   CHART
+    helm.py yaml   FILE          (the YAML documents of FILE as a JSON list)
 
 Every command prints one JSON document on stdout. Values files are merged in order the way
 `helm -f a.yaml -f b.yaml` does (maps deep-merged, anything else replaced); --set-json is
@@ -99,9 +100,15 @@ def crds(args: argparse.Namespace) -> dict[str, Any]:
         return {"crds": chart.crds, "metadata": chart.metadata}
 
 
+def yaml_docs(args: argparse.Namespace) -> list[Any]:
+    with open(args.chart) as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="helm.py")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("yaml").add_argument("chart", metavar="FILE")
     for name in ("render", "lint", "schema", "crds"):
         p = sub.add_parser(name)
         p.add_argument("chart")
@@ -111,7 +118,8 @@ def main() -> None:
         p.add_argument("--namespace", default="grantflow-system")
         p.add_argument("--out", default=None)
     args = parser.parse_args()
-    result = {"render": render, "lint": lint, "schema": schema, "crds": crds}[args.command](args)
+    commands = {"render": render, "lint": lint, "schema": schema, "crds": crds, "yaml": yaml_docs}
+    result = commands[args.command](args)
     json.dump(result, sys.stdout)
 
 

@@ -12,6 +12,7 @@
 //!
 //! The tools come from `scripts/install-test-tools.sh`; `scripts/test.sh` exports their paths.
 
+pub mod chart;
 pub mod envoy;
 pub mod issuer;
 pub mod redis;

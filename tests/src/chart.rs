@@ -1,0 +1,331 @@
+//! The Helm chart (`charts/grantflow-session`) under test: rendered by Helm's own engine
+//! (helm-python-sdk, through `tests/chart/helm.py`), checked by `kubernetes-validate`, applied
+//! with real `kubectl` to the `kmock` Kubernetes emulator (`tests/chart/kmock_server.py`).
+//! The Python tools come from `<repo>/.venv` (scripts/install-test-tools.sh).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin};
+
+use crate::repo_root;
+
+/// Release name and namespace the tests render with.
+pub const RELEASE: &str = "grantflow-session";
+pub const NAMESPACE: &str = "grantflow-system";
+
+pub fn chart_dir() -> PathBuf {
+    repo_root().join("charts/grantflow-session")
+}
+
+/// A values file of the chart's `ci/` directory.
+pub fn ci_values(name: &str) -> PathBuf {
+    let path = chart_dir().join("ci").join(name);
+    assert!(path.is_file(), "{} exists", path.display());
+    path
+}
+
+/// A tool of the test venv (`.venv/bin/<name>`), else `<name>` from PATH.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let path = repo_root().join(".venv/bin").join(name);
+    if path.exists() {
+        path
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "grantflow-chart-{label}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a command to completion; panics when it cannot be started.
+pub fn run(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+fn helm_py(command: &str, values: &[&Path], set: Option<&Value>, out: Option<&Path>) -> Value {
+    let mut cmd = Command::new(venv_bin("python"));
+    cmd.arg(repo_root().join("tests/chart/helm.py"))
+        .arg(command)
+        .arg(chart_dir())
+        .args(["--name", RELEASE, "--namespace", NAMESPACE]);
+    for file in values {
+        cmd.arg("--values").arg(file);
+    }
+    if let Some(set) = set {
+        cmd.arg("--set-json").arg(set.to_string());
+    }
+    if let Some(out) = out {
+        cmd.arg("--out").arg(out);
+    }
+    let output = run(&mut cmd);
+    assert!(
+        output.status.success(),
+        "helm.py {command} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "helm.py {command} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// The manifests of one `helm template`-like render.
+pub struct Rendered {
+    /// One file per non-empty template.
+    pub files: Vec<PathBuf>,
+    /// The chart's CRDs (Helm installs them before the templates).
+    pub crd_files: Vec<PathBuf>,
+    /// Every rendered object; `__template` names its template.
+    pub objects: Vec<Value>,
+    pub notes: String,
+    pub dir: TempDir,
+}
+
+impl Rendered {
+    /// The object of `kind` named `name`; panics when there is none.
+    pub fn get(&self, kind: &str, name: &str) -> &Value {
+        self.objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} among {}", self.summary()))
+    }
+
+    pub fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.objects.iter().filter(|o| o["kind"] == kind).collect()
+    }
+
+    pub fn kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self
+            .objects
+            .iter()
+            .filter_map(|o| o["kind"].as_str().map(str::to_owned))
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+
+    /// `Kind/name` of every object.
+    pub fn summary(&self) -> String {
+        let names: Vec<String> = self
+            .objects
+            .iter()
+            .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+            .collect();
+        names.join(", ")
+    }
+
+    /// The container `name` of a workload's pod template.
+    pub fn container<'a>(&self, workload: &'a Value, name: &str) -> &'a Value {
+        workload["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+            .unwrap_or_else(|| panic!("no container {name} in {}", workload["metadata"]["name"]))
+    }
+}
+
+/// Renders the chart with these values files (merged in order) and `set` merged last.
+/// Err: the message of a failing template or schema check.
+pub fn render(values: &[&Path], set: Option<&Value>) -> Result<Rendered, String> {
+    let dir = TempDir::new("render");
+    let result = helm_py("render", values, set, Some(dir.path()));
+    if let Some(error) = result["error"].as_str() {
+        return Err(error.to_owned());
+    }
+    let paths = |key: &str| -> Vec<PathBuf> {
+        result[key]
+            .as_array()
+            .expect("a list of files")
+            .iter()
+            .map(|p| PathBuf::from(p.as_str().expect("a path")))
+            .collect()
+    };
+    Ok(Rendered {
+        files: paths("files"),
+        crd_files: paths("crd_files"),
+        objects: result["objects"].as_array().expect("objects").clone(),
+        notes: result["notes"].as_str().unwrap_or_default().to_owned(),
+        dir,
+    })
+}
+
+/// `helm lint --strict` with these values: `{messages: [{severity, path, error}], errors}`.
+pub fn lint(values: &[&Path], set: Option<&Value>) -> Value {
+    helm_py("lint", values, set, None)
+}
+
+/// Validates the values against `values.schema.json`; Err: Helm's message.
+pub fn check_schema(values: &[&Path], set: Option<&Value>) -> Result<(), String> {
+    let result = helm_py("schema", values, set, None);
+    match result["error"].as_str() {
+        Some(error) => Err(error.to_owned()),
+        None => Ok(()),
+    }
+}
+
+/// The CRDs Helm loads from the chart: `[{name, filename, data}]`.
+pub fn chart_crds() -> Vec<Value> {
+    helm_py("crds", &[], None, None)["crds"]
+        .as_array()
+        .expect("crds")
+        .clone()
+}
+
+/// The kmock Kubernetes API emulator, serving until dropped.
+pub struct Kmock {
+    pub url: String,
+    _child: Child,
+    /// The emulator exits when this pipe closes.
+    _stdin: ChildStdin,
+}
+
+impl Kmock {
+    /// Starts the emulator knowing the built-in resources, the resources of `crd_files` and
+    /// the third-party resources the chart may render.
+    pub async fn start(crd_files: &[PathBuf]) -> Kmock {
+        let mut child = tokio::process::Command::new(venv_bin("python"))
+            .arg(repo_root().join("tests/chart/kmock_server.py"))
+            .args(crd_files)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start tests/chart/kmock_server.py");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("kmock announces itself within 60 s")
+            .expect("read kmock's stdout")
+            .expect("kmock printed its address");
+        let ready: Value = serde_json::from_str(&line).expect("kmock prints JSON");
+        Kmock {
+            url: ready["url"].as_str().expect("a URL").to_owned(),
+            _child: child,
+            _stdin: stdin,
+        }
+    }
+
+    /// Runs `kubectl --server <emulator> args…`.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        run(Command::new(venv_bin("kubectl"))
+            .args(["--server", &self.url, "--request-timeout", "30s"])
+            .args(args))
+    }
+
+    /// A kubeconfig file (in `dir`) that points at the emulator.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kmock\n  cluster:\n    server: {url}\n\
+             users:\n- name: test\n  user:\n    token: test\n\
+             contexts:\n- name: kmock\n  context:\n    cluster: kmock\n    user: test\n    namespace: {NAMESPACE}\n\
+             current-context: kmock\n",
+            url = self.url
+        );
+        std::fs::write(&path, config).expect("write the kubeconfig");
+        path
+    }
+}
+
+/// The YAML documents of `file`, as JSON values.
+pub fn yaml_file(file: &Path) -> Vec<Value> {
+    let mut cmd = Command::new(venv_bin("python"));
+    cmd.arg(repo_root().join("tests/chart/helm.py"))
+        .arg("yaml")
+        .arg(file);
+    let output = run(&mut cmd);
+    assert!(
+        output.status.success(),
+        "cannot read {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    match serde_json::from_slice(&output.stdout).expect("helm.py yaml prints JSON") {
+        Value::Array(docs) => docs,
+        other => panic!("expected a list of documents, got {other}"),
+    }
+}
+
+/// Decodes standard base64 (with or without padding), as in Secret data and caBundle.
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    fn sextet(c: u8) -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {:?}", c as char),
+        }
+    }
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut bits = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            bits |= sextet(*c) << (18 - 6 * i);
+        }
+        let bytes = bits.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+/// A Secret's `data[key]`, decoded as UTF-8.
+pub fn secret_value(secret: &Value, key: &str) -> String {
+    let encoded = secret["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("Secret {} has no {key}", secret["metadata"]["name"]));
+    String::from_utf8(base64_decode(encoded)).expect("UTF-8 secret")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_round_trips() {
+        assert_eq!(super::base64_decode("aGVsbG8="), b"hello");
+        assert_eq!(super::base64_decode("aGVsbG8h"), b"hello!");
+        assert_eq!(super::base64_decode("aGk"), b"hi");
+        assert_eq!(super::base64_decode(""), b"");
+    }
+}
