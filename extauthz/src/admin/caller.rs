@@ -106,7 +106,7 @@ impl FromRequestParts<AdminState> for Caller {
                 ));
             }
         }
-        let source = match header_value(CLIENT_HEADER.parse().expect("a valid header name")) {
+        let source = match header_value(header::HeaderName::from_static(CLIENT_HEADER)) {
             Some(client) if client.eq_ignore_ascii_case("dashboard") => Source::Dashboard,
             _ => Source::Api,
         };
