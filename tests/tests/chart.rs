@@ -351,6 +351,15 @@ fn values_that_do_not_fit_together_are_refused_with_a_clear_message() {
         ),
         (json!({"istio": {"enabled": true}}), "list the workloads"),
         (
+            json!({"extauthz": {"adminIngress": {"enabled": true}}}),
+            "adminIngress.host is required",
+        ),
+        (
+            // The binaries have no TLS support for Redis (yet).
+            json!({"redis": {"mode": "external", "external": {"urls": ["rediss://redis:6380"]}}}),
+            "/redis/external/urls/0",
+        ),
+        (
             json!({"extauthz": {"autoscaling": {"enabled": true, "minReplicas": 5, "maxReplicas": 3}}}),
             "must not exceed",
         ),
@@ -898,6 +907,22 @@ fn the_in_chart_redis_with_network_policies_and_service_monitors() {
             &r.get("Deployment", OPERATOR)["spec"]["selector"]["matchLabels"]
         ]
     );
+    // The dashboard and API through an Ingress; nothing else of the admin port.
+    let ingress = r.get("Ingress", &format!("{EXTAUTHZ}-admin"));
+    assert_eq!(ingress["spec"]["ingressClassName"], "internal-nginx");
+    let rule = &ingress["spec"]["rules"][0];
+    assert_eq!(rule["host"], "sessions.contoso.com");
+    let paths: Vec<&str> = rule["http"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/admin", "/api/v1"]);
+    for path in rule["http"]["paths"].as_array().unwrap() {
+        assert_eq!(path["backend"]["service"]["name"], EXTAUTHZ);
+        assert_eq!(path["backend"]["service"]["port"]["name"], "http-admin");
+    }
     // ServiceMonitors scrape a port their Service has.
     for component in [EXTAUTHZ, OPERATOR] {
         let monitor = r.get("ServiceMonitor", component);
