@@ -1416,12 +1416,53 @@ async fn extauthz_serves_with_the_rendered_config_on_a_redis_cluster() {
     .await;
 }
 
-/// The operator binary, built by cargo (a no-op when `cargo test --workspace` built it).
+/// The newest modification time among the files under `dirs` (recursively).
+fn newest_mtime(dirs: &[PathBuf]) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if path
+                .file_name()
+                .is_some_and(|n| n == "target" || n == "tests")
+            {
+                continue;
+            }
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+            }
+        } else if let Ok(modified) = meta.modified() {
+            newest = newest.max(modified);
+        }
+    }
+    newest
+}
+
+/// The operator binary. `cargo test --workspace` builds it next to this test (for the
+/// operator's own integration tests); when that one is missing or older than the sources it
+/// is built from, cargo builds it.
 fn operator_binary() -> PathBuf {
+    let root = repo_root();
+    let sources: Vec<PathBuf> = ["operator", "core", "crds", "Cargo.lock"]
+        .iter()
+        .map(|p| root.join(p))
+        .collect();
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("grantflow-operator")));
+    if let Some(binary) = beside
+        && let Ok(built) = std::fs::metadata(&binary).and_then(|m| m.modified())
+        && built >= newest_mtime(&sources)
+    {
+        return binary;
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = chart::run(
         std::process::Command::new(cargo)
-            .current_dir(repo_root())
+            .current_dir(&root)
             .args([
                 "build",
                 "--locked",
