@@ -832,6 +832,30 @@ fn the_default_install() {
     assert_eq!(claim["metadata"]["name"], "data");
     assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "2Gi");
     assert_eq!(r.get("Service", REDIS)["spec"]["ports"][0]["port"], 6379);
+    // GitOps: the password from a Secret of the user's.
+    let own = chart::render(
+        &[&ci_values("default-values.yaml")],
+        Some(&json!({"redis": {"internal": {"existingSecret": "my-redis"}}})),
+    )
+    .expect("renders");
+    assert!(
+        own.of_kind("Secret")
+            .iter()
+            .all(|s| s["metadata"]["name"] != REDIS)
+    );
+    let redis = own.get("StatefulSet", REDIS);
+    let init = &redis["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(
+        env_of(init)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"],
+        json!({"name": "my-redis", "key": "password"})
+    );
+    for (name, container) in [(EXTAUTHZ, "extauthz"), (OPERATOR, "operator")] {
+        let env = env_of(own.container(own.get("Deployment", name), container));
+        assert_eq!(
+            env["GRANTFLOW_REDIS_URL"]["valueFrom"]["secretKeyRef"],
+            json!({"name": "my-redis", "key": "redis-url"})
+        );
+    }
     for absent in [
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
