@@ -11,7 +11,6 @@ use kube::Client;
 use kube_lease_manager::{LeaseCreateMode, LeaseManagerBuilder};
 use tokio::sync::watch;
 
-use crate::MANAGER;
 use crate::config::LeaseSettings;
 use crate::metrics::Metrics;
 
@@ -27,7 +26,9 @@ pub async fn run<F, Fut>(
     F: Fn(watch::Receiver<bool>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    // The Lease is made on first use; retry while the API server is unreachable.
+    // The Lease is made on first use; retry while the API server is unreachable. Each replica
+    // keeps the library's own field manager (`kube-lease-manager-<identity>`): exclusivity
+    // rests on server-side-apply conflicts between distinct managers.
     let mut delay = Duration::from_millis(500);
     let manager = loop {
         let built = LeaseManagerBuilder::new(client.clone(), &lease.name)
@@ -35,7 +36,6 @@ pub async fn run<F, Fut>(
             .with_identity(&lease.identity)
             .with_duration(lease.duration)
             .with_grace(lease.grace)
-            .with_field_manager(format!("{MANAGER}-lease"))
             .with_create_mode(LeaseCreateMode::AutoCreate)
             .build()
             .await;

@@ -8,13 +8,16 @@
 //! - [`redis::RedisServer`], [`redis::RedisCluster`]: real Redis (standalone, 3-master
 //!   cluster);
 //! - [`stack::Stack`]: all of them plus extauthz in this process, on a memory store the test
-//!   can revoke through, with a clock the test moves.
+//!   can revoke through, with a clock the test moves;
+//! - [`kubernetes::ApiServer`]: the kmock Kubernetes emulator with our shim
+//!   (`tests/kmock/apiserver.py`), real `kubectl`, and the operator in process.
 //!
 //! The tools come from `scripts/install-test-tools.sh`; `scripts/test.sh` exports their paths.
 
 pub mod chart;
 pub mod envoy;
 pub mod issuer;
+pub mod kubernetes;
 pub mod redis;
 pub mod sse;
 pub mod stack;
