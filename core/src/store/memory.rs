@@ -5,11 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{ChangeEvent, ChangeStream, SessionStore, StoreError};
 use crate::audit::{AuditRecord, Target, new_audit_id};
@@ -229,17 +226,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn subscribe(&self, tenant: &str) -> Result<ChangeStream, StoreError> {
-        let tenant = tenant.to_owned();
-        let stream = BroadcastStream::new(self.changes.subscribe()).filter_map(move |item| {
-            let event = match item {
-                Ok(event) => (event.tenant() == tenant).then_some(event),
-                Err(BroadcastStreamRecvError::Lagged(_)) => Some(ChangeEvent::Resync {
-                    tenant: tenant.clone(),
-                }),
-            };
-            std::future::ready(event)
-        });
-        Ok(Box::pin(stream))
+        Ok(super::tenant_feed(self.changes.subscribe(), tenant))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -84,6 +84,33 @@ impl ChangeEvent {
 /// A tenant's change feed.
 pub type ChangeStream = Pin<Box<dyn futures::Stream<Item = ChangeEvent> + Send>>;
 
+/// `tenant`'s events from a store-wide broadcast. A subscriber that fell behind, and a
+/// `Resync` for every tenant (an empty tenant), become a `Resync` of this tenant.
+fn tenant_feed(
+    receiver: tokio::sync::broadcast::Receiver<ChangeEvent>,
+    tenant: &str,
+) -> ChangeStream {
+    use futures::StreamExt;
+    use tokio_stream::wrappers::BroadcastStream;
+
+    let tenant = tenant.to_owned();
+    let stream = BroadcastStream::new(receiver).filter_map(move |item| {
+        let event = match item {
+            Ok(ChangeEvent::Resync { tenant: all }) if all.is_empty() => {
+                Some(ChangeEvent::Resync {
+                    tenant: tenant.clone(),
+                })
+            }
+            Ok(event) => (event.tenant() == tenant).then_some(event),
+            Err(_lagged) => Some(ChangeEvent::Resync {
+                tenant: tenant.clone(),
+            }),
+        };
+        std::future::ready(event)
+    });
+    Box::pin(stream)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("the session store is unavailable: {0}")]

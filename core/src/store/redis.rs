@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -35,8 +34,6 @@ use redis::{
 };
 use serde::Deserialize;
 use tokio::sync::{Mutex as AsyncMutex, broadcast, mpsc};
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{ChangeEvent, ChangeStream, SessionStore, StoreError};
 use crate::audit::{AuditRecord, Target, new_audit_id};
@@ -278,6 +275,49 @@ impl RedisStore {
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)
+    }
+
+    /// Runs `policy.lua`: sets `policy` (or clears it when `None`), with an optional audit
+    /// record, and publishes the change.
+    async fn write_policy(
+        &self,
+        tenant: &str,
+        policy: Option<&Policy>,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        let p = prefix(tenant);
+        let (max_age, source) = match policy {
+            Some(policy) => (
+                millis(policy.max_session_age).to_string(),
+                serde_json::to_string(&policy.source).map_err(|_| malformed("policy"))?,
+            ),
+            None => (String::new(), String::new()),
+        };
+        let audit = audit
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|_| malformed("audit record"))?
+            .unwrap_or_default();
+        let call = async {
+            let mut connection = self.connection().await?;
+            let _: i64 = self
+                .scripts
+                .policy
+                .key(format!("{p}policy"))
+                .key(format!("{p}audit"))
+                .arg(&p)
+                .arg(&max_age)
+                .arg(&source)
+                .arg(&audit)
+                .arg(self.publish)
+                .arg(AUDIT_CAPACITY)
+                .arg(millis(self.limits.default_max_age))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        };
+        self.within(self.settings.write_timeout, call).await
     }
 
     /// Subscribes the change feed of `tenant` on the subscriber connection.
@@ -577,34 +617,8 @@ impl SessionStore for RedisStore {
         policy: Policy,
         audit: Option<AuditRecord>,
     ) -> Result<(), StoreError> {
-        let p = prefix(tenant);
-        let source = serde_json::to_string(&policy.source).map_err(|_| malformed("policy"))?;
-        let audit_json = audit
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|_| malformed("audit record"))?
-            .unwrap_or_default();
-        let call = async {
-            let mut connection = self.connection().await?;
-            let _: i64 = self
-                .scripts
-                .policy
-                .key(format!("{p}policy"))
-                .key(format!("{p}audit"))
-                .arg(&p)
-                .arg(millis(policy.max_session_age))
-                .arg(&source)
-                .arg(&audit_json)
-                .arg(self.publish)
-                .arg(AUDIT_CAPACITY)
-                .arg(millis(self.limits.default_max_age))
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
-            Ok(())
-        };
-        self.within(self.settings.write_timeout, call).await?;
+        self.write_policy(tenant, Some(&policy), audit.as_ref())
+            .await?;
         if let Some(record) = audit {
             record.log();
         }
@@ -612,27 +626,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn clear_policy(&self, tenant: &str) -> Result<(), StoreError> {
-        let p = prefix(tenant);
-        let call = async {
-            let mut connection = self.connection().await?;
-            let _: i64 = self
-                .scripts
-                .policy
-                .key(format!("{p}policy"))
-                .key(format!("{p}audit"))
-                .arg(&p)
-                .arg("")
-                .arg("")
-                .arg("")
-                .arg(self.publish)
-                .arg(AUDIT_CAPACITY)
-                .arg(millis(self.limits.default_max_age))
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
-            Ok(())
-        };
-        self.within(self.settings.write_timeout, call).await
+        self.write_policy(tenant, None, None).await
     }
 
     async fn sessions(&self, tenant: &str) -> Result<Vec<SessionRecord>, StoreError> {
@@ -697,25 +691,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn subscribe(&self, tenant: &str) -> Result<ChangeStream, StoreError> {
+        // Subscribe to the broadcast first, so nothing published after `listen` is missed.
         let receiver = self.changes.subscribe();
         self.within(self.settings.write_timeout, self.listen(tenant))
             .await?;
-        let tenant = tenant.to_owned();
-        let stream = BroadcastStream::new(receiver).filter_map(move |item| {
-            let event = match item {
-                Ok(ChangeEvent::Resync { tenant: t }) if t.is_empty() => {
-                    Some(ChangeEvent::Resync {
-                        tenant: tenant.clone(),
-                    })
-                }
-                Ok(event) => (event.tenant() == tenant).then_some(event),
-                Err(BroadcastStreamRecvError::Lagged(_)) => Some(ChangeEvent::Resync {
-                    tenant: tenant.clone(),
-                }),
-            };
-            std::future::ready(event)
-        });
-        Ok(Box::pin(stream))
+        Ok(super::tenant_feed(receiver, tenant))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
