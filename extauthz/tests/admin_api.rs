@@ -2,7 +2,7 @@
 //! a memory store and a clock the test moves.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_lc_rs::encoding::AsDer;
@@ -988,20 +988,34 @@ impl std::io::Write for Lines {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn every_revocation_is_one_structured_log_line() {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_writer(move || writer.clone())
-        .with_env_filter("audit=info")
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+/// The JSON log lines of target `audit` of this whole test binary. A global subscriber, set
+/// once: a thread-local one would race with callsites other tests register concurrently.
+fn audit_log() -> Lines {
+    static CAPTURED: OnceLock<Lines> = OnceLock::new();
+    CAPTURED
+        .get_or_init(|| {
+            let lines = Lines::default();
+            let writer = lines.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_writer(move || writer.clone())
+                .with_env_filter("audit=info")
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("the only global subscriber");
+            lines
+        })
+        .clone()
+}
 
+#[tokio::test]
+async fn every_revocation_is_one_structured_log_line() {
+    // A tenant of its own, so other tests' records are told apart.
+    const TENANT: &str = "44444444-5555-4666-8777-888888888888";
+    let lines = audit_log();
     let h = harness();
-    h.session(CONTOSO, "user-a", "sid-a").await;
-    let admin = h.admin(CONTOSO, "admin-ann");
+    h.session(TENANT, "user-a", "sid-a").await;
+    let admin = h.admin(TENANT, "admin-ann");
     let (status, _) = h
         .send(
             "POST",
@@ -1026,7 +1040,10 @@ async fn every_revocation_is_one_structured_log_line() {
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).unwrap())
         .filter(|line| line["target"] == "audit")
-        .map(|line| serde_json::from_str(line["fields"]["audit"].as_str().unwrap()).unwrap())
+        .map(|line| {
+            serde_json::from_str::<Value>(line["fields"]["audit"].as_str().unwrap()).unwrap()
+        })
+        .filter(|record| record["tenant"] == TENANT)
         .collect();
     assert_eq!(records.len(), 2, "one line per revocation, not two: {text}");
     assert_eq!(records[0]["action"], "session.revoke");
