@@ -132,6 +132,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the object has no {0}")]
     Incomplete(&'static str),
+    #[error("the SessionPolicy cache has not been filled yet")]
+    CacheNotReady,
 }
 
 impl Error {
@@ -150,6 +152,7 @@ impl Error {
                 _ => "finalizer",
             },
             Error::Incomplete(_) => "incomplete_object",
+            Error::CacheNotReady => "cache_not_ready",
         }
     }
 }

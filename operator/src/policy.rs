@@ -31,6 +31,8 @@ use crate::status::{Verdict, reason, same_conditions, transitioned, with_conditi
 pub const CONTROLLER: &str = "sessionpolicy";
 /// Held until the tenant has been returned to the default policy.
 pub const FINALIZER: &str = "session.grantflow.io/policy";
+/// How long a reconcile waits for the policy cache's initial list.
+const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `namespace/name`, the policy's name in the store (`PolicySource::Kubernetes`).
 fn key(policy: &SessionPolicy) -> String {
@@ -75,6 +77,11 @@ async fn apply(
     ctx: &Context,
     api: &Api<SessionPolicy>,
 ) -> Result<Action, Error> {
+    // Conflicts are judged on the whole cache: wait until the initial list is in it.
+    match tokio::time::timeout(CACHE_WAIT, ctx.policies.wait_until_ready()).await {
+        Ok(Ok(())) => {}
+        _ => return Err(Error::CacheNotReady),
+    }
     let (verdict, store_error) = match spec::session_policy(&policy.spec) {
         Err(invalid) => (Verdict::failed(reason::INVALID_SPEC, invalid.0), None),
         Ok((tenant, max_age)) => match owner_of(&ctx.policies, policy, &tenant) {

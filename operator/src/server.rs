@@ -80,7 +80,7 @@ pub async fn start(
 
     let webhook_addr = match &settings.webhook_tls {
         Some(files) => {
-            let tls = webhook::tls_from_files(&files.cert, &files.key)?;
+            let tls = webhook::tls_from_files(&files.cert, &files.key, webhook::CERT_RECHECK)?;
             let listener = bind(settings.webhook_addr).await?;
             let addr = listener.local_addr().expect("bound socket");
             let router = webhook::router(metrics.clone());

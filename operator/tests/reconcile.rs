@@ -172,9 +172,11 @@ fn memory_store(clock: &ManualClock) -> Arc<MemoryStore> {
 
 fn cache(policies: &[&SessionPolicy]) -> Store<SessionPolicy> {
     let (reader, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
     for policy in policies {
-        writer.apply_watcher_event(&watcher::Event::Apply((*policy).clone()));
+        writer.apply_watcher_event(&watcher::Event::InitApply((*policy).clone()));
     }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
     reader
 }
 

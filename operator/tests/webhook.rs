@@ -245,3 +245,60 @@ async fn served_over_tls_as_the_api_server_calls_it() {
             .contains(r#"grantflow_operator_admission_reviews_total{result="patched"} 1"#)
     );
 }
+
+/// A certificate rotated in place (as cert-manager renews a mounted Secret) is served without
+/// a restart; a half-written rotation keeps the old one.
+#[tokio::test]
+async fn a_rotated_certificate_is_picked_up() {
+    let dir =
+        std::env::temp_dir().join(format!("grantflow-webhook-rotation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let write = |generated: &rcgen::CertifiedKey<rcgen::KeyPair>| {
+        std::fs::write(&cert_file, generated.cert.pem()).unwrap();
+        std::fs::write(&key_file, generated.signing_key.serialize_pem()).unwrap();
+    };
+    let first = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let second = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    write(&first);
+    let tls = webhook::tls_from_files(&cert_file, &key_file, Duration::ZERO).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let server = tokio::spawn(webhook::serve_tls(
+        listener,
+        tls,
+        webhook::router(Arc::new(Metrics::default())),
+        stopped,
+    ));
+    let url = format!("https://{addr}{}", webhook::PATH);
+    let review = review("CREATE", Some("alice"), revocation(None), None);
+    // A fresh client per request: no pooled connection, no TLS session to resume.
+    let served = |trusted: &rcgen::CertifiedKey<rcgen::KeyPair>| {
+        let ca = reqwest::Certificate::from_pem(trusted.cert.pem().as_bytes()).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let (url, review) = (url.clone(), review.clone());
+        async move { client.post(url).json(&review).send().await.is_ok() }
+    };
+    assert!(served(&first).await);
+    assert!(!served(&second).await);
+
+    // Half-written: the new certificate with the old key does not load; the old one stays.
+    std::fs::write(&cert_file, second.cert.pem()).unwrap();
+    assert!(served(&first).await);
+
+    write(&second);
+    assert!(served(&second).await, "the new certificate is served");
+    assert!(!served(&first).await);
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+    std::fs::remove_dir_all(dir).ok();
+}
