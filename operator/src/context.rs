@@ -7,12 +7,22 @@ use std::time::Duration;
 use grantflow_core::clock::Clock;
 use grantflow_core::store::{SessionStore, StoreError};
 use grantflow_crds::SessionPolicy;
-use kube::Client;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 
 use crate::metrics::Metrics;
+use crate::status::Verdict;
+
+/// `namespace/name`: how logs, the backoff and the store (policy source) name an object.
+pub fn object_key<K: ResourceExt>(object: &K) -> String {
+    format!(
+        "{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    )
+}
 
 /// Everything a reconcile needs; one per controller run.
 pub struct Context {
@@ -86,6 +96,49 @@ impl Context {
     /// Forgets the failures of an object that reconciled.
     pub fn succeeded(&self, key: &str) {
         self.backoff.reset(key);
+    }
+
+    /// Publishes an Event about `object`; a failure to publish is logged, not retried.
+    pub async fn publish<K>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) where
+        K: Resource<DynamicType = ()> + ResourceExt,
+    {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(object = %object_key(object), %error, "cannot publish an Event");
+        }
+    }
+
+    /// Publishes a verdict as an Event: Normal when it is good, Warning otherwise.
+    pub async fn publish_verdict<K>(&self, object: &K, verdict: &Verdict, action: &str)
+    where
+        K: Resource<DynamicType = ()> + ResourceExt,
+    {
+        let type_ = if verdict.ok {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        self.publish(
+            object,
+            type_,
+            verdict.reason,
+            verdict.message.clone(),
+            action,
+        )
+        .await;
     }
 }
 

@@ -16,14 +16,14 @@ use grantflow_core::store::StoreError;
 use grantflow_crds::{SessionPolicy, SessionPolicyStatus};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::MANAGER;
-use crate::context::{Context, Error};
+use crate::context::{Context, Error, object_key};
 use crate::spec;
 use crate::status::{Verdict, reason, same_conditions, transitioned, with_condition};
 
@@ -34,13 +34,12 @@ pub const FINALIZER: &str = "session.grantflow.io/policy";
 /// How long a reconcile waits for the policy cache's initial list.
 const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// `namespace/name`, the policy's name in the store (`PolicySource::Kubernetes`).
+/// The `action` of this controller's Events.
+const ACTION: &str = "ApplyPolicy";
+
+/// `namespace/name`, also the policy's name in the store (`PolicySource::Kubernetes`).
 fn key(policy: &SessionPolicy) -> String {
-    format!(
-        "{}/{}",
-        policy.namespace().unwrap_or_default(),
-        policy.name_any()
-    )
+    object_key(policy)
 }
 
 /// Reconciles one SessionPolicy.
@@ -181,7 +180,8 @@ async fn cleanup(policy: &SessionPolicy, ctx: &Context) -> Result<Action, Error>
         }
     }
     ctx.metrics.outcome(CONTROLLER, "deleted");
-    publish(ctx, policy, EventType::Normal, "Deleted", note).await;
+    ctx.publish(policy, EventType::Normal, "Deleted", note, ACTION)
+        .await;
     Ok(Action::await_change())
 }
 
@@ -264,32 +264,7 @@ async fn write_status(
     )
     .await?;
     if transitioned(&before.conditions, &status.conditions, reason::READY) {
-        let kind = if verdict.ok {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        publish(ctx, policy, kind, verdict.reason, verdict.message.clone()).await;
+        ctx.publish_verdict(policy, verdict, ACTION).await;
     }
     Ok(())
-}
-
-/// Publishes an Event about a policy; a failure to publish is logged, not retried.
-async fn publish(
-    ctx: &Context,
-    policy: &SessionPolicy,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "ApplyPolicy".into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
-        tracing::warn!(policy = %key(policy), %error, "cannot publish an Event");
-    }
 }

@@ -22,24 +22,22 @@ use grantflow_core::revocation::RevocationTarget;
 use grantflow_crds::{REQUESTED_BY_ANNOTATION, Revocation, RevocationStatus};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::MANAGER;
-use crate::context::{Context, Error};
+use crate::context::{Context, Error, object_key};
 use crate::spec;
 use crate::status::{Verdict, reason, same_conditions, time, transitioned, with_condition};
 
 /// The controller's name in metrics.
 pub const CONTROLLER: &str = "revocation";
 
+/// The `action` of this controller's Events.
+const ACTION: &str = "Revoke";
+
 fn key(revocation: &Revocation) -> String {
-    format!(
-        "{}/{}",
-        revocation.namespace().unwrap_or_default(),
-        revocation.name_any()
-    )
+    object_key(revocation)
 }
 
 /// Reconciles one Revocation.
@@ -212,25 +210,7 @@ async fn write_status(
     )
     .await?;
     if transitioned(&before.conditions, &status.conditions, reason::APPLIED_TYPE) {
-        let type_ = if verdict.ok {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        let event = Event {
-            type_,
-            reason: verdict.reason.to_owned(),
-            note: Some(verdict.message.clone()),
-            action: "Revoke".into(),
-            secondary: None,
-        };
-        if let Err(error) = ctx
-            .recorder
-            .publish(&event, &revocation.object_ref(&()))
-            .await
-        {
-            tracing::warn!(revocation = %key(revocation), %error, "cannot publish an Event");
-        }
+        ctx.publish_verdict(revocation, verdict, ACTION).await;
     }
     Ok(())
 }

@@ -929,23 +929,19 @@ async fn an_applied_revocation_is_deleted_after_the_retention() {
         Action::requeue(retention - Duration::from_secs(24 * 3600))
     );
     clock.advance(retention);
+    let reply = serde_json::to_value(&*applied).unwrap();
     let server = tokio::spawn(async move {
         let call = api.next().await;
         call.assert(
             "DELETE",
             "/apis/session.grantflow.io/v1alpha1/namespaces/team/revocations/inc-2041?",
         );
-        let body = serde_json::to_value(applied_clone_for_reply()).unwrap();
-        call.reply(200, &body);
+        call.answer(&reply);
         api
     });
     revocation::reconcile(applied, ctx.clone()).await.unwrap();
     drop(ctx);
     server.await.unwrap().no_more().await;
-}
-
-fn applied_clone_for_reply() -> Revocation {
-    user_revocation("inc-2041", Some("alice@contoso.com"))
 }
 
 #[test]

@@ -163,10 +163,6 @@ impl ApiServer {
             .expect("a client configuration");
         kube::Client::try_from(config).expect("a kube client")
     }
-
-    pub fn dir(&self) -> &TempDir {
-        &self.dir
-    }
 }
 
 /// Runs `kubectl` with `kubeconfig`; returns its output, whatever its exit code.

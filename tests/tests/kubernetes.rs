@@ -357,40 +357,14 @@ async fn only_one_operator_replica_leads_and_another_takes_over() {
         ));
     }
     let http = reqwest::Client::new();
-    let leaders = |replicas: &Vec<Option<Running>>| {
-        let http = http.clone();
-        let replicas: Vec<_> = replicas
-            .iter()
-            .map(|r| r.as_ref().map(|r| r.admin_addr))
-            .collect();
-        async move {
-            let mut leading = Vec::new();
-            for (i, addr) in replicas.iter().enumerate() {
-                if let Some(addr) = addr {
-                    let text = http
-                        .get(format!("http://{addr}/metrics"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .text()
-                        .await
-                        .unwrap();
-                    if text.lines().any(|l| l == "grantflow_operator_leader 1") {
-                        leading.push(i);
-                    }
-                }
-            }
-            leading
-        }
-    };
     let first = eventually(Duration::from_secs(30), "one replica leads", || async {
-        let leading = leaders(&replicas).await;
+        let leading = leaders(&http, &replicas).await;
         (leading.len() == 1).then(|| leading[0])
     })
     .await;
     // For a while (several renewals of a 3 s lease), still exactly that one.
     for _ in 0..20 {
-        assert_eq!(leaders(&replicas).await, vec![first]);
+        assert_eq!(leaders(&http, &replicas).await, vec![first]);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let lease: Value = serde_yaml::from_str(
@@ -415,7 +389,7 @@ async fn only_one_operator_replica_leads_and_another_takes_over() {
         Duration::from_secs(30),
         "the other replica leads",
         || async {
-            let leading = leaders(&replicas).await;
+            let leading = leaders(&http, &replicas).await;
             (leading.len() == 1).then(|| leading[0])
         },
     )
@@ -424,4 +398,17 @@ async fn only_one_operator_replica_leads_and_another_takes_over() {
     for replica in replicas.into_iter().flatten() {
         replica.stop().await;
     }
+}
+
+/// The indexes of the running replicas that say they lead.
+async fn leaders(http: &reqwest::Client, replicas: &[Option<Running>]) -> Vec<usize> {
+    let mut leading = Vec::new();
+    for (i, replica) in replicas.iter().enumerate() {
+        if let Some(running) = replica
+            && is_leader(http, running).await
+        {
+            leading.push(i);
+        }
+    }
+    leading
 }
