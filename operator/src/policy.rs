@@ -82,7 +82,14 @@ async fn apply(
         _ => return Err(Error::CacheNotReady),
     }
     let (verdict, store_error) = match spec::session_policy(&policy.spec) {
-        Err(invalid) => (Verdict::failed(reason::INVALID_SPEC, invalid.0), None),
+        // Not applied: the store keeps what it had (a valid earlier version stays in force).
+        Err(invalid) => (
+            Verdict::failed(
+                reason::INVALID_SPEC,
+                format!("{invalid}; not applied, the session store keeps what it had"),
+            ),
+            None,
+        ),
         Ok((tenant, max_age)) => match owner_of(&ctx.policies, policy, &tenant) {
             Some(owner) => (
                 Verdict::failed(

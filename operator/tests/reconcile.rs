@@ -402,8 +402,7 @@ async fn an_invalid_spec_is_reported_and_not_applied() {
     let store = memory_store(&clock);
     let bad = session_policy("contoso", TENANT, "30s", NOW);
     let Harness { ctx, mut api, .. } = harness(store.clone(), cache(&[&bad]));
-    let message =
-        "maxSessionAge \"30s\": the maximum session age must be between 1 minute and 24 hours";
+    let message = "maxSessionAge \"30s\": the maximum session age must be between 1 minute and 24 hours; not applied, the session store keeps what it had";
     let expected =
         policy_status_patch(json!([condition("Ready", "False", "InvalidSpec", message)]));
     let reply = serde_json::to_value(&bad).unwrap();
