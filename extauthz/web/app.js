@@ -24,6 +24,7 @@ const state = {
   policy: null,
   live: null, // AbortController of the event stream
   skewMs: 0, // this browser's clock minus the server's, from the sessions' ages
+  policyEvents: 0, // policy.changed events seen
   view: 'sessions',
 };
 
@@ -513,8 +514,11 @@ async function submitPolicy(event) {
     return;
   }
   $('policy-save').disabled = true;
+  const seen = state.policyEvents;
   try {
-    state.policy = await api('/api/v1/policy', { method: 'PUT', body: { maxSessionAgeSeconds: minutes * 60, reason } });
+    const saved = await api('/api/v1/policy', { method: 'PUT', body: { maxSessionAgeSeconds: minutes * 60, reason } });
+    // A change that arrived live meanwhile is newer than this answer.
+    if (state.policyEvents === seen) state.policy = saved;
     $('policy-reason').value = '';
     renderPolicy();
     toast(`Maximum session age set to ${minutes} min.`);
@@ -552,6 +556,7 @@ function handleEvent(name, data) {
       if (state.view === 'audit') loadAudit().catch(() => {});
       break;
     case 'policy.changed':
+      state.policyEvents += 1;
       state.policy = data;
       renderPolicy();
       if (state.view === 'audit') loadAudit().catch(() => {});

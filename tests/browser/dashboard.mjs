@@ -182,7 +182,7 @@ try {
   check(await page.evaluate(() => document.getElementById('policy-reason').validity.valueMissing), 'saving needs a reason');
   await page.fill('#policy-reason', 'CAB-1234: tighten privileged sessions');
   await page.getByRole('button', { name: 'Save' }).click();
-  await page.waitForFunction(() => document.getElementById('policy-source').textContent.includes('administrator'));
+  await page.locator('#toasts', { hasText: 'Maximum session age set to 20 min' }).waitFor();
   // …and when Kubernetes takes the tenant over (the test applies a SessionPolicy now), the
   // view says so live and turns editing off.
   await page.waitForSelector('#policy-managed:not([hidden])', { timeout: 30_000 });
