@@ -123,6 +123,8 @@ pub struct RedisStore {
     subscriber: AsyncMutex<Option<Subscriber>>,
     changes: broadcast::Sender<ChangeEvent>,
     publish: &'static str,
+    /// Tenants this process has added to `gf:tenants`.
+    registered: parking_lot::Mutex<HashSet<String>>,
 }
 
 struct Subscriber {
@@ -167,6 +169,7 @@ impl RedisStore {
             subscriber: AsyncMutex::new(None),
             changes,
             publish,
+            registered: parking_lot::Mutex::new(HashSet::new()),
         }
     }
 
@@ -243,13 +246,29 @@ impl RedisStore {
             .unwrap_or(Err(StoreError::Timeout))
     }
 
-    async fn register_tenant(&self, tenant: &str) -> Result<(), StoreError> {
-        let mut connection = self.connection().await?;
-        let _: i64 = connection
-            .sadd(TENANTS_KEY, tenant)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+    /// Adds the tenant to `gf:tenants` for housekeeping, once per tenant and process, so only
+    /// the first new session of a tenant pays the extra round trip. A failure is retried with
+    /// the next new session and never changes the verdict.
+    async fn register_tenant(&self, tenant: &str) {
+        if self.registered.lock().contains(tenant) {
+            return;
+        }
+        let added = self
+            .within(self.settings.timeout, async {
+                let mut connection = self.connection().await?;
+                let _: i64 = connection
+                    .sadd(TENANTS_KEY, tenant)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            })
+            .await;
+        match added {
+            Ok(()) => {
+                self.registered.lock().insert(tenant.to_owned());
+            }
+            Err(error) => tracing::debug!(%error, "could not register the tenant for housekeeping"),
+        }
     }
 
     async fn read_policy(&self, tenant: &str) -> Result<Policy, StoreError> {
@@ -516,16 +535,7 @@ impl SessionStore for RedisStore {
                 started_at,
             }),
             2 => {
-                // Housekeeping needs to know the tenant; off the request's critical answer.
-                if let Err(error) = self
-                    .within(
-                        self.settings.timeout,
-                        self.register_tenant(&identity.tenant),
-                    )
-                    .await
-                {
-                    tracing::debug!(%error, "could not register the tenant for housekeeping");
-                }
+                self.register_tenant(&identity.tenant).await;
                 Ok(Verdict::Allow {
                     created: true,
                     started_at,
