@@ -1,8 +1,8 @@
 //! Revocation requests: end one session, or every session of a user (optionally locking the
 //! user out until a time).
 
-use crate::audit::{Action, Actor, Source};
-use crate::clock::UnixMillis;
+use crate::audit::{Action, Actor, AuditRecord, Source, Target, new_audit_id};
+use crate::clock::{UnixMillis, rfc3339};
 
 /// What to end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,44 @@ pub struct Revocation {
 }
 
 impl Revocation {
+    /// The audit record of this revocation applied at `now`, having ended `sessions_revoked`
+    /// live sessions; `session_user` is the user of an ended single session, when known.
+    pub fn audit_record(
+        &self,
+        now: UnixMillis,
+        sessions_revoked: u32,
+        session_user: Option<String>,
+    ) -> AuditRecord {
+        let (target, lock_until) = match &self.target {
+            RevocationTarget::Session(key) => (
+                Target {
+                    user: session_user,
+                    session: Some(key.clone()),
+                },
+                None,
+            ),
+            RevocationTarget::User { user, lock_until } => (
+                Target {
+                    user: Some(user.clone()),
+                    session: None,
+                },
+                *lock_until,
+            ),
+        };
+        AuditRecord {
+            id: new_audit_id(),
+            time: rfc3339(now),
+            tenant: self.tenant.clone(),
+            actor: self.actor.clone(),
+            action: self.action(),
+            target,
+            reason: Some(self.reason.clone()),
+            source: self.source,
+            sessions_revoked: Some(sessions_revoked),
+            detail: lock_until.map(|until| format!("locked until {}", rfc3339(until))),
+        }
+    }
+
     pub fn action(&self) -> Action {
         match &self.target {
             RevocationTarget::Session(_) => Action::SessionRevoke,

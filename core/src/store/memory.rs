@@ -9,11 +9,11 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use super::{ChangeEvent, ChangeStream, SessionStore, StoreError};
-use crate::audit::{AuditRecord, Target, new_audit_id};
-use crate::clock::{Clock, rfc3339};
+use crate::audit::AuditRecord;
+use crate::clock::Clock;
 use crate::decision::{Limits, TenantSessions};
 use crate::policy::Policy;
-use crate::revocation::{Revocation, RevocationOutcome, RevocationTarget};
+use crate::revocation::{Revocation, RevocationOutcome};
 use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict};
 
 /// Audit records kept per tenant; the oldest are dropped past this.
@@ -111,34 +111,11 @@ impl SessionStore for MemoryStore {
             return Ok(outcome.clone());
         }
         let ended = tenant.sessions.revoke(&revocation.target, now);
-        let target = match &revocation.target {
-            RevocationTarget::Session(key) => Target {
-                user: ended.first().map(|s| s.user.clone()),
-                session: Some(key.clone()),
-            },
-            RevocationTarget::User { user, .. } => Target {
-                user: Some(user.clone()),
-                session: None,
-            },
-        };
-        let record = AuditRecord {
-            id: new_audit_id(),
-            time: rfc3339(now),
-            tenant: revocation.tenant.clone(),
-            actor: revocation.actor.clone(),
-            action: revocation.action(),
-            target,
-            reason: Some(revocation.reason.clone()),
-            source: revocation.source,
-            sessions_revoked: Some(ended.len() as u32),
-            detail: match &revocation.target {
-                RevocationTarget::User {
-                    lock_until: Some(until),
-                    ..
-                } => Some(format!("locked until {}", rfc3339(*until))),
-                _ => None,
-            },
-        };
+        let record = revocation.audit_record(
+            now,
+            ended.len() as u32,
+            ended.first().map(|s| s.user.clone()),
+        );
         let outcome = RevocationOutcome {
             sessions_revoked: ended.len() as u32,
             audit_id: record.id.clone(),

@@ -36,8 +36,8 @@ use serde::Deserialize;
 use tokio::sync::{Mutex as AsyncMutex, broadcast, mpsc};
 
 use super::{ChangeEvent, ChangeStream, SessionStore, StoreError};
-use crate::audit::{AuditRecord, Target, new_audit_id};
-use crate::clock::{Clock, millis, rfc3339};
+use crate::audit::AuditRecord;
+use crate::clock::{Clock, millis};
 use crate::decision::{Limits, TOUCH_INTERVAL_MS};
 use crate::identity::SessionAnchor;
 use crate::policy::{Policy, PolicySource};
@@ -549,38 +549,12 @@ impl SessionStore for RedisStore {
 
     async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError> {
         let now = self.clock.now_ms();
-        let (kind, target_id, lock_until, target) = match &revocation.target {
-            RevocationTarget::Session(key) => (
-                "session",
-                key.as_str(),
-                None,
-                Target {
-                    user: None,
-                    session: Some(key.clone()),
-                },
-            ),
-            RevocationTarget::User { user, lock_until } => (
-                "user",
-                user.as_str(),
-                *lock_until,
-                Target {
-                    user: Some(user.clone()),
-                    session: None,
-                },
-            ),
+        let (kind, target_id, lock_until) = match &revocation.target {
+            RevocationTarget::Session(key) => ("session", key.as_str(), None),
+            RevocationTarget::User { user, lock_until } => ("user", user.as_str(), *lock_until),
         };
-        let mut record = AuditRecord {
-            id: new_audit_id(),
-            time: rfc3339(now),
-            tenant: revocation.tenant.clone(),
-            actor: revocation.actor.clone(),
-            action: revocation.action(),
-            target,
-            reason: Some(revocation.reason.clone()),
-            source: revocation.source,
-            sessions_revoked: Some(0),
-            detail: lock_until.map(|until| format!("locked until {}", rfc3339(until))),
-        };
+        // `revoke.lua` fills in the count and, for one session, its user.
+        let mut record = revocation.audit_record(now, 0, None);
         let json = serde_json::to_string(&record).map_err(|_| malformed("audit record"))?;
         let p = prefix(&revocation.tenant);
         let call = async {
