@@ -185,8 +185,6 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the object has no {0}")]
     Incomplete(&'static str),
-    #[error("the SessionPolicy cache has not been filled yet")]
-    CacheNotReady,
 }
 
 impl Error {
@@ -205,7 +203,6 @@ impl Error {
                 _ => "finalizer",
             },
             Error::Incomplete(_) => "incomplete_object",
-            Error::CacheNotReady => "cache_not_ready",
         }
     }
 }

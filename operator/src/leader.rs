@@ -14,6 +14,9 @@ use tokio::sync::watch;
 use crate::config::LeaseSettings;
 use crate::metrics::Metrics;
 
+/// How long stopping controllers may take before they are cancelled.
+const DRAIN: Duration = Duration::from_secs(30);
+
 /// Runs `lead(stop)` whenever this replica is the leader, until `shutdown` turns true. `lead`
 /// must return once its `stop` receiver turns true.
 pub async fn run<F, Fut>(
@@ -68,7 +71,12 @@ pub async fn run<F, Fut>(
         };
         if !finished {
             let _ = stop.send(true);
-            let _ = controllers.await;
+            // In-flight reconciles finish (each store call has its own deadline); past this
+            // bound the rest is cancelled rather than holding up a shutdown.
+            if tokio::time::timeout(DRAIN, &mut controllers).await.is_err() {
+                tracing::warn!("controllers did not stop in time; cancelling them");
+                controllers.abort();
+            }
         }
         metrics.set_leader(false);
         tracing::info!(identity = %lease.identity, "no longer leading: controllers stopped");

@@ -31,8 +31,6 @@ use crate::status::{Verdict, reason, same_conditions, transitioned, with_conditi
 pub const CONTROLLER: &str = "sessionpolicy";
 /// Held until the tenant has been returned to the default policy.
 pub const FINALIZER: &str = "session.grantflow.io/policy";
-/// How long a reconcile waits for the policy cache's initial list.
-const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The `action` of this controller's Events.
 const ACTION: &str = "ApplyPolicy";
@@ -76,11 +74,8 @@ async fn apply(
     ctx: &Context,
     api: &Api<SessionPolicy>,
 ) -> Result<Action, Error> {
-    // Conflicts are judged on the whole cache: wait until the initial list is in it.
-    match tokio::time::timeout(CACHE_WAIT, ctx.policies.wait_until_ready()).await {
-        Ok(Ok(())) => {}
-        _ => return Err(Error::CacheNotReady),
-    }
+    // Conflicts are judged on the whole cache; the controller runs no reconcile before its
+    // initial list is in it.
     let (verdict, store_error) = match spec::session_policy(&policy.spec) {
         // Not applied: the store keeps what it had (a valid earlier version stays in force).
         Err(invalid) => (

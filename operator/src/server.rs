@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use grantflow_core::clock::Clock;
 use grantflow_core::store::SessionStore;
 use grantflow_crds::{Revocation, SessionPolicy};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use tokio::net::TcpListener;
@@ -160,9 +161,6 @@ impl Controllers {
 
     /// Runs both controllers until `stop` turns true.
     async fn run(self, stop: watch::Receiver<bool>) {
-        let stopped = |mut stop: watch::Receiver<bool>| async move {
-            crate::until(&mut stop, true).await;
-        };
         let policies: Api<SessionPolicy> = self.api();
         let policy_controller = Controller::new(policies.clone(), watcher::Config::default());
         let cache = policy_controller.store();
@@ -182,19 +180,96 @@ impl Controllers {
             self.settings.revocation_retention,
         ));
         let peers = cache.clone();
-        let policy_run = policy_controller
+        let policy_controller = policy_controller
             // Another policy of the same tenant appearing, changing or going away can change
             // who owns the tenant.
             .watches(policies, watcher::Config::default(), move |changed| {
                 policy::same_tenant(&peers, &changed)
             })
-            .graceful_shutdown_on(stopped(stop.clone()))
-            .run(policy::reconcile, policy::error_policy, ctx.clone())
-            .for_each(|_| std::future::ready(()));
-        let revocation_run = Controller::new(self.api::<Revocation>(), watcher::Config::default())
-            .graceful_shutdown_on(stopped(stop))
-            .run(revocation::reconcile, revocation::error_policy, ctx)
-            .for_each(|_| std::future::ready(()));
-        futures::join!(policy_run, revocation_run);
+            .graceful_shutdown_on(stopped(stop.clone()));
+        let policy_run =
+            policy_controller.run(policy::reconcile, policy::error_policy, ctx.clone());
+        let revocation_controller =
+            Controller::new(self.api::<Revocation>(), watcher::Config::default())
+                .graceful_shutdown_on(stopped(stop.clone()));
+        let revocation_cache = revocation_controller.store();
+        let revocation_run =
+            revocation_controller.run(revocation::reconcile, revocation::error_policy, ctx);
+        futures::join!(
+            drain(policy_run, cache, stop.clone()),
+            drain(revocation_run, revocation_cache, stop),
+        );
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    crate::until(&mut stop, true).await;
+}
+
+/// Drives a controller until it ends. After `stop`, a controller whose cache never filled is
+/// dropped rather than drained: kube holds every reconcile until the cache is ready, so none
+/// ran, and its graceful shutdown would wait for that readiness forever (kube-runtime 5).
+async fn drain<S, K>(run: S, cache: Store<K>, mut stop: watch::Receiver<bool>)
+where
+    S: futures::Stream,
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let run = run.for_each(|_| std::future::ready(()));
+    let abandon = async {
+        crate::until(&mut stop, true).await;
+        if cache.wait_until_ready().now_or_never().is_none() {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = run => {}
+        _ = abandon => tracing::info!("stopped a controller before its cache filled"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_controller_whose_cache_never_filled_is_dropped_on_stop() {
+        // The hang this guards against: a watch that has not listed yet, then a shutdown.
+        let (cache, _writer) = reflector::store::<Revocation>();
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(drain(futures::stream::pending::<()>(), cache, stopped));
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stopped without waiting for the cache")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_controller_with_a_filled_cache_is_drained_to_its_end() {
+        let (cache, mut writer) = reflector::store::<Revocation>();
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        let (stop, stopped) = watch::channel(false);
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        // A controller still finishing a reconcile after the stop signal.
+        let run = futures::stream::once(async move {
+            let _ = finished.await;
+        });
+        let task = tokio::spawn(drain(run, cache, stopped));
+        stop.send(true).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!task.is_finished(), "it waits for the in-flight work");
+        finish.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("drained")
+            .unwrap();
     }
 }
