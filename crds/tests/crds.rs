@@ -11,8 +11,14 @@ use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 use serde_json::{Value, json};
 
+/// The checkout under test: cargo's run-time `CARGO_MANIFEST_DIR` (a test binary built from
+/// another checkout into a shared target directory carries that checkout's path at compile
+/// time).
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    Path::new(&manifest)
         .parent()
         .expect("crds/ is in the repository")
         .to_owned()

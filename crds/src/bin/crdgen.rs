@@ -21,7 +21,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         [flag] if flag == "--write" => {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            // The checkout `cargo run` runs in, not the one the binary was built from.
+            let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+            let root = Path::new(&manifest)
                 .parent()
                 .expect("crds/ is in the repository");
             for dir in grantflow_crds::CRD_DIRS {
