@@ -38,11 +38,15 @@ pub fn loopback(port: u16) -> SocketAddr {
 }
 
 /// The repository root.
+///
+/// Cargo sets `CARGO_MANIFEST_DIR` when it runs a test; that run-time value wins over the
+/// path compiled in, because a shared target directory may hold a binary built from another
+/// checkout.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is in the repo")
-        .to_owned()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().expect("tests/ is in the repo").to_owned()
 }
 
 /// A tool path from the environment `scripts/test.sh` sets up.
