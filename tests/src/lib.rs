@@ -46,7 +46,10 @@ pub fn repo_root() -> PathBuf {
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    manifest_dir.parent().expect("tests/ is in the repo").to_owned()
+    manifest_dir
+        .parent()
+        .expect("tests/ is in the repo")
+        .to_owned()
 }
 
 /// A tool path from the environment `scripts/test.sh` sets up.
