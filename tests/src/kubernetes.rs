@@ -41,7 +41,7 @@ impl TempDir {
         let dir = std::env::temp_dir().join(format!(
             "grantflow-{label}-{}-{}",
             std::process::id(),
-            free_port()
+            crate::unique()
         ));
         std::fs::create_dir_all(&dir).expect("create a temp dir");
         TempDir(dir)

@@ -26,10 +26,60 @@ pub mod upstream;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that is free now on 127.0.0.1, for a server that must be told its port before it
+/// starts (Redis, a webhook URL the API server is configured with).
+///
+/// Servers that can bind port 0 themselves should (the harness reads back what they got).
+/// A port picked in advance can be taken before its server binds it, so this one comes from
+/// *below* the kernel's ephemeral range: no outgoing connection and no `bind(…:0)` of another
+/// process lands on it. It is never handed out twice by this process.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("bound").port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+    let (low, high) = reserved_range();
+    let span = u32::from(high - low);
+    // Start somewhere different in each process (test binaries run one after another).
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    for step in 0..span {
+        let port = low + ((seed.wrapping_add(step)) % span) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{low}..{high}");
+}
+
+/// Ports below the ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), above the
+/// well-known and common service ports.
+fn reserved_range() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let low = 20_000;
+    assert!(
+        ephemeral_low > low + 1_000,
+        "the ephemeral port range starts at {ephemeral_low}, leaving no room below it"
+    );
+    (low, ephemeral_low)
+}
+
+/// A number not returned before by this process, for naming temporary files.
+pub fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `127.0.0.1:port`.

@@ -1,5 +1,6 @@
 //! Real Redis servers for tests: standalone, or a local 3-master cluster. Each runs on a free
-//! loopback port in its own temporary directory and is killed when dropped.
+//! loopback port (see [`free_port`]) in its own temporary directory and is killed when
+//! dropped. A server counts as started only once the process on the port is ours.
 
 use std::path::PathBuf;
 use std::process::{Command as StdCommand, Stdio};
@@ -11,32 +12,50 @@ use crate::{free_port, tool};
 
 pub struct RedisServer {
     pub port: u16,
+    /// The cluster bus port, for a cluster node.
+    bus_port: Option<u16>,
     dir: PathBuf,
-    cluster: bool,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// A standalone Redis with AOF off (tests need no persistence).
     pub async fn start() -> RedisServer {
-        Self::start_on(free_port(), false).await
+        Self::start_fresh(false).await
     }
 
-    async fn start_on(port: u16, cluster: bool) -> RedisServer {
-        let dir =
-            std::env::temp_dir().join(format!("grantflow-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the Redis directory");
-        let mut server = RedisServer {
-            port,
-            dir,
-            cluster,
-            child: None,
-        };
-        server.spawn().await;
-        server
+    /// A server on new ports; tries other ports should a port be taken after all.
+    async fn start_fresh(cluster: bool) -> RedisServer {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let port = free_port();
+            let dir = std::env::temp_dir().join(format!(
+                "grantflow-redis-{}-{}",
+                std::process::id(),
+                crate::unique()
+            ));
+            std::fs::create_dir_all(&dir).expect("create the Redis directory");
+            let mut server = RedisServer {
+                port,
+                // A cluster's bus port is set too: the default, port + 10000, may be taken or
+                // past 65535.
+                bus_port: cluster.then(free_port),
+                dir,
+                child: None,
+            };
+            match server.spawn().await {
+                Ok(()) => return server,
+                Err(why) if attempt < ATTEMPTS => {
+                    eprintln!("redis-server on port {port}: {why}; trying another port");
+                }
+                Err(why) => panic!("redis-server on port {port}: {why}"),
+            }
+        }
+        unreachable!("the last attempt panics")
     }
 
-    async fn spawn(&mut self) {
+    /// Starts the process and waits until *it* (not some other server on the port) answers.
+    async fn spawn(&mut self) -> Result<(), String> {
         let mut command = Command::new(tool("REDIS_SERVER_BIN"));
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
@@ -53,24 +72,40 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        if self.cluster {
-            command.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]);
+        if let Some(bus_port) = self.bus_port {
+            command
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .args(["--cluster-port", &bus_port.to_string()]);
         }
-        self.child = Some(command.spawn().expect("start redis-server"));
-        wait_until(
-            Duration::from_secs(20),
-            || self.ping(),
-            "redis-server answers PING",
-        )
-        .await;
+        let mut child = command.spawn().expect("start redis-server");
+        let pid = child.id().expect("a running child");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("poll redis-server") {
+                return Err(format!("exited at start ({status}); its log is above"));
+            }
+            if self.process_id() == Some(pid) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill().await;
+                return Err("did not answer within 20 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The `process_id` of the server answering on the port.
+    fn process_id(&self) -> Option<u32> {
+        let info = redis_cli(self.port, &["INFO", "server"])?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn ping(&self) -> bool {
-        redis_cli(self.port, &["PING"]).is_some_and(|out| out.trim() == "PONG")
     }
 
     /// Kills the server (like a crash).
@@ -83,7 +118,9 @@ impl RedisServer {
     /// Starts it again on the same port.
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.spawn().await;
+        if let Err(why) = self.spawn().await {
+            panic!("redis-server restarting on port {}: {why}", self.port);
+        }
     }
 
     /// Freezes the process (`SIGSTOP`): connections stay open, nothing answers.
@@ -137,7 +174,7 @@ impl RedisCluster {
     pub async fn start() -> RedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            nodes.push(RedisServer::start_on(free_port(), true).await);
+            nodes.push(RedisServer::start_fresh(true).await);
         }
         let addresses: Vec<String> = nodes
             .iter()
