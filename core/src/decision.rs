@@ -8,8 +8,12 @@
 //! 1. the tenant's policy (max age; the default when it has none);
 //! 2. the user's lock, or a `not_before` watermark later than the token's auth instant
 //!    → revoked;
-//! 3. a tombstone for the session key → revoked or expired;
-//! 4. a live session older than the max age → expired (and tombstoned);
+//! 3. a tombstone for the session key → revoked or expired — unless the token proves a sign-in
+//!    after the session ended (`auth_time` later than the end, same user), which starts a new
+//!    session under the same key (step 6): a silent refresh keeps its `auth_time`, a fresh
+//!    sign-in does not;
+//! 4. a live session older than the max age → expired (and tombstoned as ended when it
+//!    reached the max age; a token signed in after that goes on to step 6);
 //! 5. a live session → allow (touch last seen, at most once a second) — if it is the same
 //!    user's; another user's token naming it is refused;
 //! 6. no session → create it (start = `auth_time`, else now) and allow — unless its start is
@@ -53,12 +57,28 @@ pub struct UserMarks {
     pub lock_until: Option<UnixMillis>,
 }
 
-/// An ended session, remembered so that its key cannot start a fresh session.
+/// An ended session, remembered so that its key cannot silently start a fresh session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tombstone {
     pub reason: EndReason,
+    /// When the session ended: the revocation, or the instant it reached the max age.
     pub ended_at: UnixMillis,
+    /// When the tombstone was written; the retention counts from here.
+    pub recorded_at: UnixMillis,
     pub user: Option<String>,
+}
+
+impl Tombstone {
+    /// Whether a token of the ended key is a fresh sign-in that may start a new session: its
+    /// `auth_time` (the issuer's word for when the user last authenticated, unchanged by a
+    /// silent refresh) is after the end, and it is the user the session belonged to (when
+    /// known). `iat` proves nothing here: every silent refresh moves it.
+    pub fn yields_to(&self, identity: &crate::identity::Identity) -> bool {
+        let signed_in_after = identity
+            .auth_time
+            .is_some_and(|secs| secs.saturating_mul(1000) > self.ended_at);
+        signed_in_after && self.user.as_ref().is_none_or(|user| *user == identity.user)
+    }
 }
 
 /// Everything the engine knows about one tenant.
@@ -106,7 +126,11 @@ impl TenantSessions {
             }
         }
         if let Some(tombstone) = self.ended.get(key) {
-            return Verdict::Deny(tombstone.reason);
+            if !tombstone.yields_to(identity) {
+                return Verdict::Deny(tombstone.reason);
+            }
+            // A fresh sign-in: the new session replaces the tombstone (step 6).
+            self.ended.remove(key);
         }
         if let Some(session) = self.live.get_mut(key) {
             // A session belongs to one user: another user's token naming it (a colliding or
@@ -114,17 +138,23 @@ impl TenantSessions {
             if session.user != identity.user {
                 return Verdict::Deny(EndReason::Revoked);
             }
-            if now - session.started_at >= max_age {
-                self.end(key, EndReason::Expired, now);
+            let expires_at = session.started_at.saturating_add(max_age);
+            if now < expires_at {
+                if now - session.last_seen >= TOUCH_INTERVAL_MS {
+                    session.last_seen = now;
+                }
+                return Verdict::Allow {
+                    created: false,
+                    started_at: session.started_at,
+                };
+            }
+            // Too old: it ended when it reached the max age. A token signed in after that
+            // starts a new session (step 6); any other is refused.
+            self.end(key, EndReason::Expired, expires_at, now);
+            if !self.ended[key].yields_to(identity) {
                 return Verdict::Deny(EndReason::Expired);
             }
-            if now - session.last_seen >= TOUCH_INTERVAL_MS {
-                session.last_seen = now;
-            }
-            return Verdict::Allow {
-                created: false,
-                started_at: session.started_at,
-            };
+            self.ended.remove(key);
         }
         // Saturating: `auth_time` is the issuer's number; it must not overflow.
         let started_at = identity
@@ -136,7 +166,8 @@ impl TenantSessions {
                 key.clone(),
                 Tombstone {
                     reason: EndReason::Expired,
-                    ended_at: now,
+                    ended_at: started_at.saturating_add(max_age).min(now),
+                    recorded_at: now,
                     user,
                 },
             );
@@ -161,8 +192,15 @@ impl TenantSessions {
         }
     }
 
-    /// Ends a live session (if any) and tombstones its key. Returns the ended session.
-    fn end(&mut self, key: &str, reason: EndReason, now: UnixMillis) -> Option<SessionRecord> {
+    /// Ends a live session (if any) at `ended_at` and tombstones its key at `now`. Returns
+    /// the ended session.
+    fn end(
+        &mut self,
+        key: &str,
+        reason: EndReason,
+        ended_at: UnixMillis,
+        now: UnixMillis,
+    ) -> Option<SessionRecord> {
         let ended = self.live.remove(key);
         let user = ended.as_ref().map(|s| s.user.clone());
         let user = user.or_else(|| self.ended.get(key).and_then(|t| t.user.clone()));
@@ -170,7 +208,8 @@ impl TenantSessions {
             key.to_owned(),
             Tombstone {
                 reason,
-                ended_at: now,
+                ended_at,
+                recorded_at: now,
                 user,
             },
         );
@@ -180,9 +219,10 @@ impl TenantSessions {
     /// Applies a revocation at `now`; returns the live sessions it ended.
     pub fn revoke(&mut self, target: &RevocationTarget, now: UnixMillis) -> Vec<SessionRecord> {
         match target {
-            RevocationTarget::Session(key) => {
-                self.end(key, EndReason::Revoked, now).into_iter().collect()
-            }
+            RevocationTarget::Session(key) => self
+                .end(key, EndReason::Revoked, now, now)
+                .into_iter()
+                .collect(),
             RevocationTarget::User { user, lock_until } => {
                 let keys: Vec<String> = self
                     .live
@@ -192,7 +232,7 @@ impl TenantSessions {
                     .collect();
                 let ended = keys
                     .iter()
-                    .filter_map(|k| self.end(k, EndReason::Revoked, now))
+                    .filter_map(|k| self.end(k, EndReason::Revoked, now, now))
                     .collect();
                 let marks = self.users.entry(user.clone()).or_default();
                 marks.not_before = Some(now);
@@ -209,17 +249,17 @@ impl TenantSessions {
     pub fn sweep(&mut self, limits: &Limits, now: UnixMillis) -> Vec<SessionRecord> {
         let max_age = millis(self.policy(limits).max_session_age);
         let retention = millis(limits.retention);
-        let old: Vec<String> = self
+        let old: Vec<(String, UnixMillis)> = self
             .live
             .values()
             .filter(|s| now - s.started_at >= max_age)
-            .map(|s| s.id.clone())
+            .map(|s| (s.id.clone(), s.started_at.saturating_add(max_age).min(now)))
             .collect();
         let expired = old
             .iter()
-            .filter_map(|k| self.end(k, EndReason::Expired, now))
+            .filter_map(|(key, expired_at)| self.end(key, EndReason::Expired, *expired_at, now))
             .collect();
-        self.ended.retain(|_, t| now - t.ended_at < retention);
+        self.ended.retain(|_, t| now - t.recorded_at < retention);
         self.users.retain(|_, m| {
             m.lock_until.is_some_and(|until| until > now)
                 || m.not_before.is_some_and(|at| now - at < retention)

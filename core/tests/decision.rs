@@ -342,14 +342,73 @@ async fn expired_session_is_tombstoned_and_stays_expired_even_if_the_policy_is_r
         EXPIRED,
         "the tombstone outlives the policy change"
     );
-    // Not even a token of the same sid with a brand-new auth_time revives it.
-    assert_eq!(
-        w.check(&authenticated(t.clone(), w.now_secs())).await,
-        EXPIRED
-    );
     assert!(w.sessions(TENANT).await.is_empty());
     // Other sessions start normally under the raised policy.
     assert_eq!(w.check(&token(ALICE, "s-2")).await, created(w.now()));
+}
+
+#[tokio::test]
+async fn after_expiry_only_a_sign_in_after_the_end_starts_the_same_sid_again() {
+    let w = World::new();
+    let signed_in = T0 / 1000;
+    let t = authenticated(token(ALICE, "s-1"), signed_in);
+    assert_eq!(w.check(&t).await, created(T0));
+    // The user signs in again (new auth_time) in minute 14, while the session still lives:
+    // that does not extend it.
+    w.advance(mins(14));
+    let reauth_during = authenticated(token(ALICE, "s-1"), w.now_secs());
+    assert_eq!(w.check(&reauth_during).await, allowed(T0));
+    // Idle past the max age: the session ended at T0 + 15 min, though nobody looked then.
+    w.advance(mins(6));
+    // A silent refresh keeps auth_time (and moves iat): refused, and the sid is tombstoned.
+    let refreshed = issued(t.clone(), w.now_secs());
+    assert_eq!(w.check(&refreshed).await, EXPIRED);
+    assert_eq!(
+        w.check(&reauth_during).await,
+        EXPIRED,
+        "signed in before the end"
+    );
+    // A token without auth_time cannot prove anything.
+    assert_eq!(
+        w.check(&issued(token(ALICE, "s-1"), w.now_secs())).await,
+        EXPIRED
+    );
+    // Another user's fresh sign-in naming the sid is refused.
+    let bob = authenticated(token(BOB, "s-1"), w.now_secs());
+    assert_eq!(w.check(&bob).await, EXPIRED);
+    // "Sign in again": auth_time after the end starts a new session under the same sid.
+    let again = authenticated(token(ALICE, "s-1"), w.now_secs());
+    assert_eq!(w.check(&again).await, created(w.now_secs() * 1000));
+    assert_eq!(w.check(&again).await, allowed(w.now_secs() * 1000));
+    assert_eq!(w.session_ids(TENANT).await, ["s-1"]);
+    // Its silent refreshes keep the new start.
+    w.advance(mins(5));
+    assert_eq!(
+        w.check(&issued(again.clone(), w.now_secs())).await,
+        allowed(w.now() - mins(5).as_millis() as i64)
+    );
+}
+
+#[tokio::test]
+async fn a_sign_in_after_the_max_age_replaces_the_live_session_it_finds() {
+    // Nobody used the session after it reached its max age, and maintenance has not run:
+    // the fresh sign-in's first request finds it still live.
+    let w = World::new();
+    let t = token(ALICE, "s-1");
+    assert_eq!(w.check(&t).await, created(T0));
+    w.advance(mins(16));
+    let signed_in = w.now_secs();
+    w.advance(mins(1));
+    let again = authenticated(token(ALICE, "s-1"), signed_in);
+    assert_eq!(w.check(&again).await, created(signed_in * 1000));
+    assert_eq!(w.check(&t).await, allowed(signed_in * 1000));
+    assert_eq!(w.sessions(TENANT).await.len(), 1);
+    // Signed in a second before the old one reached its max age: refused.
+    let w = World::new();
+    assert_eq!(w.check(&t).await, created(T0));
+    w.advance(mins(20));
+    let late = authenticated(token(ALICE, "s-1"), T0 / 1000 + 15 * 60 - 1);
+    assert_eq!(w.check(&late).await, EXPIRED);
 }
 
 #[tokio::test]
@@ -509,7 +568,7 @@ async fn revoking_one_session_refuses_its_next_request_and_is_audited() {
         "the user's other session continues"
     );
     assert_eq!(w.session_ids(TENANT).await, ["s-2"]);
-    // A fresh auth_time does not revive the revoked sid either.
+    // A token signed in before (or in the same second as) the revocation stays refused.
     assert_eq!(
         w.check(&authenticated(s1.clone(), w.now_secs())).await,
         REVOKED
@@ -543,6 +602,15 @@ async fn revoking_one_session_refuses_its_next_request_and_is_audited() {
     assert_eq!(json["sessionsRevoked"], 1);
     assert_eq!(json["target"]["session"], "s-1");
     assert_eq!(json["target"]["user"], ALICE);
+
+    // A sign-in after the revocation under the same sid starts a new session — for the user
+    // it belonged to; another user's token naming it stays refused.
+    w.advance(SEC);
+    let bob = authenticated(token(BOB, "s-1"), w.now_secs());
+    assert_eq!(w.check(&bob).await, REVOKED);
+    let again = authenticated(s1.clone(), w.now_secs());
+    assert_eq!(w.check(&again).await, created(w.now_secs() * 1000));
+    assert_eq!(w.audit(TENANT, 10).await.len(), 1, "no new audit record");
 }
 
 #[tokio::test]
@@ -669,10 +737,13 @@ async fn after_revoke_all_earlier_sign_ins_cannot_open_a_session_but_a_fresh_one
     // happens to reuse one is let in.
     let reused = authenticated(token(ALICE, "a-2"), w.now_secs());
     assert_eq!(w.check(&reused).await, created(w.now_secs() * 1000));
-    // But the sid that was live at the revocation is tombstoned: even a fresh auth_time under
-    // that same sid stays refused (until the retention forgets it).
+    // The sid that was live at the revocation is tombstoned: a silent refresh of it (same
+    // auth_time, or none) stays refused; a sign-in after the revocation under that same sid
+    // (Entra keeps `sid` for the browser's sign-in session) starts a new session.
+    let refreshed = issued(authenticated(token(ALICE, "a-1"), signed_in), w.now_secs());
+    assert_eq!(w.check(&refreshed).await, REVOKED);
     let same_sid = authenticated(token(ALICE, "a-1"), w.now_secs());
-    assert_eq!(w.check(&same_sid).await, REVOKED);
+    assert_eq!(w.check(&same_sid).await, created(w.now_secs() * 1000));
 }
 
 #[tokio::test]

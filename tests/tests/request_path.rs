@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use grantflow_core::clock::Clock;
 use grantflow_core::policy::{Policy, PolicySource};
 use grantflow_core::revocation::RevocationTarget;
 use grantflow_e2e::stack::{SIGN_IN_URL, Stack, TENANT};
@@ -135,6 +136,26 @@ async fn session_past_max_age_is_refused_with_a_page_for_browsers_and_problem_fo
     // A fresh sign-in (new sid) works.
     let fresh = stack.token("user-carol", "sid-carol-2").await;
     assert_eq!(stack.status(&fresh).await, 200);
+    // "Sign in again" in a browser that keeps its Entra sign-in session keeps the sid too:
+    // a token whose auth_time is after the session ended starts a new one; a refresh of a
+    // sign-in from before the end does not.
+    let signed_in_at = |secs: i64| {
+        let mut claims = stack.claims("user-dan", Some("sid-dan"));
+        claims["auth_time"] = secs.into();
+        claims
+    };
+    let first_sign_in = stack.clock.now_secs();
+    let dan = stack.issuer.token(signed_in_at(first_sign_in)).await;
+    assert_eq!(stack.status(&dan).await, 200);
+    stack.clock.advance(Duration::from_secs(61));
+    assert_eq!(stack.status(&dan).await, 401);
+    let dan_refreshed = stack.issuer.token(signed_in_at(first_sign_in)).await;
+    assert_eq!(stack.status(&dan_refreshed).await, 401);
+    let dan_again = stack
+        .issuer
+        .token(signed_in_at(stack.clock.now_secs()))
+        .await;
+    assert_eq!(stack.status(&dan_again).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,6 +119,7 @@ async fn run_contract(ctx: Ctx) {
     tenants_are_isolated(&ctx).await;
     change_feed(&ctx).await;
     housekeeping_expires_old_sessions(&ctx).await;
+    a_sign_in_after_the_end_starts_the_same_sid_again(&ctx).await;
 }
 
 async fn create_touch_and_list(ctx: &Ctx) {
@@ -440,6 +441,128 @@ async fn housekeeping_expires_old_sessions(ctx: &Ctx) {
         ctx.check(&ctx.identity(&t, "u1", Some("s1"))).await,
         EXPIRED
     );
+}
+
+/// `id` signed in (auth_time) at `secs`.
+fn signed_in(mut id: Identity, secs: i64) -> Identity {
+    id.auth_time = Some(secs);
+    id
+}
+
+async fn a_sign_in_after_the_end_starts_the_same_sid_again(ctx: &Ctx) {
+    let t = ctx.tenant();
+    let mut feed = ctx.store.subscribe(&t).await.unwrap();
+    let start = ctx.clock.now_secs();
+    let first = signed_in(ctx.identity(&t, "u1", Some("s1")), start);
+    assert!(matches!(
+        ctx.check(&first).await,
+        Verdict::Allow { created: true, .. }
+    ));
+    assert!(matches!(
+        next_event(&mut feed).await,
+        ChangeEvent::SessionCreated { .. }
+    ));
+
+    // Idle past the max age, then a fresh sign-in: its first request finds the old session
+    // still live, ends it (as of its max age) and starts a new one under the same sid.
+    ctx.clock.advance(20 * MINUTE);
+    let again = signed_in(ctx.identity(&t, "u1", Some("s1")), start + 16 * 60);
+    let again_started = (start + 16 * 60) * 1000;
+    assert_eq!(
+        ctx.check(&again).await,
+        Verdict::Allow {
+            created: true,
+            started_at: again_started
+        }
+    );
+    assert_eq!(
+        next_event(&mut feed).await,
+        ChangeEvent::SessionEnded {
+            tenant: t.clone(),
+            session: "s1".into(),
+            user: Some("u1".into()),
+            reason: EndReason::Expired
+        }
+    );
+    match next_event(&mut feed).await {
+        ChangeEvent::SessionCreated { session, .. } => {
+            assert_eq!(session.started_at, again_started)
+        }
+        other => panic!("expected SessionCreated, got {other:?}"),
+    }
+    // A silent refresh of the old sign-in (same auth_time, new iat) is not let in by that.
+    ctx.clock.advance(MINUTE);
+    let refreshed_old = signed_in(ctx.identity(&t, "u1", Some("s1")), start);
+    assert_eq!(
+        ctx.check(&refreshed_old).await,
+        Verdict::Allow {
+            created: false,
+            started_at: again_started
+        }
+    );
+
+    // Expired at lookup and tombstoned: a silent refresh stays refused, another user's fresh
+    // token too; a sign-in after the end (start + 16 min + 15 min) starts anew.
+    ctx.clock.advance(20 * MINUTE);
+    assert_eq!(ctx.check(&again).await, EXPIRED);
+    let mut refreshed = ctx.identity(&t, "u1", Some("s1"));
+    refreshed.auth_time = again.auth_time;
+    assert_eq!(ctx.check(&refreshed).await, EXPIRED);
+    assert_eq!(
+        ctx.check(&ctx.identity(&t, "u1", Some("s1"))).await,
+        EXPIRED
+    );
+    let now = ctx.clock.now_secs();
+    assert_eq!(
+        ctx.check(&signed_in(ctx.identity(&t, "u2", Some("s1")), now))
+            .await,
+        EXPIRED
+    );
+    let before_end = signed_in(ctx.identity(&t, "u1", Some("s1")), start + 31 * 60 - 1);
+    assert_eq!(ctx.check(&before_end).await, EXPIRED);
+    let third = signed_in(ctx.identity(&t, "u1", Some("s1")), now);
+    assert_eq!(
+        ctx.check(&third).await,
+        Verdict::Allow {
+            created: true,
+            started_at: now * 1000
+        }
+    );
+
+    // Revoked: only a sign-in after the revocation, by the same user, starts anew.
+    ctx.revoke(&t, RevocationTarget::Session("s1".into()), None)
+        .await;
+    assert_eq!(ctx.check(&third).await, REVOKED);
+    ctx.clock.advance(Duration::from_secs(2));
+    let now = ctx.clock.now_secs();
+    assert_eq!(
+        ctx.check(&signed_in(ctx.identity(&t, "u2", Some("s1")), now))
+            .await,
+        REVOKED
+    );
+    let fourth = signed_in(ctx.identity(&t, "u1", Some("s1")), now);
+    assert_eq!(
+        ctx.check(&fourth).await,
+        Verdict::Allow {
+            created: true,
+            started_at: now * 1000
+        }
+    );
+
+    // Expired by housekeeping: ended as of its max age, so a sign-in after that, before the
+    // sweep ran, starts anew.
+    ctx.clock.advance(16 * MINUTE);
+    let after_max_age = ctx.clock.now_secs() - 30;
+    ctx.store.maintain().await.unwrap();
+    let fifth = signed_in(ctx.identity(&t, "u1", Some("s1")), after_max_age);
+    assert_eq!(
+        ctx.check(&fifth).await,
+        Verdict::Allow {
+            created: true,
+            started_at: after_max_age * 1000
+        }
+    );
+    assert_eq!(ctx.store.sessions(&t).await.unwrap().len(), 1);
 }
 
 fn clock() -> ManualClock {

@@ -84,6 +84,10 @@ impl SessionStore for MemoryStore {
             .decide(tenant_id, request, &self.limits, now);
         match verdict {
             Verdict::Allow { created: true, .. } => {
+                // A fresh sign-in under the key of a session that had just expired.
+                if let Some(expired) = was_live {
+                    self.ended(tenant_id, expired, EndReason::Expired);
+                }
                 if let Some(session) = tenant.sessions.live.get(key).cloned() {
                     self.publish(ChangeEvent::SessionCreated {
                         tenant: tenant_id.clone(),

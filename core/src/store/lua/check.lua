@@ -15,6 +15,12 @@ local channel = p .. 'changes'
 
 local max_age = tonumber(redis.call('HGET', KEYS[1], 'max_age_ms') or ARGV[3])
 
+-- Whether the token proves its user signed in (auth_time, which a silent refresh keeps) after
+-- `ended_at`; `iat` proves nothing, every refresh moves it.
+local function signed_in_after(ended_at)
+  return ARGV[6] ~= '' and ended_at ~= nil and tonumber(ARGV[6]) > ended_at
+end
+
 -- 2. user lock / watermark
 local marks = redis.call('HMGET', p .. 'u:' .. user, 'nb', 'lock')
 if marks[2] and tonumber(marks[2]) > now then return {4, 0} end
@@ -23,10 +29,18 @@ if marks[1] then
   if auth == nil or auth < tonumber(marks[1]) then return {4, 0} end
 end
 
--- 3. tombstone
-local ended = redis.call('HGET', p .. 'end:' .. key, 'reason')
-if ended == 'expired' then return {3, 0} end
-if ended then return {4, 0} end
+-- 3. tombstone, unless the token proves a sign-in after the end (auth_time later than the
+-- end, same user): then the new session replaces it (step 6)
+local tomb = redis.call('HMGET', p .. 'end:' .. key, 'reason', 'at', 'user')
+if tomb[1] then
+  local fresh = signed_in_after(tonumber(tomb[2]))
+    and (tomb[3] == false or tomb[3] == '' or tomb[3] == user)
+  if not fresh then
+    if tomb[1] == 'expired' then return {3, 0} end
+    return {4, 0}
+  end
+  redis.call('DEL', p .. 'end:' .. key)
+end
 
 local skey = p .. 's:' .. key
 local session = redis.call('HMGET', skey, 'started', 'seen', 'user')
@@ -34,28 +48,33 @@ if session[1] then
   -- A session belongs to one user; another user's token naming it is refused.
   if session[3] ~= user then return {4, 0} end
   local started = tonumber(session[1])
-  -- 4. too old: expire and tombstone
-  if now - started >= max_age then
-    redis.call('DEL', skey)
-    redis.call('ZREM', p .. 'live', key)
-    redis.call('SREM', p .. 'us:' .. session[3], key)
-    redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', ARGV[2], 'user', session[3])
+  local expires = started + max_age
+  -- 5. live: touch at most once per interval
+  if now < expires then
+    if now - tonumber(session[2]) >= tonumber(ARGV[14]) then
+      redis.call('HSET', skey, 'seen', ARGV[2])
+    end
+    return {1, started}
+  end
+  -- 4. too old: it ended when it reached the max age; expire and tombstone
+  redis.call('DEL', skey)
+  redis.call('ZREM', p .. 'live', key)
+  redis.call('SREM', p .. 'us:' .. session[3], key)
+  redis.call(ARGV[13], channel, cjson.encode({t = 'ended', key = key, user = session[3], reason = 'expired'}))
+  if not signed_in_after(expires) then
+    redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', string.format('%d', expires), 'user', session[3])
     redis.call('PEXPIRE', p .. 'end:' .. key, retention)
-    redis.call(ARGV[13], channel, cjson.encode({t = 'ended', key = key, user = session[3], reason = 'expired'}))
     return {3, started}
   end
-  -- 5. live: touch at most once per interval
-  if now - tonumber(session[2]) >= tonumber(ARGV[14]) then
-    redis.call('HSET', skey, 'seen', ARGV[2])
-  end
-  return {1, started}
+  -- signed in again since: a new session under the same key (step 6)
 end
 
 -- 6. new session; its start is auth_time when the token has it
 local started = now
 if ARGV[6] ~= '' then started = math.min(tonumber(ARGV[6]), now) end
 if now - started >= max_age then
-  redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', ARGV[2], 'user', user)
+  redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', string.format('%d', started + max_age),
+    'user', user)
   redis.call('PEXPIRE', p .. 'end:' .. key, retention)
   return {3, started}
 end

@@ -6,14 +6,18 @@ local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local max_age = tonumber(redis.call('HGET', KEYS[1], 'max_age_ms') or ARGV[3])
 local expired = 0
-local old = redis.call('ZRANGEBYSCORE', p .. 'live', '-inf', string.format('%d', now - max_age), 'LIMIT', 0, 1000)
-for _, key in ipairs(old) do
+local old = redis.call('ZRANGEBYSCORE', p .. 'live', '-inf', string.format('%d', now - max_age),
+  'WITHSCORES', 'LIMIT', 0, 1000)
+for i = 1, #old, 2 do
+  local key = old[i]
+  -- It ended when it reached the max age (the score is its start).
+  local ended_at = string.format('%d', math.min(tonumber(old[i + 1]) + max_age, now))
   local user = redis.call('HGET', p .. 's:' .. key, 'user')
   redis.call('ZREM', p .. 'live', key)
   if user then
     redis.call('DEL', p .. 's:' .. key)
     redis.call('SREM', p .. 'us:' .. user, key)
-    redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', ARGV[2], 'user', user)
+    redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', ended_at, 'user', user)
     redis.call('PEXPIRE', p .. 'end:' .. key, tonumber(ARGV[4]))
     redis.call(ARGV[5], p .. 'changes', cjson.encode({t = 'ended', key = key, user = user, reason = 'expired'}))
     expired = expired + 1
