@@ -84,6 +84,12 @@ pub struct Options {
     #[arg(long, env = "GRANTFLOW_REDIS_CLUSTER", value_name = "BOOL")]
     pub redis_cluster: Option<bool>,
 
+    /// PEM file of the CA certificate(s) that sign the Redis servers' certificates (a private
+    /// CA); replaces the system's root certificates. Only with `rediss://` URLs
+    /// [default: the system's roots].
+    #[arg(long, env = "GRANTFLOW_REDIS_CA_FILE", value_name = "FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// Deadline of store writes an administrator waits for (revocations, policy changes)
     /// [default: 2s].
     #[arg(long, env = "GRANTFLOW_STORE_WRITE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -230,6 +236,7 @@ impl Options {
             store,
             redis_url,
             redis_cluster,
+            redis_ca_file,
             store_write_timeout,
             store_timeout,
             max_session_age,
@@ -397,11 +404,16 @@ impl Settings {
         let store = match (o.store.unwrap_or(StoreKind::Memory), o.redis_url) {
             (StoreKind::Memory, _) => StoreConfig::Memory,
             (StoreKind::Redis, Some(urls)) if !urls.is_empty() => {
-                StoreConfig::Redis(RedisSettings {
+                let redis = RedisSettings {
                     urls,
                     cluster: o.redis_cluster.unwrap_or(false),
                     timeout: store_timeout,
                     write_timeout: store_write_timeout.max(store_timeout),
+                    ca_pem: None,
+                };
+                StoreConfig::Redis(match &o.redis_ca_file {
+                    Some(path) => redis.trust_ca_file(path).map_err(ConfigError::Invalid)?,
+                    None => redis,
                 })
             }
             (StoreKind::Redis, _) => {
@@ -652,6 +664,70 @@ mod tests {
             Settings::from_options(parse(&["--dev"])).unwrap().store,
             StoreConfig::Memory
         ));
+    }
+
+    #[test]
+    fn redis_over_tls_with_a_private_ca() {
+        let dir = std::env::temp_dir().join(format!("gf-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.crt");
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUY29udG9zbw==\n-----END CERTIFICATE-----\n";
+        std::fs::write(&ca, pem).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "password=hunter2\n").unwrap();
+        let ca_arg = ca.to_str().unwrap();
+        let with = |url: &str, file: &str| {
+            Settings::from_options(parse(&[
+                "--dev",
+                "--store",
+                "redis",
+                "--redis-url",
+                url,
+                "--redis-ca-file",
+                file,
+            ]))
+        };
+        match with("rediss://:secret@cache.example:6380", ca_arg)
+            .unwrap()
+            .store
+        {
+            StoreConfig::Redis(redis) => assert_eq!(redis.ca_pem.as_deref(), Some(pem.as_bytes())),
+            StoreConfig::Memory => panic!("expected the Redis store"),
+        }
+        // A CA with a plain-text URL is a mistake; the error never shows the URL (password).
+        let err = with("redis://:secret@cache.example:6379", ca_arg)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rediss://") && !err.contains("secret"),
+            "{err}"
+        );
+        let err = with("rediss://cache.example:6380", "/nonexistent/ca.crt")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/ca.crt"), "{err}");
+        let err = with("rediss://cache.example:6380", not_pem.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no PEM certificate") && !err.contains("hunter2"),
+            "{err}"
+        );
+        // Without a CA file, rediss:// trusts the system's roots.
+        match Settings::from_options(parse(&[
+            "--dev",
+            "--store",
+            "redis",
+            "--redis-url",
+            "rediss://cache.example:6380",
+        ]))
+        .unwrap()
+        .store
+        {
+            StoreConfig::Redis(redis) => assert_eq!(redis.ca_pem, None),
+            StoreConfig::Memory => panic!("expected the Redis store"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -82,6 +82,12 @@ pub struct Options {
     #[arg(long, env = "GRANTFLOW_REDIS_CLUSTER", default_value_t = false)]
     pub redis_cluster: bool,
 
+    /// PEM file of the CA certificate(s) that sign the Redis servers' certificates (a private
+    /// CA); replaces the system's root certificates. Only with `rediss://` URLs
+    /// [default: the system's roots].
+    #[arg(long, env = "GRANTFLOW_REDIS_CA_FILE", value_name = "FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// Deadline of one store call (policy writes, revocations).
     #[arg(long, env = "GRANTFLOW_STORE_WRITE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "2s")]
     pub store_write_timeout: Duration,
@@ -181,12 +187,21 @@ impl Settings {
             StoreKind::Redis if o.redis_url.is_empty() => {
                 return Err(ConfigError("--store redis needs --redis-url".into()));
             }
-            StoreKind::Redis => StoreConfig::Redis(RedisSettings {
-                urls: o.redis_url,
-                cluster: o.redis_cluster,
-                timeout: o.store_write_timeout,
-                write_timeout: o.store_write_timeout,
-            }),
+            StoreKind::Redis => {
+                let redis = RedisSettings {
+                    urls: o.redis_url,
+                    cluster: o.redis_cluster,
+                    timeout: o.store_write_timeout,
+                    write_timeout: o.store_write_timeout,
+                    ca_pem: None,
+                };
+                StoreConfig::Redis(match &o.redis_ca_file {
+                    Some(path) => redis
+                        .trust_ca_file(path)
+                        .map_err(|e| ConfigError(format!("--redis-ca-file: {e}")))?,
+                    None => redis,
+                })
+            }
         };
         if o.store_write_timeout.is_zero() {
             return Err(ConfigError(

@@ -11,7 +11,10 @@ use tokio::process::{Child, Command};
 use crate::{free_port, tool};
 
 pub struct RedisServer {
+    /// The plain-text port (tests administer every server through it).
     pub port: u16,
+    /// The TLS port, for a server started with TLS.
+    pub tls_port: Option<u16>,
     /// The cluster bus port, for a cluster node.
     bus_port: Option<u16>,
     dir: PathBuf,
@@ -21,11 +24,18 @@ pub struct RedisServer {
 impl RedisServer {
     /// A standalone Redis with AOF off (tests need no persistence).
     pub async fn start() -> RedisServer {
-        Self::start_fresh(false).await
+        Self::start_fresh(false, None).await
+    }
+
+    /// A standalone Redis that also serves TLS on [`Self::tls_url`], with a self-signed
+    /// certificate for 127.0.0.1 ([`Self::ca_file`]).
+    pub async fn start_tls() -> RedisServer {
+        Self::start_fresh(false, Some(&self_signed())).await
     }
 
     /// A server on new ports; tries other ports should a port be taken after all.
-    async fn start_fresh(cluster: bool) -> RedisServer {
+    /// `tls`: the certificate and key (PEM) to serve TLS with.
+    async fn start_fresh(cluster: bool, tls: Option<&(String, String)>) -> RedisServer {
         const ATTEMPTS: usize = 3;
         for attempt in 1..=ATTEMPTS {
             let port = free_port();
@@ -35,8 +45,13 @@ impl RedisServer {
                 crate::unique()
             ));
             std::fs::create_dir_all(&dir).expect("create the Redis directory");
+            if let Some((cert, key)) = tls {
+                std::fs::write(dir.join("tls.crt"), cert).expect("write the certificate");
+                std::fs::write(dir.join("tls.key"), key).expect("write the key");
+            }
             let mut server = RedisServer {
                 port,
+                tls_port: tls.map(|_| free_port()),
                 // A cluster's bus port is set too: the default, port + 10000, may be taken or
                 // past 65535.
                 bus_port: cluster.then(free_port),
@@ -77,6 +92,23 @@ impl RedisServer {
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
                 .args(["--cluster-port", &bus_port.to_string()]);
         }
+        if let Some(tls_port) = self.tls_port {
+            let cert = self.ca_file();
+            let key = self.dir.join("tls.key");
+            command
+                .args(["--tls-port", &tls_port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&cert)
+                .arg("--tls-key-file")
+                .arg(&key)
+                .arg("--tls-ca-cert-file")
+                .arg(&cert)
+                .args(["--tls-auth-clients", "no"]);
+            if self.bus_port.is_some() {
+                // The cluster bus is TLS too; clients on the TLS port are told TLS ports.
+                command.args(["--tls-cluster", "yes"]);
+            }
+        }
         let mut child = command.spawn().expect("start redis-server");
         let pid = child.id().expect("a running child");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -106,6 +138,17 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `rediss://` on the TLS port of a server started with TLS.
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("a server started with TLS");
+        format!("rediss://127.0.0.1:{port}")
+    }
+
+    /// The server's self-signed certificate (PEM), which is its own CA.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls.crt")
     }
 
     /// Kills the server (like a crash).
@@ -172,9 +215,20 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start() -> RedisCluster {
+        Self::start_with(false).await
+    }
+
+    /// A cluster whose nodes also serve TLS (clients and the cluster bus), all with one
+    /// self-signed certificate for 127.0.0.1 ([`Self::ca_file`]).
+    pub async fn start_tls() -> RedisCluster {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> RedisCluster {
+        let certificate = tls.then(self_signed);
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            nodes.push(RedisServer::start_fresh(true).await);
+            nodes.push(RedisServer::start_fresh(true, certificate.as_ref()).await);
         }
         let addresses: Vec<String> = nodes
             .iter()
@@ -206,6 +260,15 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::tls_url).collect()
+    }
+
+    /// The nodes' certificate (PEM), which is its own CA.
+    pub fn ca_file(&self) -> PathBuf {
+        self.nodes[0].ca_file()
+    }
+
     /// The index of the node that serves `key`'s slot.
     pub fn node_of(&self, key: &str) -> usize {
         let slot: u16 = redis_cli(self.nodes[0].port, &["CLUSTER", "KEYSLOT", key])
@@ -231,6 +294,13 @@ impl RedisCluster {
         }
         panic!("no node serves slot {slot}");
     }
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key (PEM).
+fn self_signed() -> (String, String) {
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("generate a certificate");
+    (generated.cert.pem(), generated.signing_key.serialize_pem())
 }
 
 /// Runs `redis-cli -p port args…`; its stdout on success.

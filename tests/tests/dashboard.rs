@@ -33,6 +33,7 @@ fn redis(server: &RedisServer) -> StoreConfig {
         cluster: false,
         timeout: Duration::from_secs(1),
         write_timeout: Duration::from_secs(2),
+        ca_pem: None,
     })
 }
 

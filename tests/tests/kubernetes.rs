@@ -44,6 +44,7 @@ impl KubeStack {
             cluster: false,
             timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(2),
+            ca_pem: None,
         };
         let stack = Stack::start_with(StackOptions {
             store: StoreConfig::Redis(redis_settings.clone()),

@@ -19,6 +19,7 @@ fn redis(urls: Vec<String>, cluster: bool, timeout: Duration) -> StoreConfig {
         cluster,
         timeout,
         write_timeout: Duration::from_secs(2),
+        ca_pem: None,
     })
 }
 

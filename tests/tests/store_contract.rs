@@ -569,13 +569,21 @@ fn clock() -> ManualClock {
     ManualClock::new(SystemClock.now_ms())
 }
 
-fn redis_store(urls: Vec<String>, cluster: bool, clock: &ManualClock) -> Arc<dyn SessionStore> {
-    let settings = RedisSettings {
+fn redis_settings(urls: Vec<String>, cluster: bool) -> RedisSettings {
+    RedisSettings {
         urls,
         cluster,
         timeout: Duration::from_secs(2),
         write_timeout: Duration::from_secs(2),
-    };
+        ca_pem: None,
+    }
+}
+
+fn redis_store(urls: Vec<String>, cluster: bool, clock: &ManualClock) -> Arc<dyn SessionStore> {
+    open_redis(redis_settings(urls, cluster), clock)
+}
+
+fn open_redis(settings: RedisSettings, clock: &ManualClock) -> Arc<dyn SessionStore> {
     Arc::new(RedisStore::new(
         settings,
         Limits::default(),
@@ -604,4 +612,74 @@ async fn redis_cluster_store_meets_the_contract() {
     let clock = clock();
     let store = redis_store(cluster.urls(), true, &clock);
     run_contract(Ctx { store, clock }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_private_ca_meets_the_contract() {
+    let redis = RedisServer::start_tls().await;
+    let clock = clock();
+    let settings = redis_settings(vec![redis.tls_url()], false)
+        .trust_ca_file(&redis.ca_file())
+        .expect("a PEM CA file");
+    run_contract(Ctx {
+        store: open_redis(settings, &clock),
+        clock,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_over_tls_with_a_private_ca_meets_the_contract() {
+    let cluster = RedisCluster::start_tls().await;
+    let clock = clock();
+    let settings = redis_settings(cluster.tls_urls(), true)
+        .trust_ca_file(&cluster.ca_file())
+        .expect("a PEM CA file");
+    run_contract(Ctx {
+        store: open_redis(settings, &clock),
+        clock,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_whose_certificate_is_not_trusted_is_refused_never_allowed() {
+    let redis = RedisServer::start_tls().await;
+    let other = RedisServer::start_tls().await;
+    let clock = clock();
+    let ctx = Ctx {
+        store: Arc::new(MemoryStore::new(Limits::default(), Arc::new(clock.clone()))),
+        clock: clock.clone(),
+    };
+    let identity = ctx.identity(&ctx.tenant(), "u1", Some("s1"));
+    let request = AccessRequest {
+        identity: Arc::new(identity),
+        client_ip: None,
+        user_agent: None,
+    };
+    let untrusted = [
+        // The system's roots do not know a self-signed certificate.
+        redis_settings(vec![redis.tls_url()], false),
+        // Another server's certificate is not this one's CA.
+        redis_settings(vec![redis.tls_url()], false)
+            .trust_ca_file(&other.ca_file())
+            .unwrap(),
+    ];
+    for settings in untrusted {
+        let store = open_redis(settings, &clock);
+        assert!(
+            store.check(&request).await.is_err(),
+            "an unverified server gets no verdict"
+        );
+        assert!(store.ping().await.is_err(), "and is not healthy");
+    }
+    // The right CA works (the same request, the same server).
+    let trusted = redis_settings(vec![redis.tls_url()], false)
+        .trust_ca_file(&redis.ca_file())
+        .unwrap();
+    let verdict = open_redis(trusted, &clock).check(&request).await;
+    assert!(
+        matches!(verdict, Ok(Verdict::Allow { created: true, .. })),
+        "{verdict:?}"
+    );
 }

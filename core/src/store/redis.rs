@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use redis::TlsCertificates;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -58,6 +59,41 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// Deadline of a write an administrator waits for (revocations, policy changes).
     pub write_timeout: Duration,
+    /// PEM of the CA certificates that sign the servers' certificates, for `rediss://` URLs;
+    /// replaces the system's root certificates. `None`: the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl RedisSettings {
+    /// Trusts only the CA certificates of the PEM file at `path` (a private CA) for the
+    /// `rediss://` URLs. Errors name the file, never a URL (URLs may hold a password).
+    pub fn trust_ca_file(mut self, path: &std::path::Path) -> Result<Self, String> {
+        let shown = path.display();
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("cannot read the Redis CA file {shown}: {e}"))?;
+        let blocks = pem::parse_many(&bytes)
+            .map_err(|e| format!("the Redis CA file {shown} is not PEM: {e}"))?;
+        if !blocks.iter().any(|block| block.tag() == "CERTIFICATE") {
+            return Err(format!(
+                "the Redis CA file {shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+            ));
+        }
+        if !self.urls.iter().all(|url| url.starts_with("rediss://")) {
+            return Err(
+                "a Redis CA file is for TLS: every Redis URL must then start with rediss://".into(),
+            );
+        }
+        self.ca_pem = Some(bytes);
+        Ok(self)
+    }
+
+    /// The CA certificates to trust, when not the system's.
+    fn certificates(&self) -> Option<TlsCertificates> {
+        self.ca_pem.as_ref().map(|pem| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        })
+    }
 }
 
 struct Scripts {
@@ -192,6 +228,9 @@ impl RedisStore {
                     .use_protocol(ProtocolVersion::RESP3)
                     .push_sender(push);
             }
+            if let Some(certificates) = s.certificates() {
+                builder = builder.certs(certificates);
+            }
             let client = builder.build().map_err(unavailable)?;
             Ok(Connection::Cluster(
                 client.get_async_connection().await.map_err(unavailable)?,
@@ -215,7 +254,11 @@ impl RedisStore {
                 info = info.set_redis_settings(redis);
                 config = config.set_push_sender(push).set_automatic_resubscription();
             }
-            let client = redis::Client::open(info).map_err(unavailable)?;
+            let client = match s.certificates() {
+                Some(certificates) => redis::Client::build_with_tls(info, certificates),
+                None => redis::Client::open(info),
+            }
+            .map_err(unavailable)?;
             let manager = client
                 .get_connection_manager_with_config(config)
                 .await

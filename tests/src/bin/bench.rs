@@ -1601,6 +1601,7 @@ async fn session_footprint(
             cluster: false,
             timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(5),
+            ca_pem: None,
         },
         Limits::default(),
         clock.clone(),
