@@ -156,6 +156,35 @@ impl Rendered {
             .and_then(|cs| cs.iter().find(|c| c["name"] == name))
             .unwrap_or_else(|| panic!("no container {name} in {}", workload["metadata"]["name"]))
     }
+
+    /// The Secret key a container sees at the file `path`: `(secret name, key, mount)`, where
+    /// `mount` is the container's volumeMounts entry. None when no Secret volume mounted in
+    /// `container` of `workload` projects a key to `path`.
+    pub fn secret_file<'a>(
+        &self,
+        workload: &'a Value,
+        container: &str,
+        path: &str,
+    ) -> Option<(String, String, &'a Value)> {
+        let volumes = workload["spec"]["template"]["spec"]["volumes"].as_array()?;
+        let mounts = self.container(workload, container)["volumeMounts"].as_array()?;
+        mounts.iter().find_map(|mount| {
+            let dir = mount["mountPath"].as_str()?.trim_end_matches('/');
+            let relative = path.strip_prefix(dir)?.strip_prefix('/')?;
+            let volume = volumes.iter().find(|v| v["name"] == mount["name"])?;
+            let secret = &volume["secret"];
+            let name = secret["secretName"].as_str()?.to_owned();
+            let key = match secret["items"].as_array() {
+                // Only the listed keys, each at its path.
+                Some(items) => items.iter().find(|item| item["path"] == relative)?["key"]
+                    .as_str()?
+                    .to_owned(),
+                // Every key, at its own name.
+                None => relative.to_owned(),
+            };
+            Some((name, key, mount))
+        })
+    }
 }
 
 /// Renders the chart with these values files (merged in order) and `set` merged last.

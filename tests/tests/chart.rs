@@ -5,6 +5,8 @@
 //! - every manifest passes `kubernetes-validate --strict` (except the kinds of third-party
 //!   CRDs, which the tool has no schema for — those get structural checks here instead);
 //! - the chart's CRDs are the generated ones;
+//! - a TLS Redis (`rediss://`) with a private CA: the CA Secret is mounted into extauthz and the
+//!   operator, GRANTFLOW_REDIS_CA_FILE names it, and the chart refuses it without TLS;
 //! - every combination applies with real `kubectl` to the kmock API emulator, twice (the
 //!   second apply changes nothing);
 //! - extauthz starts in this process from the exact file the chart's ConfigMap holds (only
@@ -48,6 +50,7 @@ const COMBINATIONS: &[&str] = &[
     "cert-manager-values.yaml",
     "cert-manager-clusterissuer-values.yaml",
     "memory-values.yaml",
+    "external-redis-tls-values.yaml",
 ];
 
 /// Kinds defined by third-party CRDs: `kubernetes-validate` has no schema for them.
@@ -355,9 +358,35 @@ fn values_that_do_not_fit_together_are_refused_with_a_clear_message() {
             "adminIngress.host is required",
         ),
         (
-            // The binaries have no TLS support for Redis (yet).
-            json!({"redis": {"mode": "external", "external": {"urls": ["rediss://redis:6380"]}}}),
+            // Redis URLs only: redis:// or rediss:// (TLS).
+            json!({"redis": {"mode": "external", "external": {"urls": ["http://redis:6379"]}}}),
             "/redis/external/urls/0",
+        ),
+        // A CA for the Redis certificates: only for TLS connections to an external Redis.
+        (
+            json!({"redis": {"mode": "external", "external": {"urls": ["redis://redis:6379"], "tls": {"caSecret": "redis-ca"}}}}),
+            "redis.external.tls.caSecret needs rediss:// (TLS) URLs, but redis.external.urls has redis://redis:6379",
+        ),
+        (
+            json!({"redis": {"mode": "external", "external": {"urls": ["rediss://redis-0:6380", "redis://redis-1:6379"], "cluster": true, "tls": {"caSecret": "redis-ca"}}}}),
+            "redis.external.tls.caSecret needs rediss:// (TLS) URLs, but redis.external.urls has redis://redis-1:6379",
+        ),
+        (
+            json!({"redis": {"external": {"tls": {"caSecret": "redis-ca"}}}}),
+            "the in-chart Redis (redis.mode internal) has no TLS",
+        ),
+        (
+            json!({"store": {"type": "memory"}, "extauthz": {"replicaCount": 1}, "operator": {"enabled": false},
+                   "redis": {"external": {"tls": {"caSecret": "redis-ca"}}}}),
+            "store.type memory uses no Redis",
+        ),
+        (
+            json!({"redis": {"mode": "external", "external": {"urls": ["rediss://redis:6380"], "tls": {"caSecret": "redis-ca", "caSecretKey": "ca crt"}}}}),
+            "/redis/external/tls/caSecretKey",
+        ),
+        (
+            json!({"redis": {"mode": "external", "external": {"urls": ["rediss://redis:6380"], "tls": {"caSecert": "redis-ca"}}}}),
+            "caSecert",
         ),
         (
             json!({"extauthz": {"autoscaling": {"enabled": true, "minReplicas": 5, "maxReplicas": 3}}}),
@@ -424,6 +453,8 @@ fn the_schema_knows_every_extauthz_setting() {
         "store",
         "redis_url",
         "redis_cluster",
+        // GRANTFLOW_REDIS_CA_FILE, the mounted redis.external.tls.caSecret.
+        "redis_ca_file",
         "dev",
     ]
     .map(String::from)
@@ -1034,6 +1065,127 @@ fn autoscaling_on_a_plain_external_redis_url() {
         "redis://redis-master.data.svc.cluster.local:6379"
     );
     assert!(!env_of(r.container(deployment, "extauthz")).contains_key("GRANTFLOW_REDIS_URL"));
+}
+
+/// Where the chart mounts the CA of redis.external.tls.caSecret.
+const REDIS_CA_FILE: &str = "/etc/grantflow/redis-ca/ca.crt";
+
+/// Both Deployments read GRANTFLOW_REDIS_CA_FILE from `secret`'s `key`, mounted read-only;
+/// neither has the variable when `secret` is None.
+fn check_redis_ca(file: &str, r: &Rendered, secret: Option<(&str, &str)>) {
+    for (name, container) in [(EXTAUTHZ, "extauthz"), (OPERATOR, "operator")] {
+        let deployment = r.get("Deployment", name);
+        let env = env_of(r.container(deployment, container));
+        let Some((secret, key)) = secret else {
+            assert!(
+                !env.contains_key("GRANTFLOW_REDIS_CA_FILE"),
+                "{file}: {name} uses the system's roots"
+            );
+            assert!(
+                deployment["spec"]["template"]["spec"]["volumes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|v| v["name"] != "redis-ca"),
+                "{file}: {name} mounts no Redis CA"
+            );
+            continue;
+        };
+        assert_eq!(
+            env["GRANTFLOW_REDIS_CA_FILE"],
+            json!({"name": "GRANTFLOW_REDIS_CA_FILE", "value": REDIS_CA_FILE}),
+            "{file}: {name}"
+        );
+        let (mounted, mounted_key, mount) = r
+            .secret_file(deployment, container, REDIS_CA_FILE)
+            .unwrap_or_else(|| panic!("{file}: {name} has a Secret key at {REDIS_CA_FILE}"));
+        assert_eq!(
+            (mounted.as_str(), mounted_key.as_str()),
+            (secret, key),
+            "{file}: {name}"
+        );
+        assert_eq!(mount["readOnly"], true, "{file}: {name}");
+    }
+}
+
+#[test]
+fn an_external_redis_over_tls_with_a_private_ca() {
+    let r = render("external-redis-tls-values.yaml");
+    check_common_shape("external-redis-tls", &r);
+    assert!(r.of_kind("StatefulSet").is_empty(), "no in-chart Redis");
+    let url = "rediss://redis-tls.data.svc.cluster.local:6380";
+    let config = config_map_text(&r);
+    assert!(
+        config.contains(&format!("redis_url:\n- {url}\n")),
+        "{config}"
+    );
+    assert!(
+        !config.contains("redis_ca_file"),
+        "the CA file is given by the environment: {config}"
+    );
+    let operator_env = env_of(r.container(r.get("Deployment", OPERATOR), "operator"));
+    assert_eq!(operator_env["GRANTFLOW_REDIS_URL"]["value"], url);
+    check_redis_ca("external-redis-tls", &r, Some(("redis-ca", "ca.crt")));
+
+    // A Redis Cluster over TLS: rediss:// seed nodes.
+    let cluster = json!({"redis": {"external": {"cluster": true,
+        "urls": ["rediss://redis-0.data.svc:6380", "rediss://redis-1.data.svc:6380"]}}});
+    let values = ci_values("external-redis-tls-values.yaml");
+    chart::check_schema(&[&values], Some(&cluster)).expect("rediss:// seed nodes fit the schema");
+    let r = chart::render(&[&values], Some(&cluster)).expect("renders");
+    check_common_shape("external-redis-tls cluster", &r);
+    assert!(config_map_text(&r).contains(
+        "redis_cluster: true\nredis_url:\n- rediss://redis-0.data.svc:6380\n- rediss://redis-1.data.svc:6380\n"
+    ));
+    check_redis_ca(
+        "external-redis-tls cluster",
+        &r,
+        Some(("redis-ca", "ca.crt")),
+    );
+
+    // URLs (and password) from the user's Secret, which the chart cannot read: the CA is
+    // mounted as asked, and the binaries check the scheme at start. Another key of the
+    // Secret (a cert-manager Secret also holds tls.key): only that key is mounted.
+    let own = json!({"redis": {"external": {"urls": [], "existingSecret": "grantflow-redis",
+        "tls": {"caSecret": "redis-tls", "caSecretKey": "root-ca.pem"}}}});
+    let r = chart::render(&[&values], Some(&own)).expect("renders");
+    check_common_shape("external-redis-tls existingSecret", &r);
+    check_redis_ca(
+        "external-redis-tls existingSecret",
+        &r,
+        Some(("redis-tls", "root-ca.pem")),
+    );
+    let extauthz = r.get("Deployment", EXTAUTHZ);
+    let volume = extauthz["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "redis-ca")
+        .expect("the CA volume");
+    assert_eq!(
+        volume["secret"]["items"],
+        json!([{"key": "root-ca.pem", "path": "ca.crt"}]),
+        "only the CA of the Secret"
+    );
+
+    // A managed Redis with a public CA: rediss:// alone, verified against the system's roots.
+    let public = json!({"redis": {"external": {"urls": ["rediss://contoso.redis.cache.windows.net:6380"],
+        "tls": {"caSecret": ""}}}});
+    let r = chart::render(&[&values], Some(&public)).expect("renders");
+    check_common_shape("external-redis-tls public CA", &r);
+    check_redis_ca("external-redis-tls public CA", &r, None);
+    let operator_env = env_of(r.container(r.get("Deployment", OPERATOR), "operator"));
+    assert_eq!(
+        operator_env["GRANTFLOW_REDIS_URL"]["value"],
+        "rediss://contoso.redis.cache.windows.net:6380"
+    );
+    // And no other combination has a Redis CA.
+    for file in COMBINATIONS
+        .iter()
+        .filter(|f| **f != "external-redis-tls-values.yaml" && **f != "memory-values.yaml")
+    {
+        check_redis_ca(file, &render(file), None);
+    }
 }
 
 #[test]

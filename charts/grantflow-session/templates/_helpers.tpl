@@ -116,6 +116,44 @@ URLs are plain values (external.urls) or the store is memory.
 {{- end }}
 {{- end }}
 
+{{/*
+The Secret with the CA certificate(s) of a TLS Redis (redis.external.tls.caSecret), or
+nothing. Mounted at the directory of "grantflow.redis.caFile" in extauthz and the operator.
+*/}}
+{{- define "grantflow.redis.caSecret" -}}
+{{- if and (eq .Values.store.type "redis") (eq .Values.redis.mode "external") }}
+{{- .Values.redis.external.tls.caSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the Redis CA certificate is mounted (GRANTFLOW_REDIS_CA_FILE). In extauthz this is
+inside the ConfigMap's mount; the kubelet makes the mount point (Kubernetes 1.10+).
+*/}}
+{{- define "grantflow.redis.caDir" -}}
+/etc/grantflow/redis-ca
+{{- end }}
+
+{{- define "grantflow.redis.caFile" -}}
+{{- printf "%s/ca.crt" (include "grantflow.redis.caDir" .) }}
+{{- end }}
+
+{{/* The Redis CA: the container's volumeMounts entry; call with the root context. */}}
+{{- define "grantflow.redis.caVolumeMount" -}}
+- name: redis-ca
+  mountPath: {{ include "grantflow.redis.caDir" . }}
+  readOnly: true
+{{- end }}
+
+{{/* The Redis CA: the pod's volumes entry (only the CA key of the Secret). */}}
+{{- define "grantflow.redis.caVolume" -}}
+- name: redis-ca
+  secret:
+    secretName: {{ include "grantflow.redis.caSecret" . }}
+    items:
+      - {key: {{ .Values.redis.external.tls.caSecretKey | quote }}, path: ca.crt}
+{{- end }}
+
 {{/* true when the store is Redis Cluster. */}}
 {{- define "grantflow.redis.cluster" -}}
 {{- and (eq .Values.store.type "redis") (eq .Values.redis.mode "external") .Values.redis.external.cluster }}
@@ -211,6 +249,22 @@ templates/validate.yaml, so every install and `helm template` runs them.
 {{- range $v.redis.external.urls }}
 {{- if regexMatch "^rediss?://[^/]*@" . }}
 {{- fail "redis.external.urls must not carry credentials (they would be stored in a ConfigMap): put the URL in a Secret and set redis.external.existingSecret" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with $v.redis.external.tls.caSecret }}
+{{- if ne $v.store.type "redis" }}
+{{- fail "redis.external.tls.caSecret is the CA of a TLS Redis, but store.type memory uses no Redis: leave caSecret empty" }}
+{{- end }}
+{{- if eq $v.redis.mode "internal" }}
+{{- fail "redis.external.tls.caSecret is for an external Redis over TLS: the in-chart Redis (redis.mode internal) has no TLS. Set redis.mode=external with rediss:// URLs, or leave caSecret empty" }}
+{{- end }}
+{{- /* With existingSecret the URLs are out of sight; the binaries refuse a CA with redis:// at start. */}}
+{{- if not $v.redis.external.existingSecret }}
+{{- range $v.redis.external.urls }}
+{{- if not (hasPrefix "rediss://" .) }}
+{{- fail (printf "redis.external.tls.caSecret needs rediss:// (TLS) URLs, but redis.external.urls has %s: the CA certificate only verifies TLS connections. Use rediss://, or leave caSecret empty" .) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
