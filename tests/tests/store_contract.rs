@@ -100,6 +100,16 @@ fn user(user: &str) -> RevocationTarget {
     }
 }
 
+/// The event of `user`'s session `session` in `tenant` ending for `reason`.
+fn ended(tenant: &str, session: &str, user: &str, reason: EndReason) -> ChangeEvent {
+    ChangeEvent::SessionEnded {
+        tenant: tenant.into(),
+        session: session.into(),
+        user: Some(user.into()),
+        reason,
+    }
+}
+
 async fn next_event(stream: &mut ChangeStream) -> ChangeEvent {
     tokio::time::timeout(Duration::from_secs(5), stream.next())
         .await
@@ -404,12 +414,7 @@ async fn change_feed(ctx: &Ctx) {
         .await;
     assert_eq!(
         next_event(&mut feed).await,
-        ChangeEvent::SessionEnded {
-            tenant: t.clone(),
-            session: "s1".into(),
-            user: Some("u1".into()),
-            reason: EndReason::Revoked
-        }
+        ended(&t, "s1", "u1", EndReason::Revoked)
     );
     ctx.set_max_age(&t, 5 * MINUTE).await;
     match next_event(&mut feed).await {
@@ -430,12 +435,7 @@ async fn housekeeping_expires_old_sessions(ctx: &Ctx) {
     ctx.store.maintain().await.unwrap();
     assert_eq!(
         next_event(&mut feed).await,
-        ChangeEvent::SessionEnded {
-            tenant: t.clone(),
-            session: "s1".into(),
-            user: Some("u1".into()),
-            reason: EndReason::Expired
-        }
+        ended(&t, "s1", "u1", EndReason::Expired)
     );
     assert_eq!(
         ctx.check(&ctx.identity(&t, "u1", Some("s1"))).await,
@@ -477,12 +477,7 @@ async fn a_sign_in_after_the_end_starts_the_same_sid_again(ctx: &Ctx) {
     );
     assert_eq!(
         next_event(&mut feed).await,
-        ChangeEvent::SessionEnded {
-            tenant: t.clone(),
-            session: "s1".into(),
-            user: Some("u1".into()),
-            reason: EndReason::Expired
-        }
+        ended(&t, "s1", "u1", EndReason::Expired)
     );
     match next_event(&mut feed).await {
         ChangeEvent::SessionCreated { session, .. } => {
@@ -614,12 +609,11 @@ async fn redis_cluster_store_meets_the_contract() {
     run_contract(Ctx { store, clock }).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_over_tls_with_a_private_ca_meets_the_contract() {
-    let redis = RedisServer::start_tls().await;
+/// The contract over TLS: `urls` are `rediss://`, trusting only the CA in `ca_file`.
+async fn run_contract_over_tls(urls: Vec<String>, cluster: bool, ca_file: &std::path::Path) {
     let clock = clock();
-    let settings = redis_settings(vec![redis.tls_url()], false)
-        .trust_ca_file(&redis.ca_file())
+    let settings = redis_settings(urls, cluster)
+        .trust_ca_file(ca_file)
         .expect("a PEM CA file");
     run_contract(Ctx {
         store: open_redis(settings, &clock),
@@ -629,17 +623,15 @@ async fn redis_over_tls_with_a_private_ca_meets_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_private_ca_meets_the_contract() {
+    let redis = RedisServer::start_tls().await;
+    run_contract_over_tls(vec![redis.tls_url()], false, &redis.ca_file()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_over_tls_with_a_private_ca_meets_the_contract() {
     let cluster = RedisCluster::start_tls().await;
-    let clock = clock();
-    let settings = redis_settings(cluster.tls_urls(), true)
-        .trust_ca_file(&cluster.ca_file())
-        .expect("a PEM CA file");
-    run_contract(Ctx {
-        store: open_redis(settings, &clock),
-        clock,
-    })
-    .await;
+    run_contract_over_tls(cluster.tls_urls(), true, &cluster.ca_file()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
