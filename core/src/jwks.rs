@@ -12,6 +12,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use parking_lot::RwLock;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 /// Where the JWKS document comes from.
 #[async_trait]
@@ -95,6 +96,9 @@ pub struct VerifyingKey {
     pub key: DecodingKey,
     /// The `alg` the JWK pins, if any.
     pub algorithm: Option<Algorithm>,
+    /// SHA-256 of the JWK as published: a token verified with this key stays trusted (in the
+    /// validator's cache) only while a key with the same `kid` and fingerprint is published.
+    pub fingerprint: [u8; 32],
 }
 
 /// The issuer's current keys by `kid`.
@@ -166,7 +170,8 @@ impl KeySet {
         self.lookup(kid)
     }
 
-    fn lookup(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
+    /// The key published for `kid` now, without fetching.
+    pub fn lookup(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
         self.keys.read().get(kid).cloned()
     }
 
@@ -214,7 +219,15 @@ fn usable_keys(set: &JwkSet) -> HashMap<String, Arc<VerifyingKey>> {
             .and_then(|a| a.to_string().parse::<Algorithm>().ok());
         match DecodingKey::from_jwk(jwk) {
             Ok(key) => {
-                keys.insert(kid, Arc::new(VerifyingKey { key, algorithm }));
+                let fingerprint = Sha256::digest(serde_json::to_vec(jwk).unwrap_or_default());
+                keys.insert(
+                    kid,
+                    Arc::new(VerifyingKey {
+                        key,
+                        algorithm,
+                        fingerprint: fingerprint.into(),
+                    }),
+                );
             }
             Err(error) => tracing::warn!(%kid, %error, "skipping a JWK that cannot be used"),
         }

@@ -2,7 +2,9 @@
 //! with the tenant placeholder, or explicit), audience, expiry and tenant rules.
 //!
 //! Verified tokens are cached by the SHA-256 of the token until they expire, so the hot path
-//! pays for the signature check once per token. The raw token is never logged or stored.
+//! pays for the signature check once per token — as long as the key that verified a token is
+//! still published (same `kid`, same JWK): a withdrawn key stops its tokens at the next JWKS
+//! refresh. The raw token is never logged or stored.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -174,7 +176,15 @@ pub struct TokenValidator {
     rules: TokenRules,
     keys: Arc<KeySet>,
     clock: Arc<dyn Clock>,
-    verified: Mutex<HashMap<[u8; 32], Arc<Identity>>>,
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+/// A token verified earlier: its identity, and the key that verified it.
+#[derive(Clone)]
+struct Verified {
+    identity: Arc<Identity>,
+    kid: Arc<str>,
+    fingerprint: [u8; 32],
 }
 
 impl TokenValidator {
@@ -202,17 +212,26 @@ impl TokenValidator {
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let cached = self.verified.lock().get(&digest).cloned();
-        if let Some(identity) = cached {
-            // Expiry is re-checked on every use; everything else was checked when cached.
-            self.check_times(identity.expires_at, identity.not_before)?;
-            return Ok(identity);
+        if let Some(cached) = cached {
+            // The key that verified it must still be published: a key the issuer withdrew
+            // (rotated out, compromised) stops its tokens at the next JWKS refresh, not at
+            // their `exp`. Else verify again below.
+            let published = self.keys.lookup(&cached.kid);
+            if published.is_some_and(|key| key.fingerprint == cached.fingerprint) {
+                // Expiry is re-checked on every use; everything else was checked when cached.
+                let identity = cached.identity;
+                self.check_times(identity.expires_at, identity.not_before)?;
+                return Ok(identity);
+            }
+            self.verified.lock().remove(&digest);
         }
-        let identity = Arc::new(self.verify(token).await?);
-        self.remember(digest, identity.clone());
+        let verified = self.verify(token).await?;
+        let identity = verified.identity.clone();
+        self.remember(digest, verified);
         Ok(identity)
     }
 
-    async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+    async fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
         if !ACCEPTED_ALGORITHMS.contains(&header.alg) {
             return Err(TokenError::UnsupportedAlgorithm);
@@ -244,7 +263,11 @@ impl TokenValidator {
                 _ => TokenError::Malformed,
             })?
             .claims;
-        self.identity(claims, token)
+        Ok(Verified {
+            identity: Arc::new(self.identity(claims, token)?),
+            kid: kid.into(),
+            fingerprint: key.fingerprint,
+        })
     }
 
     fn identity(&self, claims: Claims, token: &str) -> Result<Identity, TokenError> {
@@ -344,15 +367,15 @@ impl TokenValidator {
         })
     }
 
-    fn remember(&self, digest: [u8; 32], identity: Arc<Identity>) {
+    fn remember(&self, digest: [u8; 32], token: Verified) {
         let mut verified = self.verified.lock();
         if verified.len() >= self.rules.cache_capacity {
             let now = self.clock.now_secs();
-            verified.retain(|_, id| id.expires_at > now);
+            verified.retain(|_, v| v.identity.expires_at > now);
             if verified.len() >= self.rules.cache_capacity {
                 verified.clear();
             }
         }
-        verified.insert(digest, identity);
+        verified.insert(digest, token);
     }
 }

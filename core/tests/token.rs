@@ -525,6 +525,43 @@ async fn unknown_kid_refetches_once_per_interval_and_follows_a_rotation() {
 }
 
 #[tokio::test]
+async fn a_cached_token_is_refused_once_its_key_is_withdrawn_or_replaced() {
+    let h = harness(rules()).await;
+    let token = sign(&claims());
+    h.ok(&token).await;
+    h.ok(&token).await;
+    let keys = h.validator.keys();
+
+    // The issuer withdraws "k1" (rotated out, or compromised); the hourly refresh sees it.
+    h.jwks.publish(jwk_set(&[&KEYS.rotated]));
+    keys.refresh().await.expect("refresh");
+    assert_eq!(
+        h.err(&token).await,
+        TokenError::UnknownKey,
+        "not served from the cache until exp"
+    );
+
+    // Back again: verified anew, and cached again.
+    h.jwks.publish(jwk_set(&[&KEYS.main, &KEYS.rotated]));
+    keys.refresh().await.expect("refresh");
+    h.ok(&token).await;
+    h.ok(&token).await;
+
+    // Other key material published under the same kid: the signature no longer verifies.
+    h.jwks.publish(jwk_set(&[&KEYS.impostor]));
+    keys.refresh().await.expect("refresh");
+    assert_eq!(h.err(&token).await, TokenError::BadSignature);
+
+    // A failed refresh keeps the keys, so it does not refuse anything by itself.
+    h.jwks.publish(jwk_set(&[&KEYS.main]));
+    keys.refresh().await.expect("refresh");
+    h.ok(&token).await;
+    h.jwks.publish(JwkSet { keys: vec![] });
+    assert!(keys.refresh().await.is_err());
+    h.ok(&token).await;
+}
+
+#[tokio::test]
 async fn keys_never_loaded_refuse_with_keys_unavailable() {
     let clock = ManualClock::new(NOW * 1000);
     let token = sign(&claims());
