@@ -11,8 +11,9 @@
 //!   second apply changes nothing);
 //! - extauthz starts in this process from the exact file the chart's ConfigMap holds (only
 //!   listen addresses and the Redis address rewritten) and serves real Envoy traffic, on the
-//!   in-chart Redis (URL and password from the chart's Secret), a plain external URL and a
-//!   Redis Cluster;
+//!   in-chart Redis (URL and password from the chart's Secret), a plain external URL, a
+//!   Redis Cluster and a Redis over TLS with a private CA (the file GRANTFLOW_REDIS_CA_FILE
+//!   names, found through the Secret the Deployment mounts there);
 //! - the operator binary starts with the exact arguments and environment of the chart's
 //!   Deployment against kmock and a real Redis, wins the chart's Lease, and answers an
 //!   AdmissionReview over TLS with the chart-generated certificate, for the very host name and
@@ -1439,10 +1440,52 @@ enum RedisUrlEnv {
     InFile { port: u16 },
 }
 
+/// What the test gives in place of a key of a Secret the chart's Deployment mounts as a file
+/// (a Secret the user made): the local file with its content.
+struct SecretFile<'a> {
+    secret: &'a str,
+    key: &'a str,
+    local: PathBuf,
+}
+
+/// The local file of `mounted` that `container` of `deployment` sees at the in-cluster
+/// `path`, found through the Secret volume the container mounts there (read-only).
+fn local_file(
+    file: &str,
+    rendered: &Rendered,
+    deployment: &Value,
+    container: &str,
+    path: &str,
+    mounted: &[SecretFile],
+) -> PathBuf {
+    let (secret, key, mount) = rendered
+        .secret_file(deployment, container, path)
+        .unwrap_or_else(|| panic!("{file}: {container} has a Secret key mounted at {path}"));
+    assert_eq!(
+        mount["readOnly"], true,
+        "{file}: {path} is mounted read-only"
+    );
+    mounted
+        .iter()
+        .find(|f| f.secret == secret && f.key == key)
+        .unwrap_or_else(|| {
+            panic!("{file}: the test gives no file for key {key} of Secret {secret}")
+        })
+        .local
+        .clone()
+}
+
 /// Starts extauthz in this process exactly as the chart's Deployment does: `--config` the
-/// ConfigMap's file and GRANTFLOW_REDIS_URL (the only GRANTFLOW_* variable the pod gets),
-/// with only the listen addresses and the Redis address changed. Then sends Envoy traffic.
-async fn serve_the_rendered_config(file: &str, issuer: &Issuer, redis: RedisUrlEnv) {
+/// ConfigMap's file, GRANTFLOW_REDIS_URL and GRANTFLOW_REDIS_CA_FILE (the only GRANTFLOW_*
+/// variables the pod may get), with only the listen addresses and the Redis address changed
+/// and the in-cluster CA path replaced by the local file of `mounted` the Deployment's Secret
+/// volume puts there. Then sends Envoy traffic.
+async fn serve_the_rendered_config(
+    file: &str,
+    issuer: &Issuer,
+    redis: RedisUrlEnv,
+    mounted: &[SecretFile<'_>],
+) {
     let values = ci_values(file);
     // Testable values: the test issuer's keys and audience.
     let set = json!({"config": {"jwks_url": issuer.jwks_uri, "audiences": [AUDIENCE]}});
@@ -1484,11 +1527,24 @@ async fn serve_the_rendered_config(file: &str, issuer: &Issuer, redis: RedisUrlE
             None
         }
     };
+    // The CA file: the path the Deployment names, where its Secret volume puts the CA.
+    let redis_ca_file = env.get("GRANTFLOW_REDIS_CA_FILE").map(|var| {
+        let path = var["value"]
+            .as_str()
+            .expect("GRANTFLOW_REDIS_CA_FILE is a path");
+        local_file(file, &rendered, deployment, "extauthz", path, mounted)
+    });
+    assert_eq!(
+        redis_ca_file.iter().count(),
+        mounted.len(),
+        "{file}: the Deployment reads every Secret file the test gives"
+    );
     assert_eq!(
         grantflow_vars,
-        redis_url
+        redis_ca_file
             .iter()
-            .map(|_| "GRANTFLOW_REDIS_URL")
+            .map(|_| "GRANTFLOW_REDIS_CA_FILE")
+            .chain(redis_url.iter().map(|_| "GRANTFLOW_REDIS_URL"))
             .collect::<Vec<_>>(),
         "{file}: nothing else overrides the file"
     );
@@ -1496,10 +1552,12 @@ async fn serve_the_rendered_config(file: &str, issuer: &Issuer, redis: RedisUrlE
     let dir = TempDir::new("extauthz");
     let path = dir.path().join(Path::new(CONFIG_FILE).file_name().unwrap());
     std::fs::write(&path, &config).unwrap();
-    // As clap fills Options: GRANTFLOW_REDIS_URL from the environment, the rest from the file.
+    // As clap fills Options: GRANTFLOW_REDIS_URL and GRANTFLOW_REDIS_CA_FILE from the
+    // environment, the rest from the file.
     let options = Options {
         config: Some(path),
         redis_url,
+        redis_ca_file,
         ..Options::default()
     };
     let settings = Settings::resolve(options)
@@ -1564,6 +1622,7 @@ async fn extauthz_serves_with_the_rendered_config_on_the_in_chart_redis() {
         "default-values.yaml",
         &issuer,
         RedisUrlEnv::Rendered { port: redis.port },
+        &[],
     )
     .await;
 }
@@ -1576,6 +1635,7 @@ async fn extauthz_serves_with_the_rendered_config_on_a_plain_redis_url() {
         "hpa-values.yaml",
         &issuer,
         RedisUrlEnv::InFile { port: redis.port },
+        &[],
     )
     .await;
 }
@@ -1588,6 +1648,29 @@ async fn extauthz_serves_with_the_rendered_config_on_a_redis_cluster() {
         "external-redis-cluster-values.yaml",
         &issuer,
         RedisUrlEnv::Given(cluster.urls()),
+        &[],
+    )
+    .await;
+}
+
+/// A Redis over TLS whose certificate a private CA signs: the rendered file's rediss:// URL
+/// (rewritten to the test server's TLS port) and the CA given as the Secret the values name
+/// (redis-ca, key ca.crt), which the process finds only through the rendered
+/// GRANTFLOW_REDIS_CA_FILE and the volume mounted at that path.
+#[tokio::test(flavor = "multi_thread")]
+async fn extauthz_serves_with_the_rendered_config_on_a_redis_over_tls_with_a_private_ca() {
+    let issuer = Issuer::start().await;
+    let redis = RedisServer::start_tls().await;
+    let port = redis.tls_port.expect("a server started with TLS");
+    serve_the_rendered_config(
+        "external-redis-tls-values.yaml",
+        &issuer,
+        RedisUrlEnv::InFile { port },
+        &[SecretFile {
+            secret: "redis-ca",
+            key: "ca.crt",
+            local: redis.ca_file(),
+        }],
     )
     .await;
 }
