@@ -107,6 +107,12 @@ pub enum TokenError {
     MissingClaim(&'static str),
     #[error("the token's `{0}` claim is not valid")]
     InvalidClaim(&'static str),
+    /// The configured tenant claim (`tid` by default) is absent.
+    #[error("the token lacks its tenant claim `{0}`")]
+    MissingTenant(Arc<str>),
+    /// The tenant claim is not a safe id, or not the tenant the issuer names.
+    #[error("the token's tenant claim `{0}` is not valid")]
+    InvalidTenant(Arc<str>),
 }
 
 impl TokenError {
@@ -124,8 +130,8 @@ impl TokenError {
             Self::WrongAudience => "wrong_audience",
             Self::WrongIssuer => "wrong_issuer",
             Self::TenantNotAllowed => "tenant_not_allowed",
-            Self::MissingClaim(_) => "missing_claim",
-            Self::InvalidClaim(_) => "invalid_claim",
+            Self::MissingClaim(_) | Self::MissingTenant(_) => "missing_claim",
+            Self::InvalidClaim(_) | Self::InvalidTenant(_) => "invalid_claim",
         }
     }
 }
@@ -282,14 +288,16 @@ impl TokenValidator {
             .get(&rules.tenant_claim)
             .and_then(|v| v.as_str())
             .map(str::to_owned)
-            .ok_or(TokenError::MissingClaim("tid"))?;
+            .ok_or_else(|| TokenError::MissingTenant(rules.tenant_claim.as_str().into()))?;
         let issuer = claims
             .iss
             .as_deref()
             .ok_or(TokenError::MissingClaim("iss"))?;
         self.check_issuer(issuer, &tenant)?;
         if !is_safe_id(&tenant) {
-            return Err(TokenError::InvalidClaim("tid"));
+            return Err(TokenError::InvalidTenant(
+                rules.tenant_claim.as_str().into(),
+            ));
         }
         if !rules.allowed_tenants.is_empty() && !rules.allowed_tenants.contains(&tenant) {
             return Err(TokenError::TenantNotAllowed);
@@ -361,7 +369,7 @@ impl TokenValidator {
             }
         }
         Err(if tenant_mismatch {
-            TokenError::InvalidClaim("tid")
+            TokenError::InvalidTenant(self.rules.tenant_claim.as_str().into())
         } else {
             TokenError::WrongIssuer
         })

@@ -750,9 +750,15 @@ async fn tid_must_be_the_tenant_the_issuer_names_and_a_guid() {
     let h = harness(rules()).await;
     // The issuer names another tenant than `tid`.
     let c = with(claims(), "iss", json!(v1_issuer(OTHER_TENANT)));
-    assert_eq!(h.err(&sign(&c)).await, TokenError::InvalidClaim("tid"));
+    assert_eq!(
+        h.err(&sign(&c)).await,
+        TokenError::InvalidTenant("tid".into())
+    );
     let c = with(claims(), "iss", json!(v2_issuer(OTHER_TENANT)));
-    assert_eq!(h.err(&sign(&c)).await, TokenError::InvalidClaim("tid"));
+    assert_eq!(
+        h.err(&sign(&c)).await,
+        TokenError::InvalidTenant("tid".into())
+    );
     // An Entra-shaped issuer whose tenant slot holds something else is refused the same way.
     let c = with(
         claims(),
@@ -761,7 +767,10 @@ async fn tid_must_be_the_tenant_the_issuer_names_and_a_guid() {
             "https://login.microsoftonline.com/{TENANT}/oauth2/v2.0"
         )),
     );
-    assert_eq!(h.err(&sign(&c)).await, TokenError::InvalidClaim("tid"));
+    assert_eq!(
+        h.err(&sign(&c)).await,
+        TokenError::InvalidTenant("tid".into())
+    );
     // Consistent, but not a GUID.
     for tid in [
         "contoso",
@@ -773,16 +782,19 @@ async fn tid_must_be_the_tenant_the_issuer_names_and_a_guid() {
         let c = with(c, "iss", json!(v1_issuer(tid)));
         assert_eq!(
             h.err(&sign(&c)).await,
-            TokenError::InvalidClaim("tid"),
+            TokenError::InvalidTenant("tid".into()),
             "tid = {tid}"
         );
     }
     assert_eq!(
         h.err(&sign(&without(claims(), "tid"))).await,
-        TokenError::MissingClaim("tid")
+        TokenError::MissingTenant("tid".into())
     );
     let c = with(claims(), "tid", json!(42));
-    assert_eq!(h.err(&sign(&c)).await, TokenError::MissingClaim("tid"));
+    assert_eq!(
+        h.err(&sign(&c)).await,
+        TokenError::MissingTenant("tid".into())
+    );
 }
 
 #[tokio::test]
@@ -825,17 +837,21 @@ async fn explicit_issuer_with_a_custom_tenant_claim() {
     assert_eq!(h.err(&sign(&c)).await, TokenError::WrongIssuer);
     assert_eq!(
         h.err(&sign(&claims())).await,
-        TokenError::MissingClaim("tid")
+        TokenError::MissingTenant("org".into()),
+        "the error names the configured claim"
     );
     // The tenant comes from the configured claim only: `tid` does not count.
     let c = with(without(custom.clone(), "org"), "tid", json!(TENANT));
-    assert_eq!(h.err(&sign(&c)).await, TokenError::MissingClaim("tid"));
+    assert_eq!(
+        h.err(&sign(&c)).await,
+        TokenError::MissingTenant("org".into())
+    );
     // The tenant must still be a safe identifier.
     for org in ["acme corp", "acme\r\nx: 1", "", &"a".repeat(129)] {
         let c = with(custom.clone(), "org", json!(org));
         assert_eq!(
             h.err(&sign(&c)).await,
-            TokenError::InvalidClaim("tid"),
+            TokenError::InvalidTenant("org".into()),
             "org = {org:?}"
         );
     }
@@ -849,7 +865,10 @@ async fn explicit_issuer_with_a_custom_tenant_claim() {
     let c = with(c, "iss", json!(format!("https://idp.example.com/{TENANT}")));
     assert_eq!(h.ok(&sign(&c)).await.tenant, TENANT);
     let c = with(c, "org", json!("acme"));
-    assert_eq!(h.err(&sign(&c)).await, TokenError::InvalidClaim("tid"));
+    assert_eq!(
+        h.err(&sign(&c)).await,
+        TokenError::InvalidTenant("org".into())
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
