@@ -90,6 +90,13 @@ pub struct Options {
     #[arg(long, env = "GRANTFLOW_REDIS_CA_FILE", value_name = "FILE")]
     pub redis_ca_file: Option<PathBuf>,
 
+    /// Redis replicas that must acknowledge each revocation and policy change (`WAIT`)
+    /// before it is reported done; 0 trusts the primary alone. Past half of
+    /// store_write_timeout the change is reported failed (it is in effect on the primary)
+    /// [default: 0].
+    #[arg(long, env = "GRANTFLOW_REDIS_WAIT_REPLICAS", value_name = "N")]
+    pub redis_wait_replicas: Option<u32>,
+
     /// Deadline of store writes an administrator waits for (revocations, policy changes)
     /// [default: 2s].
     #[arg(long, env = "GRANTFLOW_STORE_WRITE_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -237,6 +244,7 @@ impl Options {
             redis_url,
             redis_cluster,
             redis_ca_file,
+            redis_wait_replicas,
             store_write_timeout,
             store_timeout,
             max_session_age,
@@ -410,6 +418,7 @@ impl Settings {
                     timeout: store_timeout,
                     write_timeout: store_write_timeout.max(store_timeout),
                     ca_pem: None,
+                    wait_replicas: o.redis_wait_replicas.unwrap_or(0),
                 };
                 StoreConfig::Redis(match &o.redis_ca_file {
                     Some(path) => redis.trust_ca_file(path).map_err(ConfigError::Invalid)?,

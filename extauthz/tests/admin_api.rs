@@ -11,14 +11,15 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use futures::StreamExt;
-use grantflow_core::audit::{Action, Source};
+use grantflow_core::audit::{Action, AuditRecord, Source};
 use grantflow_core::clock::{Clock, ManualClock};
 use grantflow_core::decision::Limits;
 use grantflow_core::identity::{Identity, SessionKey};
 use grantflow_core::jwks::{KeySet, StaticJwks};
 use grantflow_core::policy::{Policy, PolicySource};
-use grantflow_core::session::{AccessRequest, EndReason, Verdict};
-use grantflow_core::store::{MemoryStore, SessionStore};
+use grantflow_core::revocation::{Revocation, RevocationOutcome};
+use grantflow_core::session::{AccessRequest, EndReason, SessionRecord, Verdict};
+use grantflow_core::store::{ChangeStream, MemoryStore, SessionStore, StoreError};
 use grantflow_core::token::{TokenRules, TokenValidator};
 use grantflow_extauthz::admin::{self, API_ROUTES, AdminState, OPENAPI_JSON};
 use grantflow_extauthz::config::{
@@ -50,6 +51,14 @@ fn harness() -> Harness {
 }
 
 fn harness_with(sign_in: Option<DashboardSignIn>) -> Harness {
+    harness_over(sign_in, |store| store)
+}
+
+/// A harness whose API sees the memory store through `wrap`.
+fn harness_over(
+    sign_in: Option<DashboardSignIn>,
+    wrap: impl FnOnce(Arc<dyn SessionStore>) -> Arc<dyn SessionStore>,
+) -> Harness {
     let pair = KeyPair::generate(KeySize::Rsa2048).unwrap();
     let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).unwrap();
     let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
@@ -68,7 +77,7 @@ fn harness_with(sign_in: Option<DashboardSignIn>) -> Harness {
     ));
     let store = Arc::new(MemoryStore::new(Limits::default(), Arc::new(clock.clone())));
     let state = AdminState {
-        store: store.clone(),
+        store: wrap(store.clone()),
         keys,
         validator,
         metrics: Arc::new(Metrics::default()),
@@ -1111,4 +1120,75 @@ async fn development_mode_signs_the_dashboard_in_with_the_built_in_issuer() {
     let user = text(get("/dev/token?user=bob", None).await.unwrap()).await;
     let (status, _) = read_json(get("/api/v1/me", Some(user)).await.unwrap()).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+/// A store whose revocations take effect but are not confirmed by replicas (Redis `WAIT`
+/// with a lagging replica).
+struct Unreplicated(Arc<dyn SessionStore>);
+
+#[async_trait::async_trait]
+impl SessionStore for Unreplicated {
+    async fn check(&self, request: &AccessRequest) -> Result<Verdict, StoreError> {
+        self.0.check(request).await
+    }
+    async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError> {
+        self.0.revoke(revocation).await?;
+        Err(StoreError::NotReplicated {
+            acknowledged: 0,
+            wanted: 1,
+        })
+    }
+    async fn policy(&self, tenant: &str) -> Result<Policy, StoreError> {
+        self.0.policy(tenant).await
+    }
+    async fn set_policy(
+        &self,
+        tenant: &str,
+        policy: Policy,
+        audit: Option<AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.0.set_policy(tenant, policy, audit).await
+    }
+    async fn clear_policy(&self, tenant: &str) -> Result<(), StoreError> {
+        self.0.clear_policy(tenant).await
+    }
+    async fn sessions(&self, tenant: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        self.0.sessions(tenant).await
+    }
+    async fn audit(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.0.audit(tenant, limit).await
+    }
+    async fn subscribe(&self, tenant: &str) -> Result<ChangeStream, StoreError> {
+        self.0.subscribe(tenant).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.0.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_the_replicas_did_not_confirm_is_a_503_that_says_so() {
+    let h = harness_over(None, |store| Arc::new(Unreplicated(store)));
+    h.session(CONTOSO, "user-a", "sid-a").await;
+    let admin = h.admin(CONTOSO, "admin-ann");
+    let (status, problem) = h
+        .send(
+            "POST",
+            "/api/v1/sessions/sid-a/revoke",
+            &admin,
+            json!({"reason": "INC-7"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        problem["type"],
+        "https://grantflow.io/problems/store-not-replicated"
+    );
+    assert!(detail(&problem).contains("in effect"), "{problem}");
+    // It is in effect, and audited.
+    assert_eq!(
+        h.session(CONTOSO, "user-a", "sid-a").await,
+        Verdict::Deny(EndReason::Revoked)
+    );
+    assert_eq!(h.store.audit(CONTOSO, 10).await.unwrap().len(), 1);
 }

@@ -88,6 +88,11 @@ pub struct Options {
     #[arg(long, env = "GRANTFLOW_REDIS_CA_FILE", value_name = "FILE")]
     pub redis_ca_file: Option<PathBuf>,
 
+    /// Redis replicas that must acknowledge each revocation and policy change (`WAIT`)
+    /// before it counts as done (else it is retried); 0 trusts the primary alone.
+    #[arg(long, env = "GRANTFLOW_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+
     /// Deadline of one store call (policy writes, revocations).
     #[arg(long, env = "GRANTFLOW_STORE_WRITE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "2s")]
     pub store_write_timeout: Duration,
@@ -194,6 +199,7 @@ impl Settings {
                     timeout: o.store_write_timeout,
                     write_timeout: o.store_write_timeout,
                     ca_pem: None,
+                    wait_replicas: o.redis_wait_replicas,
                 };
                 StoreConfig::Redis(match &o.redis_ca_file {
                     Some(path) => redis

@@ -196,6 +196,7 @@ impl Error {
                 StoreError::Unavailable(_) => "store_unavailable",
                 StoreError::Timeout => "store_timeout",
                 StoreError::Malformed(_) => "store_malformed",
+                StoreError::NotReplicated { .. } => "store_not_replicated",
             },
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)

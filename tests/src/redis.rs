@@ -15,6 +15,8 @@ pub struct RedisServer {
     pub port: u16,
     /// The TLS port, for a server started with TLS.
     pub tls_port: Option<u16>,
+    /// The port of the primary this server replicates.
+    replica_of: Option<u16>,
     /// The cluster bus port, for a cluster node.
     bus_port: Option<u16>,
     dir: PathBuf,
@@ -24,18 +26,37 @@ pub struct RedisServer {
 impl RedisServer {
     /// A standalone Redis with AOF off (tests need no persistence).
     pub async fn start() -> RedisServer {
-        Self::start_fresh(false, None).await
+        Self::start_fresh(false, None, None).await
+    }
+
+    /// A replica of `primary` (standalone), in sync when this returns.
+    pub async fn start_replica_of(primary: &RedisServer) -> RedisServer {
+        let replica = Self::start_fresh(false, None, Some(primary.port)).await;
+        wait_until(
+            Duration::from_secs(20),
+            || {
+                redis_cli(replica.port, &["INFO", "replication"])
+                    .is_some_and(|info| info.contains("master_link_status:up"))
+            },
+            "the replica is in sync with its primary",
+        )
+        .await;
+        replica
     }
 
     /// A standalone Redis that also serves TLS on [`Self::tls_url`], with a self-signed
     /// certificate for 127.0.0.1 ([`Self::ca_file`]).
     pub async fn start_tls() -> RedisServer {
-        Self::start_fresh(false, Some(&self_signed())).await
+        Self::start_fresh(false, Some(&self_signed()), None).await
     }
 
     /// A server on new ports; tries other ports should a port be taken after all.
     /// `tls`: the certificate and key (PEM) to serve TLS with.
-    async fn start_fresh(cluster: bool, tls: Option<&(String, String)>) -> RedisServer {
+    async fn start_fresh(
+        cluster: bool,
+        tls: Option<&(String, String)>,
+        replica_of: Option<u16>,
+    ) -> RedisServer {
         const ATTEMPTS: usize = 3;
         for attempt in 1..=ATTEMPTS {
             let port = free_port();
@@ -52,6 +73,7 @@ impl RedisServer {
             let mut server = RedisServer {
                 port,
                 tls_port: tls.map(|_| free_port()),
+                replica_of,
                 // A cluster's bus port is set too: the default, port + 10000, may be taken or
                 // past 65535.
                 bus_port: cluster.then(free_port),
@@ -91,6 +113,9 @@ impl RedisServer {
             command
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
                 .args(["--cluster-port", &bus_port.to_string()]);
+        }
+        if let Some(primary) = self.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
         if let Some(tls_port) = self.tls_port {
             let cert = self.ca_file();
@@ -228,7 +253,7 @@ impl RedisCluster {
         let certificate = tls.then(self_signed);
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            nodes.push(RedisServer::start_fresh(true, certificate.as_ref()).await);
+            nodes.push(RedisServer::start_fresh(true, certificate.as_ref(), None).await);
         }
         let addresses: Vec<String> = nodes
             .iter()

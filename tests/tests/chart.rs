@@ -815,6 +815,16 @@ fn check_operator_shape(file: &str, r: &Rendered, app_version: &str) {
     }
     let cluster = config.contains("redis_cluster: true");
     assert_eq!(env["GRANTFLOW_REDIS_CLUSTER"]["value"], cluster.to_string());
+    // Both wait for the same number of Redis replicas after a write.
+    let wait = config
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_wait_replicas: "));
+    assert_eq!(
+        env.get("GRANTFLOW_REDIS_WAIT_REPLICAS")
+            .and_then(|v| v["value"].as_str()),
+        wait,
+        "{file}: GRANTFLOW_REDIS_WAIT_REPLICAS as redis_wait_replicas in the ConfigMap"
+    );
     assert!(r.get("PodDisruptionBudget", OPERATOR)["spec"]["maxUnavailable"].is_number());
 }
 

@@ -34,6 +34,7 @@ fn redis(server: &RedisServer) -> StoreConfig {
         timeout: Duration::from_secs(1),
         write_timeout: Duration::from_secs(2),
         ca_pem: None,
+        wait_replicas: 0,
     })
 }
 

@@ -45,6 +45,7 @@ impl KubeStack {
             timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(2),
             ca_pem: None,
+            wait_replicas: 0,
         };
         let stack = Stack::start_with(StackOptions {
             store: StoreConfig::Redis(redis_settings.clone()),

@@ -20,6 +20,7 @@ fn redis(urls: Vec<String>, cluster: bool, timeout: Duration) -> StoreConfig {
         timeout,
         write_timeout: Duration::from_secs(2),
         ca_pem: None,
+        wait_replicas: 0,
     })
 }
 

@@ -13,7 +13,7 @@ use grantflow_core::policy::{Policy, PolicySource};
 use grantflow_core::revocation::{Revocation, RevocationTarget};
 use grantflow_core::session::{AccessRequest, EndReason, Verdict};
 use grantflow_core::store::{
-    ChangeEvent, ChangeStream, MemoryStore, RedisSettings, RedisStore, SessionStore,
+    ChangeEvent, ChangeStream, MemoryStore, RedisSettings, RedisStore, SessionStore, StoreError,
 };
 use grantflow_e2e::redis::{RedisCluster, RedisServer};
 
@@ -64,18 +64,7 @@ impl Ctx {
     ) -> (u32, String) {
         let outcome = self
             .store
-            .revoke(&Revocation {
-                tenant: tenant.into(),
-                target,
-                reason: "INC-1 contract".into(),
-                actor: Actor {
-                    kind: ActorKind::Admin,
-                    id: "admin".into(),
-                    name: Some("Ada".into()),
-                },
-                source: Source::Api,
-                idempotency_key: key.map(str::to_owned),
-            })
+            .revoke(&revocation_of(tenant, target, key))
             .await
             .expect("the store revokes");
         (outcome.sessions_revoked, outcome.audit_id)
@@ -571,6 +560,7 @@ fn redis_settings(urls: Vec<String>, cluster: bool) -> RedisSettings {
         timeout: Duration::from_secs(2),
         write_timeout: Duration::from_secs(2),
         ca_pem: None,
+        wait_replicas: 0,
     }
 }
 
@@ -674,4 +664,138 @@ async fn a_redis_whose_certificate_is_not_trusted_is_refused_never_allowed() {
         matches!(verdict, Ok(Verdict::Allow { created: true, .. })),
         "{verdict:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_replicas_a_revocation_returns_once_a_replica_has_it() {
+    let primary = RedisServer::start().await;
+    let replica = RedisServer::start_replica_of(&primary).await;
+    let clock = clock();
+    let mut settings = redis_settings(vec![primary.url()], false);
+    settings.wait_replicas = 1;
+    settings.write_timeout = Duration::from_millis(800);
+    let ctx = Ctx {
+        store: open_redis(settings, &clock),
+        clock: clock.clone(),
+    };
+    let t = ctx.tenant();
+    let alice = ctx.identity(&t, "alice", Some("a1"));
+    let bob = ctx.identity(&t, "bob", Some("b1"));
+    ctx.check(&alice).await;
+    ctx.check(&bob).await;
+
+    // Replicated: the revocation returns, and the replica already has the tombstone.
+    let outcome = ctx
+        .store
+        .revoke(&revocation_of(
+            &t,
+            RevocationTarget::Session("a1".into()),
+            None,
+        ))
+        .await
+        .expect("one replica acknowledges");
+    assert_eq!(outcome.sessions_revoked, 1);
+    let tombstone = grantflow_e2e::redis::redis_cli(
+        replica.port,
+        &["HGET", &format!("gf:{{{t}}}:end:a1"), "reason"],
+    );
+    assert_eq!(tombstone.as_deref().map(str::trim), Some("revoked"));
+    ctx.set_max_age(&t, 30 * MINUTE).await;
+
+    // The replica stops answering: the primary applies the revocation, but the call reports
+    // that no replica has it (within half the write deadline), so the caller can retry.
+    replica.freeze();
+    let started = std::time::Instant::now();
+    let error = ctx
+        .store
+        .revoke(&revocation_of(
+            &t,
+            RevocationTarget::Session("b1".into()),
+            None,
+        ))
+        .await
+        .expect_err("no replica acknowledges");
+    replica.thaw();
+    assert!(
+        matches!(
+            error,
+            StoreError::NotReplicated {
+                acknowledged: 0,
+                wanted: 1
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the write deadline"
+    );
+    assert_eq!(ctx.check(&bob).await, REVOKED, "in effect on the primary");
+    let policy = Policy {
+        max_session_age: 5 * MINUTE,
+        source: PolicySource::Kubernetes("ns/p".into()),
+    };
+    // Back in sync: writes return normally again.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while ctx
+            .store
+            .set_policy(&t, policy.clone(), None)
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("writes are acknowledged again once the replica is back");
+}
+
+/// An admin's revocation of `target` in `tenant`, with an optional idempotency key.
+fn revocation_of(tenant: &str, target: RevocationTarget, key: Option<&str>) -> Revocation {
+    Revocation {
+        tenant: tenant.into(),
+        target,
+        reason: "INC-1 contract".into(),
+        actor: Actor {
+            kind: ActorKind::Admin,
+            id: "admin".into(),
+            name: Some("Ada".into()),
+        },
+        source: Source::Api,
+        idempotency_key: key.map(str::to_owned),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_wait_goes_to_the_tenants_primary() {
+    // Three primaries, no replicas: the WAIT reaches the tenant's primary and reports that
+    // none acknowledged (a WAIT sent elsewhere would count another node's replicas).
+    let cluster = RedisCluster::start().await;
+    let clock = clock();
+    let mut settings = redis_settings(cluster.urls(), true);
+    settings.wait_replicas = 1;
+    settings.write_timeout = Duration::from_millis(400);
+    let ctx = Ctx {
+        store: open_redis(settings, &clock),
+        clock,
+    };
+    let t = ctx.tenant();
+    let alice = ctx.identity(&t, "alice", Some("a1"));
+    ctx.check(&alice).await;
+    let error = ctx
+        .store
+        .revoke(&revocation_of(&t, user("alice"), None))
+        .await
+        .expect_err("no replica to acknowledge");
+    assert!(
+        matches!(
+            error,
+            StoreError::NotReplicated {
+                acknowledged: 0,
+                wanted: 1
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(ctx.check(&alice).await, REVOKED, "in effect on the primary");
 }

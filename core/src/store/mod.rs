@@ -119,6 +119,13 @@ pub enum StoreError {
     Timeout,
     #[error("the session store gave an unexpected answer: {0}")]
     Malformed(String),
+    /// A write is in effect on the primary, but fewer replicas than required acknowledged it
+    /// in time (Redis `WAIT`): it could be lost if the primary fails over now.
+    #[error(
+        "the change is in effect on the store's primary, but only {acknowledged} of {wanted} \
+         replicas acknowledged it in time: it could be lost in a failover"
+    )]
+    NotReplicated { acknowledged: u32, wanted: u32 },
 }
 
 impl StoreError {
@@ -128,6 +135,7 @@ impl StoreError {
             Self::Unavailable(_) => "unavailable",
             Self::Timeout => "timeout",
             Self::Malformed(_) => "malformed",
+            Self::NotReplicated { .. } => "not_replicated",
         }
     }
 }

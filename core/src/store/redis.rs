@@ -29,6 +29,7 @@ use redis::TlsCertificates;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{
     AsyncCommands, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, PushKind,
     RedisFuture, Script, Value,
@@ -62,6 +63,9 @@ pub struct RedisSettings {
     /// PEM of the CA certificates that sign the servers' certificates, for `rediss://` URLs;
     /// replaces the system's root certificates. `None`: the system's roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// Replicas that must acknowledge every revocation and policy change (`WAIT`) before the
+    /// call returns; 0 returns once the primary has it.
+    pub wait_replicas: u32,
 }
 
 impl RedisSettings {
@@ -119,6 +123,31 @@ impl Scripts {
 enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// `WAIT replicas timeout` on the primary that holds `key`: how many of its replicas have
+    /// acknowledged every write made on this connection so far.
+    async fn wait(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> redis::RedisResult<u32> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(timeout.as_millis().max(1) as u64);
+        match self {
+            Connection::Single(c) => wait.query_async(c).await,
+            Connection::Cluster(c) => {
+                let primary =
+                    SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+                let reply = c
+                    .route_command(wait, RoutingInfo::SingleNode(primary))
+                    .await?;
+                Ok(redis::from_redis_value(reply)?)
+            }
+        }
+    }
 }
 
 impl ConnectionLike for Connection {
@@ -289,6 +318,29 @@ impl RedisStore {
             .unwrap_or(Err(StoreError::Timeout))
     }
 
+    /// With `wait_replicas`, waits until that many replicas of `key`'s primary acknowledged
+    /// the writes made so far on `connection` — for half the write deadline, so that a lagging
+    /// replica is reported as such rather than as a timeout. The write itself is already in
+    /// effect on the primary either way.
+    async fn replicated(&self, connection: &mut Connection, key: &str) -> Result<(), StoreError> {
+        let wanted = self.settings.wait_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let patience = self.settings.write_timeout / 2;
+        let acknowledged = connection
+            .wait(key, wanted, patience)
+            .await
+            .map_err(unavailable)?;
+        if acknowledged < wanted {
+            return Err(StoreError::NotReplicated {
+                acknowledged,
+                wanted,
+            });
+        }
+        Ok(())
+    }
+
     /// Adds the tenant to `gf:tenants` for housekeeping, once per tenant and process, so only
     /// the first new session of a tenant pays the extra round trip. A failure is retried with
     /// the next new session and never changes the verdict.
@@ -377,7 +429,7 @@ impl RedisStore {
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
-            Ok(())
+            self.replicated(&mut connection, &p).await
         };
         self.within(self.settings.write_timeout, call).await
     }
@@ -619,6 +671,7 @@ impl SessionStore for RedisStore {
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
+            self.replicated(&mut connection, &p).await?;
             Ok(reply)
         };
         let (sessions_revoked, audit_id, replayed) =

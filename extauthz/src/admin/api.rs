@@ -77,6 +77,10 @@ pub(super) async fn within<T>(
 ) -> Result<T, Problem> {
     match tokio::time::timeout(ADMIN_STORE_TIMEOUT, call).await {
         Ok(Ok(value)) => Ok(value),
+        Ok(Err(error @ StoreError::NotReplicated { .. })) => {
+            tracing::warn!(%error, "session store replicas did not confirm an admin change");
+            Err(Problem::not_replicated())
+        }
         Ok(Err(error)) => {
             tracing::warn!(%error, "session store failed on an admin request");
             Err(Problem::unavailable())

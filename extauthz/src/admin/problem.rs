@@ -78,6 +78,19 @@ impl Problem {
                 .into(),
         )
     }
+
+    /// A change the store's primary has, which its replicas did not confirm in time.
+    pub fn not_replicated() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-not-replicated",
+            "Change not confirmed by the store's replicas",
+            "The change is in effect, but the session store's replicas did not confirm it in \
+             time, so it could be lost if the store fails over now. The audit trail has the \
+             record; check the store's replication before relying on it."
+                .into(),
+        )
+    }
 }
 
 impl IntoResponse for Problem {

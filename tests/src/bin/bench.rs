@@ -1602,6 +1602,7 @@ async fn session_footprint(
             timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(5),
             ca_pem: None,
+            wait_replicas: 0,
         },
         Limits::default(),
         clock.clone(),
