@@ -671,15 +671,20 @@ impl SessionStore for RedisStore {
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
-            self.replicated(&mut connection, &p).await?;
-            Ok(reply)
+            Ok((reply, connection))
         };
-        let (sessions_revoked, audit_id, replayed) =
+        let ((sessions_revoked, audit_id, replayed), mut connection) =
             self.within(self.settings.write_timeout, call).await?;
         if replayed == 0 {
+            // In effect now: logged even if the replicas do not confirm it below.
             record.sessions_revoked = Some(sessions_revoked);
             record.log();
         }
+        self.within(
+            self.settings.write_timeout,
+            self.replicated(&mut connection, &p),
+        )
+        .await?;
         Ok(RevocationOutcome {
             sessions_revoked,
             audit_id,
@@ -697,12 +702,16 @@ impl SessionStore for RedisStore {
         policy: Policy,
         audit: Option<AuditRecord>,
     ) -> Result<(), StoreError> {
-        self.write_policy(tenant, Some(&policy), audit.as_ref())
-            .await?;
-        if let Some(record) = audit {
+        let written = self
+            .write_policy(tenant, Some(&policy), audit.as_ref())
+            .await;
+        // In effect on the primary even when its replicas did not confirm it.
+        if matches!(written, Ok(()) | Err(StoreError::NotReplicated { .. }))
+            && let Some(record) = audit
+        {
             record.log();
         }
-        Ok(())
+        written
     }
 
     async fn clear_policy(&self, tenant: &str) -> Result<(), StoreError> {
