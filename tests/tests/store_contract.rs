@@ -10,7 +10,7 @@ use grantflow_core::clock::{Clock, ManualClock, SystemClock};
 use grantflow_core::decision::Limits;
 use grantflow_core::identity::{Identity, SessionKey};
 use grantflow_core::policy::{Policy, PolicySource};
-use grantflow_core::revocation::{Revocation, RevocationTarget};
+use grantflow_core::revocation::{Revocation, RevocationOutcome, RevocationTarget};
 use grantflow_core::session::{AccessRequest, EndReason, Verdict};
 use grantflow_core::store::{
     ChangeEvent, ChangeStream, MemoryStore, RedisSettings, RedisStore, SessionStore, StoreError,
@@ -68,6 +68,17 @@ impl Ctx {
             .await
             .expect("the store revokes");
         (outcome.sessions_revoked, outcome.audit_id)
+    }
+
+    /// A revocation of `target` without an idempotency key, as the store answers it.
+    async fn try_revoke(
+        &self,
+        tenant: &str,
+        target: RevocationTarget,
+    ) -> Result<RevocationOutcome, StoreError> {
+        self.store
+            .revoke(&revocation_of(tenant, target, None))
+            .await
     }
 
     async fn set_max_age(&self, tenant: &str, age: Duration) {
@@ -686,12 +697,7 @@ async fn with_wait_replicas_a_revocation_returns_once_a_replica_has_it() {
 
     // Replicated: the revocation returns, and the replica already has the tombstone.
     let outcome = ctx
-        .store
-        .revoke(&revocation_of(
-            &t,
-            RevocationTarget::Session("a1".into()),
-            None,
-        ))
+        .try_revoke(&t, RevocationTarget::Session("a1".into()))
         .await
         .expect("one replica acknowledges");
     assert_eq!(outcome.sessions_revoked, 1);
@@ -707,12 +713,7 @@ async fn with_wait_replicas_a_revocation_returns_once_a_replica_has_it() {
     replica.freeze();
     let started = std::time::Instant::now();
     let error = ctx
-        .store
-        .revoke(&revocation_of(
-            &t,
-            RevocationTarget::Session("b1".into()),
-            None,
-        ))
+        .try_revoke(&t, RevocationTarget::Session("b1".into()))
         .await
         .expect_err("no replica acknowledges");
     replica.thaw();
@@ -783,8 +784,7 @@ async fn on_a_cluster_the_wait_goes_to_the_tenants_primary() {
     let alice = ctx.identity(&t, "alice", Some("a1"));
     ctx.check(&alice).await;
     let error = ctx
-        .store
-        .revoke(&revocation_of(&t, user("alice"), None))
+        .try_revoke(&t, user("alice"))
         .await
         .expect_err("no replica to acknowledge");
     assert!(

@@ -15,11 +15,9 @@ local channel = p .. 'changes'
 
 local max_age = tonumber(redis.call('HGET', KEYS[1], 'max_age_ms') or ARGV[3])
 
--- Whether the token proves its user signed in (auth_time, which a silent refresh keeps) after
--- `ended_at`; `iat` proves nothing, every refresh moves it.
-local function signed_in_after(ended_at)
-  return ARGV[6] ~= '' and ended_at ~= nil and tonumber(ARGV[6]) > ended_at
-end
+-- The token's auth_time in ms, or nil. Only it proves when the user signed in: a silent
+-- refresh keeps it, while `iat` moves with every refresh.
+local auth_time = tonumber(ARGV[6])
 
 -- 2. user lock / watermark
 local marks = redis.call('HMGET', p .. 'u:' .. user, 'nb', 'lock')
@@ -31,12 +29,15 @@ end
 
 -- 3. tombstone, unless the token proves a sign-in after the end (auth_time later than the
 -- end, same user): then the new session replaces it (step 6)
-local tomb = redis.call('HMGET', p .. 'end:' .. key, 'reason', 'at', 'user')
-if tomb[1] then
-  local fresh = signed_in_after(tonumber(tomb[2]))
-    and (tomb[3] == false or tomb[3] == '' or tomb[3] == user)
+-- (The hot path reads one field of a key that does not exist; the rest only when it does.)
+local ended = redis.call('HGET', p .. 'end:' .. key, 'reason')
+if ended then
+  local tomb = redis.call('HMGET', p .. 'end:' .. key, 'at', 'user')
+  local ended_at = tonumber(tomb[1])
+  local fresh = auth_time and ended_at and auth_time > ended_at
+    and (tomb[2] == false or tomb[2] == '' or tomb[2] == user)
   if not fresh then
-    if tomb[1] == 'expired' then return {3, 0} end
+    if ended == 'expired' then return {3, 0} end
     return {4, 0}
   end
   redis.call('DEL', p .. 'end:' .. key)
@@ -61,7 +62,7 @@ if session[1] then
   redis.call('ZREM', p .. 'live', key)
   redis.call('SREM', p .. 'us:' .. session[3], key)
   redis.call(ARGV[13], channel, cjson.encode({t = 'ended', key = key, user = session[3], reason = 'expired'}))
-  if not signed_in_after(expires) then
+  if not (auth_time and auth_time > expires) then
     redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', string.format('%d', expires), 'user', session[3])
     redis.call('PEXPIRE', p .. 'end:' .. key, retention)
     return {3, started}
@@ -71,7 +72,7 @@ end
 
 -- 6. new session; its start is auth_time when the token has it
 local started = now
-if ARGV[6] ~= '' then started = math.min(tonumber(ARGV[6]), now) end
+if auth_time then started = math.min(auth_time, now) end
 if now - started >= max_age then
   redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', string.format('%d', started + max_age),
     'user', user)
