@@ -170,8 +170,17 @@ impl KeySet {
         self.lookup(kid)
     }
 
+    /// Whether the key `kid` with this fingerprint is published now (no fetch, no clone: the
+    /// verified-token cache asks on every hit).
+    pub fn publishes(&self, kid: &str, fingerprint: &[u8; 32]) -> bool {
+        self.keys
+            .read()
+            .get(kid)
+            .is_some_and(|key| key.fingerprint == *fingerprint)
+    }
+
     /// The key published for `kid` now, without fetching.
-    pub fn lookup(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
+    fn lookup(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
         self.keys.read().get(kid).cloned()
     }
 

@@ -186,7 +186,6 @@ pub struct TokenValidator {
 }
 
 /// A token verified earlier: its identity, and the key that verified it.
-#[derive(Clone)]
 struct Verified {
     identity: Arc<Identity>,
     kid: Arc<str>,
@@ -217,19 +216,23 @@ impl TokenValidator {
             return Err(TokenError::TooLarge);
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let cached = self.verified.lock().get(&digest).cloned();
-        if let Some(cached) = cached {
-            // The key that verified it must still be published: a key the issuer withdrew
-            // (rotated out, compromised) stops its tokens at the next JWKS refresh, not at
-            // their `exp`. Else verify again below.
-            let published = self.keys.lookup(&cached.kid);
-            if published.is_some_and(|key| key.fingerprint == cached.fingerprint) {
+        // The key that verified a cached token must still be published: a key the issuer
+        // withdrew (rotated out, compromised) stops its tokens at the next JWKS refresh, not
+        // at their `exp`. Else verify again below.
+        let hit = self.verified.lock().get(&digest).map(|cached| {
+            let published = self.keys.publishes(&cached.kid, &cached.fingerprint);
+            (cached.identity.clone(), published)
+        });
+        match hit {
+            Some((identity, true)) => {
                 // Expiry is re-checked on every use; everything else was checked when cached.
-                let identity = cached.identity;
                 self.check_times(identity.expires_at, identity.not_before)?;
                 return Ok(identity);
             }
-            self.verified.lock().remove(&digest);
+            Some((_, false)) => {
+                self.verified.lock().remove(&digest);
+            }
+            None => {}
         }
         let verified = self.verify(token).await?;
         let identity = verified.identity.clone();
