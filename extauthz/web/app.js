@@ -221,8 +221,8 @@ function authHeaders(extra = {}) {
   return { Authorization: `Bearer ${state.token}`, 'X-GrantFlow-Client': 'dashboard', ...extra };
 }
 
-async function api(path, { method = 'GET', body } = {}) {
-  const headers = authHeaders({ Accept: 'application/json' });
+async function api(path, { method = 'GET', body, headers: extra = {} } = {}) {
+  const headers = authHeaders({ Accept: 'application/json', ...extra });
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const res = await fetch(path, {
     method,
@@ -341,6 +341,7 @@ function tick() {
 // --- revoke dialogs ----------------------------------------------------------------------
 
 let revoking = null;
+let revokeAllKey = null;
 
 function openRevoke(s) {
   revoking = s;
@@ -360,6 +361,9 @@ function openRevoke(s) {
 
 function openRevokeAll(s) {
   revoking = s;
+  // One key per dialog: submitting again after an error (e.g. a 503) cannot revoke twice or
+  // write a second audit record.
+  revokeAllKey = randomString(16);
   $('revoke-all-user').textContent = s.displayName || s.user;
   $('revoke-all-reason').value = '';
   $('revoke-all-lock').checked = false;
@@ -414,7 +418,11 @@ async function submitRevokeAll(event) {
   const target = revoking;
   $('revoke-all-submit').disabled = true;
   try {
-    const result = await api(`/api/v1/users/${encodeURIComponent(target.user)}/revoke`, { method: 'POST', body });
+    const result = await api(`/api/v1/users/${encodeURIComponent(target.user)}/revoke`, {
+      method: 'POST',
+      body,
+      headers: { 'Idempotency-Key': revokeAllKey },
+    });
     $('revoke-all-dialog').close();
     for (const s of [...state.sessions.values()]) if (s.user === target.user) removeSession(s.id);
     const n = result.sessionsRevoked;

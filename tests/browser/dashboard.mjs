@@ -162,8 +162,12 @@ try {
   await page.keyboard.press('Enter');
   await page.locator('#revoke-all-dialog').waitFor({ state: 'visible' });
   await page.keyboard.type('Offboarding: contract ended');
+  const revokeAllRequest = page.waitForRequest((r) => r.method() === 'POST' && r.url().includes('/api/v1/users/'));
   await page.locator('#revoke-all-submit').focus();
   await page.keyboard.press('Enter');
+  // A resubmission after an error must not revoke twice: the dialog sends an Idempotency-Key.
+  const idempotencyKey = (await revokeAllRequest).headers()['idempotency-key'] ?? '';
+  check(/^[A-Za-z0-9_-]{16,}$/.test(idempotencyKey), `revoke-all sends an Idempotency-Key: "${idempotencyKey}"`);
   await page.locator('#revoke-all-dialog').waitFor({ state: 'hidden' });
   await otherRow.waitFor({ state: 'detached' });
   const otherAfter = await throughEnvoy(input.otherUserToken.token);
