@@ -20,6 +20,11 @@ use grantflow_e2e::redis::{RedisCluster, RedisServer};
 const MINUTE: Duration = Duration::from_secs(60);
 const EXPIRED: Verdict = Verdict::Deny(EndReason::Expired);
 const REVOKED: Verdict = Verdict::Deny(EndReason::Revoked);
+/// A write no replica acknowledged, with `wait_replicas: 1`.
+const NOT_REPLICATED: StoreError = StoreError::NotReplicated {
+    acknowledged: 0,
+    wanted: 1,
+};
 const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 struct Ctx {
@@ -717,16 +722,7 @@ async fn with_wait_replicas_a_revocation_returns_once_a_replica_has_it() {
         .await
         .expect_err("no replica acknowledges");
     replica.thaw();
-    assert!(
-        matches!(
-            error,
-            StoreError::NotReplicated {
-                acknowledged: 0,
-                wanted: 1
-            }
-        ),
-        "{error}"
-    );
+    assert_eq!(error, NOT_REPLICATED);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "bounded by the write deadline"
@@ -787,15 +783,6 @@ async fn on_a_cluster_the_wait_goes_to_the_tenants_primary() {
         .try_revoke(&t, user("alice"))
         .await
         .expect_err("no replica to acknowledge");
-    assert!(
-        matches!(
-            error,
-            StoreError::NotReplicated {
-                acknowledged: 0,
-                wanted: 1
-            }
-        ),
-        "{error}"
-    );
+    assert_eq!(error, NOT_REPLICATED);
     assert_eq!(ctx.check(&alice).await, REVOKED, "in effect on the primary");
 }
