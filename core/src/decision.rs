@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::clock::{UnixMillis, millis};
+use crate::identity::Identity;
 use crate::policy::Policy;
 use crate::revocation::RevocationTarget;
 use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict, client_label};
@@ -73,12 +74,17 @@ impl Tombstone {
     /// `auth_time` (the issuer's word for when the user last authenticated, unchanged by a
     /// silent refresh) is after the end, and it is the user the session belonged to (when
     /// known). `iat` proves nothing here: every silent refresh moves it.
-    pub fn yields_to(&self, identity: &crate::identity::Identity) -> bool {
-        let signed_in_after = identity
-            .auth_time
-            .is_some_and(|secs| secs.saturating_mul(1000) > self.ended_at);
-        signed_in_after && self.user.as_ref().is_none_or(|user| *user == identity.user)
+    pub fn yields_to(&self, identity: &Identity) -> bool {
+        signed_in_after(identity, self.ended_at)
+            && self.user.as_ref().is_none_or(|user| *user == identity.user)
     }
+}
+
+/// Whether the token's `auth_time` is later than `at`.
+fn signed_in_after(identity: &Identity, at: UnixMillis) -> bool {
+    identity
+        .auth_time
+        .is_some_and(|secs| secs.saturating_mul(1000) > at)
 }
 
 /// Everything the engine knows about one tenant.
@@ -148,13 +154,13 @@ impl TenantSessions {
                     started_at: session.started_at,
                 };
             }
-            // Too old: it ended when it reached the max age. A token signed in after that
-            // starts a new session (step 6); any other is refused.
-            self.end(key, EndReason::Expired, expires_at, now);
-            if !self.ended[key].yields_to(identity) {
+            // Too old: it ended when it reached the max age. A token of its user signed in
+            // after that starts a new session (step 6); any other is refused.
+            if !signed_in_after(identity, expires_at) {
+                self.end(key, EndReason::Expired, expires_at, now);
                 return Verdict::Deny(EndReason::Expired);
             }
-            self.ended.remove(key);
+            self.live.remove(key);
         }
         // Saturating: `auth_time` is the issuer's number; it must not overflow.
         let started_at = identity

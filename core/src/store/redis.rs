@@ -392,7 +392,7 @@ impl RedisStore {
     }
 
     /// Runs `policy.lua`: sets `policy` (or clears it when `None`), with an optional audit
-    /// record, and publishes the change.
+    /// record (appended, and logged once in effect), and publishes the change.
     async fn write_policy(
         &self,
         tenant: &str,
@@ -407,7 +407,7 @@ impl RedisStore {
             ),
             None => (String::new(), String::new()),
         };
-        let audit = audit
+        let audit_json = audit
             .map(serde_json::to_string)
             .transpose()
             .map_err(|_| malformed("audit record"))?
@@ -422,13 +422,17 @@ impl RedisStore {
                 .arg(&p)
                 .arg(&max_age)
                 .arg(&source)
-                .arg(&audit)
+                .arg(&audit_json)
                 .arg(self.publish)
                 .arg(AUDIT_CAPACITY)
                 .arg(millis(self.limits.default_max_age))
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
+            // In effect now: logged even if the replicas do not confirm it below.
+            if let Some(record) = audit {
+                record.log();
+            }
             self.replicated(&mut connection, &p).await
         };
         self.within(self.settings.write_timeout, call).await
@@ -671,20 +675,17 @@ impl SessionStore for RedisStore {
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
-            Ok((reply, connection))
+            let (sessions_revoked, _, replayed) = &reply;
+            if *replayed == 0 {
+                // In effect now: logged even if the replicas do not confirm it below.
+                record.sessions_revoked = Some(*sessions_revoked);
+                record.log();
+            }
+            self.replicated(&mut connection, &p).await?;
+            Ok(reply)
         };
-        let ((sessions_revoked, audit_id, replayed), mut connection) =
+        let (sessions_revoked, audit_id, _) =
             self.within(self.settings.write_timeout, call).await?;
-        if replayed == 0 {
-            // In effect now: logged even if the replicas do not confirm it below.
-            record.sessions_revoked = Some(sessions_revoked);
-            record.log();
-        }
-        self.within(
-            self.settings.write_timeout,
-            self.replicated(&mut connection, &p),
-        )
-        .await?;
         Ok(RevocationOutcome {
             sessions_revoked,
             audit_id,
@@ -702,16 +703,8 @@ impl SessionStore for RedisStore {
         policy: Policy,
         audit: Option<AuditRecord>,
     ) -> Result<(), StoreError> {
-        let written = self
-            .write_policy(tenant, Some(&policy), audit.as_ref())
-            .await;
-        // In effect on the primary even when its replicas did not confirm it.
-        if matches!(written, Ok(()) | Err(StoreError::NotReplicated { .. }))
-            && let Some(record) = audit
-        {
-            record.log();
-        }
-        written
+        self.write_policy(tenant, Some(&policy), audit.as_ref())
+            .await
     }
 
     async fn clear_policy(&self, tenant: &str) -> Result<(), StoreError> {
