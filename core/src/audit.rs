@@ -31,6 +31,12 @@ pub enum Action {
     UserLock,
     #[serde(rename = "policy.update")]
     PolicyUpdate,
+    /// An administrator lifted a user's revoke-all watermark (and lock).
+    #[serde(rename = "user.unblock")]
+    UserUnblock,
+    /// The store found its generation marker gone or changed: it lost data.
+    #[serde(rename = "store.reset")]
+    StoreReset,
 }
 
 /// Through which door.

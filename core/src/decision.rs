@@ -5,9 +5,12 @@
 //! and are held to the same verdicts by the shared store contract tests.
 //!
 //! Decision, per request:
+//! 0. the store lost data at L (its generation marker vanished or changed, or it is new):
+//!    a token issued (`iat`) before L → expired ("sign in again");
 //! 1. the tenant's policy (max age; the default when it has none);
-//! 2. the user's lock, or a `not_before` watermark later than the token's auth instant
-//!    → revoked;
+//! 2. the user's lock → revoked; a revoke-all watermark W (for `watermark_retention`): a token
+//!    without `auth_time` cannot prove a sign-in after W → reauthenticate; `auth_time` ≤ W →
+//!    revoked (`iat` proves nothing: every silent refresh moves it);
 //! 3. a tombstone for the session key → revoked or expired — unless the token proves a sign-in
 //!    after the session ended (`auth_time` later than the end, same user), which starts a new
 //!    session under the same key (step 6): a silent refresh keeps its `auth_time`, a fresh
@@ -22,10 +25,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::clock::{UnixMillis, millis};
 use crate::identity::Identity;
 use crate::policy::Policy;
-use crate::revocation::RevocationTarget;
+use crate::revocation::{BlockedUser, RevocationTarget};
 use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict, client_label};
 
 /// How often last-seen is written for one session, at most.
@@ -36,21 +41,41 @@ pub const TOUCH_INTERVAL_MS: i64 = 1_000;
 pub struct Limits {
     /// Max session age of tenants without a policy.
     pub default_max_age: Duration,
-    /// How long ended sessions and user watermarks are remembered.
+    /// How long ended sessions (tombstones) are remembered.
     pub retention: Duration,
+    /// How long a revoke-all watermark keeps refusing the user's tokens that cannot prove a
+    /// later sign-in (no `auth_time`, or an older one), unless an administrator lifts it.
+    pub watermark_retention: Duration,
 }
+
+/// The default of [`Limits::watermark_retention`]: 90 days, the time a stolen Entra refresh
+/// token can go on minting access tokens without being used (its inactivity lifetime), so a
+/// revoke-all outlasts every token a stolen refresh token could still mint unless Entra ID
+/// revokes it first.
+pub const DEFAULT_WATERMARK_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             default_max_age: crate::policy::DEFAULT_MAX_SESSION_AGE,
             retention: Duration::from_secs(24 * 60 * 60),
+            watermark_retention: DEFAULT_WATERMARK_RETENTION,
         }
     }
 }
 
+/// Whether a token was issued at or after `lost_at` (in whole seconds: JWT claims have no
+/// fraction). A token that does not say when it was issued (`iat`, else `auth_time`) cannot
+/// prove it and is refused.
+pub fn issued_since(identity: &Identity, lost_at: UnixMillis) -> bool {
+    identity
+        .issued_at
+        .or(identity.auth_time)
+        .is_some_and(|secs| secs >= lost_at.div_euclid(1000))
+}
+
 /// A user's revocation marks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserMarks {
     /// Tokens authenticated before this instant cannot be used.
     pub not_before: Option<UnixMillis>,
@@ -58,8 +83,51 @@ pub struct UserMarks {
     pub lock_until: Option<UnixMillis>,
 }
 
+impl UserMarks {
+    /// Why these marks refuse `identity` at `now`, if they do: a lock that has not ended
+    /// (revoked); a watermark W younger than the watermark retention, against a token
+    /// without `auth_time` (reauthenticate) or with `auth_time` ≤ W (revoked). Claims have
+    /// whole seconds and W milliseconds: a sign-in within W's second cannot prove it came
+    /// after it, so it is refused.
+    pub fn refuses(
+        &self,
+        identity: &Identity,
+        limits: &Limits,
+        now: UnixMillis,
+    ) -> Option<EndReason> {
+        if self.lock_until.is_some_and(|until| until > now) {
+            return Some(EndReason::Revoked);
+        }
+        let not_before = self.not_before?;
+        if now.saturating_sub(not_before) >= millis(limits.watermark_retention) {
+            return None;
+        }
+        match identity.auth_time {
+            None => Some(EndReason::Reauthenticate),
+            Some(secs) if secs.saturating_mul(1000) <= not_before => Some(EndReason::Revoked),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether they still keep anyone out at `now` (else they can be forgotten).
+    pub fn in_force(&self, limits: &Limits, now: UnixMillis) -> bool {
+        self.lock_until.is_some_and(|until| until > now)
+            || self
+                .not_before
+                .is_some_and(|at| now.saturating_sub(at) < millis(limits.watermark_retention))
+    }
+
+    /// Until when they keep anyone out.
+    pub fn holds_until(&self, limits: &Limits) -> UnixMillis {
+        let watermark = self
+            .not_before
+            .map(|at| at.saturating_add(millis(limits.watermark_retention)));
+        watermark.max(self.lock_until).unwrap_or(0)
+    }
+}
+
 /// An ended session, remembered so that its key cannot silently start a fresh session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tombstone {
     pub reason: EndReason,
     /// When the session ended: the revocation, or the instant it reached the max age.
@@ -104,32 +172,27 @@ impl TenantSessions {
             .unwrap_or_else(|| Policy::default_with(limits.default_max_age))
     }
 
-    /// Decides one request at `now`, creating or touching its session.
+    /// Decides one request at `now`, creating or touching its session. `lost_at` is the
+    /// store's loss time L, when it has one (step 0).
     pub fn decide(
         &mut self,
         tenant: &str,
         request: &AccessRequest,
         limits: &Limits,
+        lost_at: Option<UnixMillis>,
         now: UnixMillis,
     ) -> Verdict {
         let identity = &request.identity;
+        if lost_at.is_some_and(|lost_at| !issued_since(identity, lost_at)) {
+            return Verdict::Deny(EndReason::Expired);
+        }
         let max_age = millis(self.policy(limits).max_session_age);
         let key = &identity.session.id;
 
-        if let Some(marks) = self.users.get(&identity.user) {
-            if marks.lock_until.is_some_and(|until| until > now) {
-                return Verdict::Deny(EndReason::Revoked);
-            }
-            if let Some(not_before) = marks.not_before {
-                // A token that does not say when its user authenticated cannot prove it came
-                // after the watermark.
-                let authenticated = identity
-                    .auth_instant()
-                    .map(|secs| secs.saturating_mul(1000));
-                if authenticated.is_none_or(|at| at < not_before) {
-                    return Verdict::Deny(EndReason::Revoked);
-                }
-            }
+        if let Some(marks) = self.users.get(&identity.user)
+            && let Some(reason) = marks.refuses(identity, limits, now)
+        {
+            return Verdict::Deny(reason);
         }
         if let Some(tombstone) = self.ended.get(key) {
             if !tombstone.yields_to(identity) {
@@ -266,11 +329,32 @@ impl TenantSessions {
             .filter_map(|(key, expired_at)| self.end(key, EndReason::Expired, *expired_at, now))
             .collect();
         self.ended.retain(|_, t| now - t.recorded_at < retention);
-        self.users.retain(|_, m| {
-            m.lock_until.is_some_and(|until| until > now)
-                || m.not_before.is_some_and(|at| now - at < retention)
-        });
+        self.users.retain(|_, m| m.in_force(limits, now));
         expired
+    }
+
+    /// The users the marks still keep out at `now`, by user id.
+    pub fn blocked_users(&self, limits: &Limits, now: UnixMillis) -> Vec<BlockedUser> {
+        let mut blocked: Vec<BlockedUser> = self
+            .users
+            .iter()
+            .filter(|(_, marks)| marks.in_force(limits, now))
+            .map(|(user, marks)| BlockedUser {
+                user: user.clone(),
+                not_before: marks.not_before,
+                lock_until: marks.lock_until.filter(|until| *until > now),
+                holds_until: marks.holds_until(limits),
+            })
+            .collect();
+        blocked.sort_by(|a, b| a.user.cmp(&b.user));
+        blocked
+    }
+
+    /// Lifts the user's watermark and lock; whether they kept the user out.
+    pub fn unblock(&mut self, user: &str, limits: &Limits, now: UnixMillis) -> bool {
+        self.users
+            .remove(user)
+            .is_some_and(|marks| marks.in_force(limits, now))
     }
 
     /// Nothing left worth remembering.

@@ -43,6 +43,10 @@ pub enum EndReason {
     Expired,
     /// Ended by an administrator, a Kubernetes Revocation, or a user lock/watermark.
     Revoked,
+    /// Every session of the user was ended, and this token cannot prove a sign-in after that
+    /// (it has no `auth_time`): only a new interactive sign-in, with a token that carries
+    /// `auth_time`, gets the user back in (or an administrator lifting the revocation).
+    Reauthenticate,
 }
 
 /// The store's answer to an [`AccessRequest`].

@@ -1030,6 +1030,7 @@ async fn maintain_expires_old_sessions_and_forgets_after_the_retention() {
     let w = World::with_limits(Limits {
         default_max_age: mins(15),
         retention: mins(60),
+        ..Limits::default()
     });
     let no_auth_time = token(ALICE, "s-plain");
     let with_auth_time = authenticated(token(ALICE, "s-auth"), T0 / 1000);
@@ -1074,6 +1075,7 @@ async fn maintain_forgets_watermarks_after_the_retention_but_not_active_locks() 
     let w = World::with_limits(Limits {
         default_max_age: mins(15),
         retention: mins(60),
+        watermark_retention: mins(60),
     });
     w.revoke(revocation(TENANT, user(ALICE), "watermark only"))
         .await;

@@ -36,6 +36,7 @@ impl Outcome {
                 Denial::InvalidToken => "invalid_token",
                 Denial::SessionExpired => "session_expired",
                 Denial::SessionRevoked => "session_revoked",
+                Denial::SignInAgain => "sign_in_again",
                 Denial::Unavailable => "unavailable",
             },
         }
@@ -110,6 +111,9 @@ impl Authorizer {
             Ok(Verdict::Allow { created, .. }) => Outcome::Allow { identity, created },
             Ok(Verdict::Deny(EndReason::Expired)) => deny(Denial::SessionExpired, Some(identity)),
             Ok(Verdict::Deny(EndReason::Revoked)) => deny(Denial::SessionRevoked, Some(identity)),
+            Ok(Verdict::Deny(EndReason::Reauthenticate)) => {
+                deny(Denial::SignInAgain, Some(identity))
+            }
             Err(error) => {
                 // Fail closed: a store that cannot answer never lets a request through.
                 self.metrics.store_failed(error.label());

@@ -30,11 +30,18 @@ pub enum Command {
     Check(crate::check_client::CheckArgs),
 }
 
+/// The embedded store's data folder when none is given (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "grantflow-data";
+
 /// Which session store to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
-    /// In this process; single replica; nothing survives a restart.
+    /// In this process, written to the data folder (data_dir); one replica; survives
+    /// restarts and crashes.
+    Embedded,
+    /// In this process only; nothing survives a restart, so a restarted process refuses every
+    /// token issued before it started. For tests and throwaway trials.
     Memory,
     /// Redis, standalone or Cluster (see redis_url, redis_cluster); for many replicas.
     Redis,
@@ -65,9 +72,14 @@ pub struct Options {
     #[arg(long, env = "GRANTFLOW_ADMIN_ADDR", value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
 
-    /// Session store [default: memory].
+    /// Session store [default: embedded].
     #[arg(long, env = "GRANTFLOW_STORE", value_enum)]
     pub store: Option<StoreKind>,
+
+    /// Data folder of the embedded store (created when missing; one process per folder)
+    /// [default: grantflow-data, in the working directory].
+    #[arg(long, env = "GRANTFLOW_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// Redis URL(s), comma separated: `redis://[user:password@]host:port[/db]` or `rediss://`
     /// (one for standalone; the seed nodes of a cluster). Keep credentials in the environment.
@@ -113,11 +125,18 @@ pub struct Options {
     #[serde(default, with = "humantime_serde")]
     pub max_session_age: Option<Duration>,
 
-    /// How long expired and revoked sessions and user revocation marks are remembered
-    /// [default: 24h]. Must exceed the lifetime of the issuer's tokens.
+    /// How long expired and revoked sessions (tombstones) are remembered [default: 24h]. Must
+    /// exceed the lifetime of the issuer's tokens.
     #[arg(long, env = "GRANTFLOW_RETENTION", value_parser = humantime::parse_duration, value_name = "DURATION")]
     #[serde(default, with = "humantime_serde")]
     pub retention: Option<Duration>,
+
+    /// How long a revoke-all of a user keeps refusing that user's tokens that cannot prove a
+    /// sign-in after it (no `auth_time`, or an older one), unless an administrator lifts it
+    /// [default: 90d, the inactivity lifetime of an Entra refresh token].
+    #[arg(long, env = "GRANTFLOW_WATERMARK_RETENTION", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub watermark_retention: Option<Duration>,
 
     /// URL of the issuer's JWKS document.
     #[arg(
@@ -241,6 +260,7 @@ impl Options {
             grpc_addr,
             admin_addr,
             store,
+            data_dir,
             redis_url,
             redis_cluster,
             redis_ca_file,
@@ -249,6 +269,7 @@ impl Options {
             store_timeout,
             max_session_age,
             retention,
+            watermark_retention,
             jwks_url,
             oidc_discovery_url,
             issuers,
@@ -409,7 +430,20 @@ impl Settings {
             ));
         }
         let store_write_timeout = o.store_write_timeout.unwrap_or(Duration::from_secs(2));
-        let store = match (o.store.unwrap_or(StoreKind::Memory), o.redis_url) {
+        let watermark_retention = o
+            .watermark_retention
+            .unwrap_or(grantflow_core::decision::DEFAULT_WATERMARK_RETENTION);
+        if watermark_retention < Duration::from_secs(60 * 60) {
+            return Err(ConfigError::Invalid(
+                "watermark_retention must be at least 1h (it must outlive the tokens issued before a revoke-all)".into(),
+            ));
+        }
+        let store = match (o.store.unwrap_or(StoreKind::Embedded), o.redis_url) {
+            (StoreKind::Embedded, _) => StoreConfig::Embedded {
+                data_dir: o
+                    .data_dir
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            },
             (StoreKind::Memory, _) => StoreConfig::Memory,
             (StoreKind::Redis, Some(urls)) if !urls.is_empty() => {
                 let redis = RedisSettings {
@@ -444,6 +478,7 @@ impl Settings {
             limits: Limits {
                 default_max_age: max_session_age,
                 retention,
+                watermark_retention,
             },
             keys,
             token,
@@ -665,14 +700,31 @@ mod tests {
                 assert_eq!(redis.timeout, Duration::from_millis(20));
                 assert_eq!(redis.write_timeout, Duration::from_secs(2));
             }
-            StoreConfig::Memory => panic!("expected the Redis store"),
+            other => panic!("expected the Redis store, not {other:?}"),
         }
         let err = Settings::from_options(parse(&["--dev", "--store", "redis"])).unwrap_err();
         assert!(err.to_string().contains("redis_url"), "{err}");
-        assert!(matches!(
+        assert_eq!(
             Settings::from_options(parse(&["--dev"])).unwrap().store,
+            StoreConfig::Embedded {
+                data_dir: DEFAULT_DATA_DIR.into()
+            },
+            "the embedded store is the default"
+        );
+        assert_eq!(
+            Settings::from_options(parse(&["--dev", "--data-dir", "/var/lib/gf"]))
+                .unwrap()
+                .store,
+            StoreConfig::Embedded {
+                data_dir: "/var/lib/gf".into()
+            }
+        );
+        assert_eq!(
+            Settings::from_options(parse(&["--dev", "--store", "memory"]))
+                .unwrap()
+                .store,
             StoreConfig::Memory
-        ));
+        );
     }
 
     #[test]
@@ -701,7 +753,7 @@ mod tests {
             .store
         {
             StoreConfig::Redis(redis) => assert_eq!(redis.ca_pem.as_deref(), Some(pem.as_bytes())),
-            StoreConfig::Memory => panic!("expected the Redis store"),
+            other => panic!("expected the Redis store, not {other:?}"),
         }
         // A CA with a plain-text URL is a mistake; the error never shows the URL (password).
         let err = with("redis://:secret@cache.example:6379", ca_arg)
@@ -734,7 +786,7 @@ mod tests {
         .store
         {
             StoreConfig::Redis(redis) => assert_eq!(redis.ca_pem, None),
-            StoreConfig::Memory => panic!("expected the Redis store"),
+            other => panic!("expected the Redis store, not {other:?}"),
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -34,7 +34,13 @@ async fn serve(options: grantflow_extauthz::config::Options) -> ExitCode {
     };
     init_tracing(settings.log_format);
     let clock = Arc::new(SystemClock);
-    let store = settings.store.open(settings.limits, clock.clone());
+    let store = match settings.store.open(settings.limits, clock.clone()) {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(%error, "cannot open the session store");
+            return ExitCode::from(1);
+        }
+    };
     if settings.keys == grantflow_extauthz::config::KeySource::Dev {
         tracing::warn!(
             "development mode: a built-in issuer signs tokens; get one with `curl http://{}/dev/token`. Never use this in production.",

@@ -17,6 +17,9 @@ pub enum Denial {
     InvalidToken,
     SessionExpired,
     SessionRevoked,
+    /// Every session of the user was ended and the token cannot prove a sign-in since (it has
+    /// no `auth_time`): only a new interactive sign-in gets the user back in.
+    SignInAgain,
     Unavailable,
 }
 
@@ -84,6 +87,14 @@ fn wording(denial: Denial) -> Wording {
             detail: "An administrator ended your session. Sign in again to continue. If you didn't expect this, contact your security team.",
             icon: ICON_BAN,
         },
+        Denial::SignInAgain => Wording {
+            slug: "sign-in-again",
+            title: "Sign in again",
+            what: "An administrator ended all of your sessions. A refreshed token is not enough to continue.",
+            next: "Sign out, then sign in again with your password or security key. If that does not help, contact your security team.",
+            detail: "An administrator ended all of your sessions. Sign out, then sign in again with your password or security key (a refreshed token is not enough). If that does not help, contact your security team.",
+            icon: ICON_BAN,
+        },
         Denial::Unavailable => Wording {
             slug: "unavailable",
             title: "Temporarily unavailable",
@@ -100,7 +111,8 @@ fn status(denial: Denial) -> u16 {
         Denial::MissingToken
         | Denial::InvalidToken
         | Denial::SessionExpired
-        | Denial::SessionRevoked => 401,
+        | Denial::SessionRevoked
+        | Denial::SignInAgain => 401,
         Denial::Unavailable => 503,
     }
 }
@@ -312,11 +324,12 @@ fn escape_html(s: &str) -> String {
 mod tests {
     use super::*;
 
-    const ALL: [Denial; 5] = [
+    const ALL: [Denial; 6] = [
         Denial::MissingToken,
         Denial::InvalidToken,
         Denial::SessionExpired,
         Denial::SessionRevoked,
+        Denial::SignInAgain,
         Denial::Unavailable,
     ];
     const URL: &str = "https://auth.example.com/sign-in?return=%2Fconsole&app=ops";

@@ -17,7 +17,7 @@ use grantflow_core::decision::Limits;
 use grantflow_core::identity::{Identity, SessionKey};
 use grantflow_core::jwks::{KeySet, StaticJwks};
 use grantflow_core::policy::{Policy, PolicySource};
-use grantflow_core::revocation::{Revocation, RevocationOutcome};
+use grantflow_core::revocation::{BlockedUser, Revocation, RevocationOutcome};
 use grantflow_core::session::{AccessRequest, EndReason, SessionRecord, Verdict};
 use grantflow_core::store::{ChangeStream, MemoryStore, SessionStore, StoreError};
 use grantflow_core::token::{TokenRules, TokenValidator};
@@ -1137,6 +1137,17 @@ impl SessionStore for Unreplicated {
             acknowledged: 0,
             wanted: 1,
         })
+    }
+    async fn blocked_users(&self, tenant: &str) -> Result<Vec<BlockedUser>, StoreError> {
+        self.0.blocked_users(tenant).await
+    }
+    async fn unblock_user(
+        &self,
+        tenant: &str,
+        user: &str,
+        audit: AuditRecord,
+    ) -> Result<bool, StoreError> {
+        self.0.unblock_user(tenant, user, audit).await
     }
     async fn policy(&self, tenant: &str) -> Result<Policy, StoreError> {
         self.0.policy(tenant).await

@@ -13,7 +13,7 @@ use grantflow_core::audit::AuditRecord;
 use grantflow_core::clock::SystemClock;
 use grantflow_core::decision::Limits;
 use grantflow_core::policy::Policy;
-use grantflow_core::revocation::{Revocation, RevocationOutcome};
+use grantflow_core::revocation::{BlockedUser, Revocation, RevocationOutcome};
 use grantflow_core::session::{AccessRequest, SessionRecord, Verdict};
 use grantflow_core::store::{ChangeStream, MemoryStore, SessionStore, StoreError};
 use grantflow_extauthz::config::{Cli, Settings};
@@ -31,6 +31,12 @@ impl SessionStore for HangingStore {
         std::future::pending().await
     }
     async fn revoke(&self, _: &Revocation) -> Result<RevocationOutcome, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn blocked_users(&self, _: &str) -> Result<Vec<BlockedUser>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn unblock_user(&self, _: &str, _: &str, _: AuditRecord) -> Result<bool, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
     async fn policy(&self, _: &str) -> Result<Policy, StoreError> {

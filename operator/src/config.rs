@@ -106,6 +106,11 @@ pub struct Options {
     #[arg(long, env = "GRANTFLOW_RETENTION", value_parser = humantime::parse_duration, default_value = "24h")]
     pub retention: Duration,
 
+    /// How long a revoke-all keeps refusing the user's tokens that cannot prove a later
+    /// sign-in; as extauthz's.
+    #[arg(long, env = "GRANTFLOW_WATERMARK_RETENTION", value_parser = humantime::parse_duration, default_value = "90d")]
+    pub watermark_retention: Duration,
+
     /// Watch only this namespace [default: every namespace].
     #[arg(long, env = "GRANTFLOW_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -246,6 +251,7 @@ impl Settings {
             limits: Limits {
                 default_max_age: o.max_session_age,
                 retention: o.retention,
+                watermark_retention: o.watermark_retention,
             },
             watch_namespace: o.watch_namespace.filter(|n| !n.is_empty()),
             lease: LeaseSettings {

@@ -197,6 +197,7 @@ impl Error {
                 StoreError::Timeout => "store_timeout",
                 StoreError::Malformed(_) => "store_malformed",
                 StoreError::NotReplicated { .. } => "store_not_replicated",
+                StoreError::IdempotencyKeyReused => "store_idempotency_key_reused",
             },
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)

@@ -27,7 +27,13 @@ async fn main() -> ExitCode {
         }
     };
     let clock = Arc::new(SystemClock);
-    let store = settings.store.open(settings.limits, clock.clone());
+    let store = match settings.store.open(settings.limits, clock.clone()) {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(%error, "cannot open the session store");
+            return ExitCode::from(1);
+        }
+    };
     let running = match server::start(&settings, client, store, clock).await {
         Ok(running) => running,
         Err(error) => {

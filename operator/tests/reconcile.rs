@@ -12,7 +12,7 @@ use grantflow_core::clock::{Clock, ManualClock};
 use grantflow_core::decision::Limits;
 use grantflow_core::identity::{Identity, SessionAnchor, SessionKey};
 use grantflow_core::policy::{Policy, PolicySource};
-use grantflow_core::revocation::{Revocation as DomainRevocation, RevocationOutcome};
+use grantflow_core::revocation::{BlockedUser, Revocation as DomainRevocation, RevocationOutcome};
 use grantflow_core::session::{AccessRequest, SessionRecord, Verdict};
 use grantflow_core::store::{ChangeStream, MemoryStore, SessionStore, StoreError};
 use grantflow_crds::{
@@ -440,6 +440,12 @@ impl SessionStore for DownStore {
         Err(self.fail())
     }
     async fn revoke(&self, _: &DomainRevocation) -> Result<RevocationOutcome, StoreError> {
+        Err(self.fail())
+    }
+    async fn blocked_users(&self, _: &str) -> Result<Vec<BlockedUser>, StoreError> {
+        Err(self.fail())
+    }
+    async fn unblock_user(&self, _: &str, _: &str, _: AuditRecord) -> Result<bool, StoreError> {
         Err(self.fail())
     }
     async fn policy(&self, _: &str) -> Result<Policy, StoreError> {

@@ -91,11 +91,12 @@ impl Stack {
         let mut settings = Settings::from_options(options).expect("valid settings");
         settings.store = stack.store;
         let shared = match settings.store {
-            // One memory store stands for a shared store between in-process replicas.
-            StoreConfig::Memory => Some(
+            // One in-process store stands for a shared store between in-process replicas.
+            StoreConfig::Memory | StoreConfig::Embedded { .. } => Some(
                 settings
                     .store
-                    .open(settings.limits, Arc::new(clock.clone())),
+                    .open(settings.limits, Arc::new(clock.clone()))
+                    .expect("the store opens"),
             ),
             StoreConfig::Redis(_) => None,
         };
@@ -105,6 +106,7 @@ impl Stack {
                 settings
                     .store
                     .open(settings.limits, Arc::new(clock.clone()))
+                    .expect("the store opens")
             });
             let running = server::start(&settings, store.clone(), Arc::new(clock.clone()))
                 .await

@@ -1574,7 +1574,10 @@ async fn serve_the_rendered_config(
         .unwrap_or_else(|e| panic!("{file}: the rendered configuration is valid: {e}"));
     assert_eq!(settings.grpc_addr, grpc);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = settings.store.open(settings.limits, clock.clone());
+    let store = settings
+        .store
+        .open(settings.limits, clock.clone())
+        .expect("the store opens");
     let running = server::start(&settings, store, clock.clone())
         .await
         .expect("extauthz starts");

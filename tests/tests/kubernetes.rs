@@ -77,7 +77,8 @@ impl KubeStack {
     /// and waits until it leads.
     async fn start_operator(&mut self, identity: &str) {
         let store = StoreConfig::Redis(self.redis_settings.clone())
-            .open(Limits::default(), Arc::new(self.stack.clock.clone()));
+            .open(Limits::default(), Arc::new(self.stack.clock.clone()))
+            .expect("the store opens");
         let running = start_operator(
             self.api.client(OPERATOR.token).await,
             &self.webhook,
@@ -344,7 +345,9 @@ async fn only_one_operator_replica_leads_and_another_takes_over() {
     let webhooks = [WebhookCert::new(&files), WebhookCert::new(&files)];
     let api = ApiServer::start(&[OPERATOR], None).await;
     let clock = grantflow_core::clock::SystemClock;
-    let store: Arc<dyn SessionStore> = StoreConfig::Memory.open(Limits::default(), Arc::new(clock));
+    let store: Arc<dyn SessionStore> = StoreConfig::Memory
+        .open(Limits::default(), Arc::new(clock))
+        .expect("the store opens");
     let mut replicas = Vec::new();
     for (i, webhook) in webhooks.iter().enumerate() {
         replicas.push(Some(

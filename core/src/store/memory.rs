@@ -1,19 +1,31 @@
-//! The embedded memory store: the whole session state of every tenant in this process.
-//! For a single replica and for trying the product out; nothing survives a restart.
+//! The in-process session engine: the whole session state of every tenant, decided by
+//! [`TenantSessions`] under one lock.
+//!
+//! Alone it is the **memory store** (tests and throwaway trials; nothing survives a restart).
+//! With a [`Journal`] it is the **embedded store**, the default for one replica: every change
+//! that decides a verdict (a new session, a tombstone, a watermark or lock, a policy, an audit
+//! record, an idempotency record) is written to the data folder and fsynced before the call
+//! that made it returns; last-seen times are written behind by `maintain`. Writes are queued
+//! in the order the lock saw them and committed in groups by one writer thread, so the check
+//! path never writes to disk itself and a live session's check never waits for one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use super::{ChangeEvent, ChangeStream, SessionStore, StoreError};
+use super::embedded::{Journal, Op};
+use super::{ChangeEvent, ChangeStream, SessionStore, StoreError, StoreReset};
 use crate::audit::AuditRecord;
-use crate::clock::Clock;
+use crate::clock::{Clock, UnixMillis, millis};
 use crate::decision::{Limits, TenantSessions};
 use crate::policy::Policy;
-use crate::revocation::{Revocation, RevocationOutcome};
+use crate::revocation::{
+    BlockedUser, IDEMPOTENCY_TTL, Revocation, RevocationOutcome, RevocationTarget,
+};
 use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict};
 
 /// Audit records kept per tenant; the oldest are dropped past this.
@@ -21,30 +33,108 @@ pub const AUDIT_CAPACITY: usize = 10_000;
 /// Change events buffered for slow subscribers before they must resync.
 const CHANGE_BUFFER: usize = 4_096;
 
+/// One tenant's state.
 #[derive(Default)]
-struct Tenant {
-    sessions: TenantSessions,
-    audit: VecDeque<AuditRecord>,
-    /// Outcomes of revocations by idempotency key, with when they were applied.
-    applied: HashMap<String, (RevocationOutcome, i64)>,
+pub(super) struct Tenant {
+    pub(super) sessions: TenantSessions,
+    pub(super) audit: VecDeque<AuditRecord>,
+    /// Answers of idempotent revocations by key.
+    pub(super) applied: HashMap<String, Applied>,
 }
 
-/// Sessions, policies and audit trails in memory.
+/// The answer of an idempotent revocation, bound to what it asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Applied {
+    /// [`Revocation::fingerprint`] of the request.
+    pub(super) fingerprint: String,
+    pub(super) outcome: RevocationOutcome,
+    pub(super) at: UnixMillis,
+}
+
+/// Sessions, policies and audit trails in this process, optionally journaled to disk.
 pub struct MemoryStore {
     limits: Limits,
     clock: Arc<dyn Clock>,
     tenants: Mutex<HashMap<String, Tenant>>,
     changes: broadcast::Sender<ChangeEvent>,
+    /// L: tokens issued before it are refused (the store began then; what came before is not
+    /// known to it).
+    lost_at: Option<UnixMillis>,
+    generation: Option<String>,
+    journal: Option<Journal>,
+    /// When last-seen times were last written behind.
+    flushed_at: Mutex<UnixMillis>,
 }
 
 impl MemoryStore {
+    /// A memory store that knows nothing of any earlier state and does not say so: for tests.
     pub fn new(limits: Limits, clock: Arc<dyn Clock>) -> Self {
+        Self::build(limits, clock, HashMap::new(), None, None, None)
+    }
+
+    /// A memory store for a running service (`--store memory`): it begins now, so tokens
+    /// issued before it started are refused — whatever an earlier process revoked is not
+    /// known to this one.
+    pub fn starting_now(limits: Limits, clock: Arc<dyn Clock>) -> Self {
+        let now = clock.now_ms();
+        let generation = uuid::Uuid::now_v7().to_string();
+        Self::build(
+            limits,
+            clock,
+            HashMap::new(),
+            Some(now),
+            Some(generation),
+            None,
+        )
+    }
+
+    /// The embedded store in `dir` (created when missing): the state of the last run, read
+    /// back, and a journal for every change from now on. A new data folder is a new
+    /// generation that begins now (a fresh folder cannot be told from a wiped one), so tokens
+    /// issued before it are refused.
+    pub fn open_durable(
+        dir: &std::path::Path,
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let opened = Journal::open(dir, clock.now_ms(), AUDIT_CAPACITY)?;
+        if opened.created {
+            tracing::warn!(
+                data_dir = %dir.display(),
+                lost_at = %crate::clock::rfc3339(opened.lost_at),
+                "a new data folder: tokens issued before now are refused (sign in again)"
+            );
+        }
+        Ok(Self::build(
+            limits,
+            clock,
+            opened.tenants,
+            Some(opened.lost_at),
+            Some(opened.generation),
+            Some(opened.journal),
+        ))
+    }
+
+    fn build(
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+        tenants: HashMap<String, Tenant>,
+        lost_at: Option<UnixMillis>,
+        generation: Option<String>,
+        journal: Option<Journal>,
+    ) -> Self {
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+        let flushed_at = Mutex::new(clock.now_ms());
         Self {
             limits,
             clock,
-            tenants: Mutex::new(HashMap::new()),
+            tenants: Mutex::new(tenants),
             changes,
+            lost_at,
+            generation,
+            journal,
+            flushed_at,
         }
     }
 
@@ -62,77 +152,220 @@ impl MemoryStore {
         });
     }
 
-    fn push_audit(tenant: &mut Tenant, record: AuditRecord) {
-        if tenant.audit.len() >= AUDIT_CAPACITY {
-            tenant.audit.pop_front();
+    /// Queues a change for the disk (called under the state lock, so the journal sees changes
+    /// in the order the state did).
+    fn record(&self, op: impl FnOnce() -> Op) {
+        if let Some(journal) = &self.journal {
+            journal.record(op());
         }
+    }
+
+    /// Writes the key's live session and tombstone as they are now.
+    fn record_key(&self, tenant_id: &str, tenant: &Tenant, key: &str) {
+        self.record(|| Op::Session {
+            tenant: tenant_id.to_owned(),
+            key: key.to_owned(),
+            record: tenant.sessions.live.get(key).cloned(),
+        });
+        self.record(|| Op::Tombstone {
+            tenant: tenant_id.to_owned(),
+            key: key.to_owned(),
+            tombstone: tenant.sessions.ended.get(key).cloned(),
+        });
+    }
+
+    fn record_marks(&self, tenant_id: &str, tenant: &Tenant, user: &str) {
+        self.record(|| Op::Marks {
+            tenant: tenant_id.to_owned(),
+            user: user.to_owned(),
+            marks: tenant.sessions.users.get(user).copied(),
+        });
+    }
+
+    fn push_audit(&self, tenant_id: &str, tenant: &mut Tenant, record: AuditRecord) {
+        if tenant.audit.len() >= AUDIT_CAPACITY
+            && let Some(dropped) = tenant.audit.pop_front()
+        {
+            self.record(|| Op::AuditDrop {
+                tenant: tenant_id.to_owned(),
+                id: dropped.id,
+            });
+        }
+        self.record(|| Op::Audit {
+            tenant: tenant_id.to_owned(),
+            record: record.clone(),
+        });
         tenant.audit.push_back(record);
+    }
+
+    /// The sequence number of the last change queued so far (0 without a journal).
+    fn queued(&self) -> u64 {
+        self.journal.as_ref().map_or(0, Journal::queued)
+    }
+
+    /// Returns once every change queued up to `seq` is on disk; an error when the disk
+    /// refused a write (from then on the store refuses everything: it cannot vouch for it).
+    async fn durable(&self, seq: u64) -> Result<(), StoreError> {
+        match &self.journal {
+            Some(journal) => journal.durable(seq).await,
+            None => Ok(()),
+        }
     }
 }
 
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn check(&self, request: &AccessRequest) -> Result<Verdict, StoreError> {
+        if let Some(journal) = &self.journal {
+            journal.healthy()?;
+        }
         let now = self.clock.now_ms();
         let tenant_id = &request.identity.tenant;
         let key = &request.identity.session.id;
-        let mut tenants = self.tenants.lock();
-        let tenant = tenants.entry(tenant_id.clone()).or_default();
-        let was_live = tenant.sessions.live.get(key).cloned();
-        let verdict = tenant
-            .sessions
-            .decide(tenant_id, request, &self.limits, now);
-        match verdict {
-            Verdict::Allow { created: true, .. } => {
-                // A fresh sign-in under the key of a session that had just expired.
-                if let Some(expired) = was_live {
-                    self.ended(tenant_id, expired, EndReason::Expired);
+        let (verdict, wait_for) = {
+            let mut tenants = self.tenants.lock();
+            let tenant = tenants.entry(tenant_id.clone()).or_default();
+            let was_live = tenant.sessions.live.get(key).cloned();
+            let had_tombstone = tenant.sessions.ended.contains_key(key);
+            let verdict =
+                tenant
+                    .sessions
+                    .decide(tenant_id, request, &self.limits, self.lost_at, now);
+            match verdict {
+                Verdict::Allow { created: true, .. } => {
+                    self.record_key(tenant_id, tenant, key);
+                    // A fresh sign-in under the key of a session that had just expired.
+                    if let Some(expired) = was_live {
+                        self.ended(tenant_id, expired, EndReason::Expired);
+                    }
+                    if let Some(session) = tenant.sessions.live.get(key).cloned() {
+                        self.publish(ChangeEvent::SessionCreated {
+                            tenant: tenant_id.clone(),
+                            session,
+                        });
+                    }
                 }
-                if let Some(session) = tenant.sessions.live.get(key).cloned() {
-                    self.publish(ChangeEvent::SessionCreated {
-                        tenant: tenant_id.clone(),
-                        session,
-                    });
+                Verdict::Deny(reason) => {
+                    // Only a change is written: a refused client that keeps trying costs no
+                    // disk write.
+                    let changed = was_live.is_some()
+                        || had_tombstone != tenant.sessions.ended.contains_key(key);
+                    if changed {
+                        self.record_key(tenant_id, tenant, key);
+                    }
+                    if let Some(session) = was_live {
+                        self.ended(tenant_id, session, reason);
+                    }
                 }
+                Verdict::Allow { .. } => {}
             }
-            Verdict::Deny(reason) => {
-                if let Some(session) = was_live {
-                    self.ended(tenant_id, session, reason);
-                }
-            }
-            Verdict::Allow { .. } => {}
-        }
+            // Whatever this verdict rests on must be on disk before it is given, including a
+            // change another request queued a moment ago (e.g. this session's creation).
+            (verdict, self.queued())
+        };
+        self.durable(wait_for).await?;
         Ok(verdict)
     }
 
     async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError> {
         let now = self.clock.now_ms();
-        let mut tenants = self.tenants.lock();
-        let tenant = tenants.entry(revocation.tenant.clone()).or_default();
-        if let Some(key) = &revocation.idempotency_key
-            && let Some((outcome, _)) = tenant.applied.get(key)
-        {
-            return Ok(outcome.clone());
-        }
-        let ended = tenant.sessions.revoke(&revocation.target, now);
-        let record = revocation.audit_record(
-            now,
-            ended.len() as u32,
-            ended.first().map(|s| s.user.clone()),
-        );
-        let outcome = RevocationOutcome {
-            sessions_revoked: ended.len() as u32,
-            audit_id: record.id.clone(),
+        let fingerprint = revocation.fingerprint();
+        let (outcome, ended, wait_for) = 'apply: {
+            let mut tenants = self.tenants.lock();
+            let tenant_id = &revocation.tenant;
+            let tenant = tenants.entry(tenant_id.clone()).or_default();
+            let ttl = millis(IDEMPOTENCY_TTL);
+            if let Some(key) = &revocation.idempotency_key
+                && let Some(applied) = tenant.applied.get(key)
+                && now - applied.at < ttl
+            {
+                if applied.fingerprint != fingerprint {
+                    return Err(StoreError::IdempotencyKeyReused);
+                }
+                let outcome = RevocationOutcome {
+                    replayed: true,
+                    ..applied.outcome.clone()
+                };
+                // The first answer may still be on its way to the disk.
+                break 'apply (outcome, Vec::new(), self.queued());
+            }
+            let ended = tenant.sessions.revoke(&revocation.target, now);
+            match &revocation.target {
+                RevocationTarget::Session(key) => self.record_key(tenant_id, tenant, key),
+                RevocationTarget::User { user, .. } => {
+                    for session in &ended {
+                        self.record_key(tenant_id, tenant, &session.id);
+                    }
+                    self.record_marks(tenant_id, tenant, user);
+                }
+            }
+            let record = revocation.audit_record(
+                now,
+                ended.len() as u32,
+                ended.first().map(|s| s.user.clone()),
+            );
+            let outcome = RevocationOutcome {
+                sessions_revoked: ended.len() as u32,
+                audit_id: record.id.clone(),
+                replayed: false,
+            };
+            record.log();
+            self.push_audit(tenant_id, tenant, record);
+            if let Some(key) = &revocation.idempotency_key {
+                let applied = Applied {
+                    fingerprint,
+                    outcome: outcome.clone(),
+                    at: now,
+                };
+                self.record(|| Op::Applied {
+                    tenant: tenant_id.clone(),
+                    key: key.clone(),
+                    applied: Some(applied.clone()),
+                });
+                tenant.applied.insert(key.clone(), applied);
+            }
+            (outcome, ended, self.queued())
         };
-        record.log();
-        Self::push_audit(tenant, record);
-        if let Some(key) = &revocation.idempotency_key {
-            tenant.applied.insert(key.clone(), (outcome.clone(), now));
-        }
+        // Refused from now on in this process; acknowledged once it is on disk.
         for session in ended {
             self.ended(&revocation.tenant, session, EndReason::Revoked);
         }
+        self.durable(wait_for).await?;
         Ok(outcome)
+    }
+
+    async fn blocked_users(&self, tenant: &str) -> Result<Vec<BlockedUser>, StoreError> {
+        let now = self.clock.now_ms();
+        let tenants = self.tenants.lock();
+        Ok(tenants
+            .get(tenant)
+            .map(|t| t.sessions.blocked_users(&self.limits, now))
+            .unwrap_or_default())
+    }
+
+    async fn unblock_user(
+        &self,
+        tenant_id: &str,
+        user: &str,
+        audit: AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        let wait_for = {
+            let mut tenants = self.tenants.lock();
+            let Some(tenant) = tenants.get_mut(tenant_id) else {
+                return Ok(false);
+            };
+            if !tenant.sessions.unblock(user, &self.limits, now) {
+                self.record_marks(tenant_id, tenant, user);
+                return Ok(false);
+            }
+            self.record_marks(tenant_id, tenant, user);
+            audit.log();
+            self.push_audit(tenant_id, tenant, audit);
+            self.queued()
+        };
+        self.durable(wait_for).await?;
+        Ok(true)
     }
 
     async fn policy(&self, tenant: &str) -> Result<Policy, StoreError> {
@@ -145,34 +378,49 @@ impl SessionStore for MemoryStore {
 
     async fn set_policy(
         &self,
-        tenant: &str,
+        tenant_id: &str,
         policy: Policy,
         audit: Option<AuditRecord>,
     ) -> Result<(), StoreError> {
-        let mut tenants = self.tenants.lock();
-        let entry = tenants.entry(tenant.to_owned()).or_default();
-        entry.sessions.policy = Some(policy.clone());
-        if let Some(record) = audit {
-            record.log();
-            Self::push_audit(entry, record);
-        }
+        let wait_for = {
+            let mut tenants = self.tenants.lock();
+            let tenant = tenants.entry(tenant_id.to_owned()).or_default();
+            tenant.sessions.policy = Some(policy.clone());
+            self.record(|| Op::Policy {
+                tenant: tenant_id.to_owned(),
+                policy: Some(policy.clone()),
+            });
+            if let Some(record) = audit {
+                record.log();
+                self.push_audit(tenant_id, tenant, record);
+            }
+            self.queued()
+        };
         self.publish(ChangeEvent::PolicyChanged {
-            tenant: tenant.to_owned(),
+            tenant: tenant_id.to_owned(),
             policy,
         });
-        Ok(())
+        self.durable(wait_for).await
     }
 
-    async fn clear_policy(&self, tenant: &str) -> Result<(), StoreError> {
-        if let Some(entry) = self.tenants.lock().get_mut(tenant) {
-            entry.sessions.policy = None;
-        }
+    async fn clear_policy(&self, tenant_id: &str) -> Result<(), StoreError> {
+        let wait_for = {
+            let mut tenants = self.tenants.lock();
+            if let Some(tenant) = tenants.get_mut(tenant_id) {
+                tenant.sessions.policy = None;
+            }
+            self.record(|| Op::Policy {
+                tenant: tenant_id.to_owned(),
+                policy: None,
+            });
+            self.queued()
+        };
         let policy = Policy::default_with(self.limits.default_max_age);
         self.publish(ChangeEvent::PolicyChanged {
-            tenant: tenant.to_owned(),
+            tenant: tenant_id.to_owned(),
             policy,
         });
-        Ok(())
+        self.durable(wait_for).await
     }
 
     async fn sessions(&self, tenant: &str) -> Result<Vec<SessionRecord>, StoreError> {
@@ -182,7 +430,7 @@ impl SessionStore for MemoryStore {
             return Ok(Vec::new());
         };
         // Sessions past the max age that housekeeping has not expired yet are not live.
-        let max_age = crate::clock::millis(entry.sessions.policy(&self.limits).max_session_age);
+        let max_age = millis(entry.sessions.policy(&self.limits).max_session_age);
         let mut live: Vec<SessionRecord> = entry
             .sessions
             .live
@@ -211,20 +459,79 @@ impl SessionStore for MemoryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
+        match &self.journal {
+            Some(journal) => journal.healthy(),
+            None => Ok(()),
+        }
     }
 
     async fn maintain(&self) -> Result<(), StoreError> {
-        let now = self.clock.now_ms();
-        let mut tenants = self.tenants.lock();
-        let retention = crate::clock::millis(self.limits.retention);
-        for (id, tenant) in tenants.iter_mut() {
-            for session in tenant.sessions.sweep(&self.limits, now) {
-                self.ended(id, session, EndReason::Expired);
-            }
-            tenant.applied.retain(|_, (_, at)| now - *at < retention);
+        if let Some(journal) = &self.journal {
+            journal.check_folder()?;
         }
-        tenants.retain(|_, t| !t.sessions.is_empty() || !t.audit.is_empty());
-        Ok(())
+        let now = self.clock.now_ms();
+        let idempotency_ttl = millis(IDEMPOTENCY_TTL);
+        let wait_for = {
+            let mut tenants = self.tenants.lock();
+            let mut flushed_at = self.flushed_at.lock();
+            for (id, tenant) in tenants.iter_mut() {
+                // Last-seen times, written behind (they decide no verdict).
+                if self.journal.is_some() {
+                    for session in tenant.sessions.live.values() {
+                        if session.last_seen > *flushed_at {
+                            self.record(|| Op::Touch {
+                                tenant: id.clone(),
+                                key: session.id.clone(),
+                                last_seen: session.last_seen,
+                            });
+                        }
+                    }
+                }
+                let tombstones: Vec<String> = tenant.sessions.ended.keys().cloned().collect();
+                let users: Vec<String> = tenant.sessions.users.keys().cloned().collect();
+                for session in tenant.sessions.sweep(&self.limits, now) {
+                    self.record_key(id, tenant, &session.id);
+                    self.ended(id, session, EndReason::Expired);
+                }
+                for key in tombstones {
+                    if !tenant.sessions.ended.contains_key(&key) {
+                        self.record_key(id, tenant, &key);
+                    }
+                }
+                for user in users {
+                    if !tenant.sessions.users.contains_key(&user) {
+                        self.record_marks(id, tenant, &user);
+                    }
+                }
+                tenant.applied.retain(|key, applied| {
+                    let keep = now - applied.at < idempotency_ttl;
+                    if !keep {
+                        self.record(|| Op::Applied {
+                            tenant: id.clone(),
+                            key: key.clone(),
+                            applied: None,
+                        });
+                    }
+                    keep
+                });
+            }
+            tenants.retain(|_, t| {
+                !t.sessions.is_empty() || !t.audit.is_empty() || !t.applied.is_empty()
+            });
+            *flushed_at = now;
+            self.queued()
+        };
+        self.durable(wait_for).await
+    }
+
+    fn resets(&self) -> Vec<StoreReset> {
+        match (&self.lost_at, &self.generation) {
+            (Some(lost_at), Some(generation)) => vec![StoreReset {
+                tenant: None,
+                lost_at: *lost_at,
+                generation: generation.clone(),
+            }],
+            _ => Vec::new(),
+        }
     }
 }

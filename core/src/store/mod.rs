@@ -1,36 +1,52 @@
-//! The session store: one trait, answered by the embedded memory store (the default) and,
-//! for many replicas, by Redis. Every call either completes or fails; a failure always
-//! refuses access.
+//! The session store: one trait, answered by the embedded store (the default for one
+//! replica: the in-process engine with a durable journal in a data folder), the memory store
+//! (the same engine without a disk: tests and throwaway trials) and, for many replicas, by
+//! Redis. Every call either completes or fails; a failure always refuses access.
 
+mod embedded;
 mod memory;
 mod redis;
 
+pub use embedded::DATABASE_FILE;
 pub use memory::MemoryStore;
 pub use redis::{RedisSettings, RedisStore};
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, UnixMillis};
 use crate::decision::Limits;
 
 /// Which store to open.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
-    /// In this process: one replica, nothing survives a restart.
+    /// In this process, written to a data folder (one replica; survives restarts).
+    Embedded { data_dir: PathBuf },
+    /// In this process only: nothing survives a restart, so a restarted process refuses every
+    /// token issued before it started. For tests and throwaway trials.
     Memory,
     /// Redis (standalone or Cluster): shared by every replica and the operator.
     Redis(RedisSettings),
 }
 
 impl StoreConfig {
-    /// Opens the store. Redis connects on first use, so this never waits for the network.
-    pub fn open(&self, limits: Limits, clock: Arc<dyn Clock>) -> Arc<dyn SessionStore> {
-        match self {
-            StoreConfig::Memory => Arc::new(MemoryStore::new(limits, clock)),
+    /// Opens the store. The embedded store reads its data folder back (an error when it
+    /// cannot: another process holds it, a damaged record, no permission); Redis connects on
+    /// first use, so this never waits for the network.
+    pub fn open(
+        &self,
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<dyn SessionStore>, StoreError> {
+        Ok(match self {
+            StoreConfig::Embedded { data_dir } => {
+                Arc::new(MemoryStore::open_durable(data_dir, limits, clock)?)
+            }
+            StoreConfig::Memory => Arc::new(MemoryStore::starting_now(limits, clock)),
             StoreConfig::Redis(settings) => {
                 Arc::new(RedisStore::new(settings.clone(), limits, clock))
             }
-        }
+        })
     }
 }
 
@@ -41,7 +57,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditRecord;
 use crate::policy::Policy;
-use crate::revocation::{Revocation, RevocationOutcome};
+use crate::revocation::{BlockedUser, Revocation, RevocationOutcome};
 use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict};
 
 /// A change to a tenant's sessions or policy, for live dashboards.
@@ -126,6 +142,10 @@ pub enum StoreError {
          replicas acknowledged it in time: it could be lost in a failover"
     )]
     NotReplicated { acknowledged: u32, wanted: u32 },
+    /// The idempotency key was used before for a different request (another action, target,
+    /// lock or reason): nothing was changed.
+    #[error("the idempotency key was already used for a different request")]
+    IdempotencyKeyReused,
 }
 
 impl StoreError {
@@ -136,8 +156,24 @@ impl StoreError {
             Self::Timeout => "timeout",
             Self::Malformed(_) => "malformed",
             Self::NotReplicated { .. } => "not_replicated",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
+}
+
+/// A loss of data the store found: its generation marker was gone or had changed (Redis
+/// wiped, failed over to an empty replica, restarted without persistence), or the store is
+/// new (a fresh data folder cannot be told from a wiped one). Tokens issued before `lost_at`
+/// are refused (Session expired: sign in again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreReset {
+    /// The tenant whose data was lost; `None`: the whole store.
+    pub tenant: Option<String>,
+    /// L: tokens issued (`iat`) before this instant are refused.
+    pub lost_at: UnixMillis,
+    /// The new generation marker.
+    pub generation: String,
 }
 
 /// Where sessions, policies, revocations and the audit trail live.
@@ -147,8 +183,23 @@ pub trait SessionStore: Send + Sync + 'static {
     /// create-or-touch, verdict.
     async fn check(&self, request: &AccessRequest) -> Result<Verdict, StoreError>;
 
-    /// Ends sessions and appends one audit record; returns once the store holds both.
+    /// Ends sessions and appends one audit record; returns once the store holds both
+    /// (durably). With an idempotency key seen before: the first answer, `replayed`, when the
+    /// request is the same ([`Revocation::fingerprint`]), else
+    /// [`StoreError::IdempotencyKeyReused`]; nothing changes either way.
     async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError>;
+
+    /// The users of the tenant that a revoke-all watermark or a lock still keeps out.
+    async fn blocked_users(&self, tenant: &str) -> Result<Vec<BlockedUser>, StoreError>;
+
+    /// Lifts a user's watermark and lock and appends `audit`; `false` (and no audit record)
+    /// when the user was not blocked.
+    async fn unblock_user(
+        &self,
+        tenant: &str,
+        user: &str,
+        audit: AuditRecord,
+    ) -> Result<bool, StoreError>;
 
     /// The tenant's policy (the default when it has none).
     async fn policy(&self, tenant: &str) -> Result<Policy, StoreError>;
@@ -177,8 +228,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Periodic housekeeping (expiring old sessions, forgetting past the retention).
+    /// Periodic housekeeping (expiring old sessions, forgetting past the retention, writing
+    /// last-seen times behind).
     async fn maintain(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// The losses of data this store (as seen by this process) knows of; tokens issued
+    /// before each are refused.
+    fn resets(&self) -> Vec<StoreReset> {
+        Vec::new()
     }
 }

@@ -8,11 +8,13 @@
 //! | `gf:{T}:policy`             | hash   | `max_age_ms`, `source` (JSON)                 |
 //! | `gf:{T}:s:<session>`        | hash   | a live session; TTL start + max age + retention |
 //! | `gf:{T}:end:<session>`      | hash   | tombstone `reason`, `at`, `user`; TTL retention |
-//! | `gf:{T}:u:<user>`           | hash   | `nb` watermark, `lock` until; TTL retention (+ lock) |
+//! | `gf:{T}:gen`                | hash   | generation marker: `id` (the instant the tenant's state began), `lost` (L) |
+//! | `gf:{T}:u:<user>`           | hash   | `nb` watermark, `lock` until; TTL watermark retention (or lock) |
+//! | `gf:{T}:blocked`            | zset   | users kept out by marks, by when that ends    |
 //! | `gf:{T}:us:<user>`          | set    | the user's live session keys                  |
 //! | `gf:{T}:live`               | zset   | live session keys by start                    |
 //! | `gf:{T}:audit`              | stream | audit records (`record` = JSON), capped       |
-//! | `gf:{T}:idem:<key>`         | hash   | outcome of an idempotent revocation; TTL retention |
+//! | `gf:{T}:idem:<key>`         | hash   | outcome and fingerprint of an idempotent revocation; TTL 24 h |
 //! | `gf:tenants`                | set    | tenants with sessions (for housekeeping)      |
 //!
 //! Changes are published on `gf:{T}:changes` (`SPUBLISH` on a cluster, `PUBLISH` otherwise).
@@ -37,13 +39,15 @@ use redis::{
 use serde::Deserialize;
 use tokio::sync::{Mutex as AsyncMutex, broadcast, mpsc};
 
-use super::{ChangeEvent, ChangeStream, SessionStore, StoreError};
+use super::{ChangeEvent, ChangeStream, SessionStore, StoreError, StoreReset};
 use crate::audit::AuditRecord;
 use crate::clock::{Clock, millis};
 use crate::decision::{Limits, TOUCH_INTERVAL_MS};
 use crate::identity::SessionAnchor;
 use crate::policy::{Policy, PolicySource};
-use crate::revocation::{Revocation, RevocationOutcome, RevocationTarget};
+use crate::revocation::{
+    BlockedUser, IDEMPOTENCY_TTL, Revocation, RevocationOutcome, RevocationTarget,
+};
 use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict, client_label};
 
 /// Audit records kept per tenant (approximate cap of the stream).
@@ -51,7 +55,7 @@ pub const AUDIT_CAPACITY: usize = 10_000;
 const TENANTS_KEY: &str = "gf:tenants";
 
 /// Where Redis is and how long calls may take.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
     /// `redis://[user:password@]host:port[/db]` (or `rediss://`); several for a cluster.
     pub urls: Vec<String>,
@@ -103,6 +107,7 @@ impl RedisSettings {
 struct Scripts {
     check: Script,
     revoke: Script,
+    unblock: Script,
     policy: Script,
     sweep: Script,
 }
@@ -112,6 +117,7 @@ impl Scripts {
         Self {
             check: Script::new(include_str!("lua/check.lua")),
             revoke: Script::new(include_str!("lua/revoke.lua")),
+            unblock: Script::new(include_str!("lua/unblock.lua")),
             policy: Script::new(include_str!("lua/policy.lua")),
             sweep: Script::new(include_str!("lua/sweep.lua")),
         }
@@ -190,6 +196,10 @@ pub struct RedisStore {
     publish: &'static str,
     /// Tenants this process has added to `gf:tenants`.
     registered: parking_lot::Mutex<HashSet<String>>,
+    /// Each tenant's generation marker as this process last saw it (see `check.lua`).
+    generations: parking_lot::Mutex<HashMap<String, String>>,
+    /// The losses of data this process found.
+    resets: parking_lot::Mutex<Vec<StoreReset>>,
 }
 
 struct Subscriber {
@@ -235,6 +245,75 @@ impl RedisStore {
             changes,
             publish,
             registered: parking_lot::Mutex::new(HashSet::new()),
+            generations: parking_lot::Mutex::new(HashMap::new()),
+            resets: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records that `tenant`'s data was lost (its generation marker vanished or changed):
+    /// tokens issued before `lost_at` are refused from now on, by every replica (the loss time
+    /// is in Redis). Audited as `store.reset` and logged.
+    async fn found_reset(&self, tenant: &str, generation: &str) {
+        let lost_at: i64 = generation.parse().unwrap_or_else(|_| self.clock.now_ms());
+        tracing::error!(
+            %tenant,
+            lost_at = %crate::clock::rfc3339(lost_at),
+            "the session store lost this tenant's data (generation marker gone or changed): tokens issued before the loss are refused"
+        );
+        self.registered.lock().remove(tenant);
+        self.resets.lock().push(StoreReset {
+            tenant: Some(tenant.to_owned()),
+            lost_at,
+            generation: generation.to_owned(),
+        });
+        let record = AuditRecord {
+            id: crate::audit::new_audit_id(),
+            time: crate::clock::rfc3339(self.clock.now_ms()),
+            tenant: tenant.to_owned(),
+            actor: crate::audit::Actor {
+                kind: crate::audit::ActorKind::System,
+                id: "grantflow-extauthz".into(),
+                name: None,
+            },
+            action: crate::audit::Action::StoreReset,
+            target: crate::audit::Target::default(),
+            reason: Some(
+                "the session store lost this tenant's data; tokens issued before the loss are refused"
+                    .into(),
+            ),
+            source: crate::audit::Source::System,
+            sessions_revoked: None,
+            detail: Some(format!(
+                "tokens issued before {} must be replaced (sign in again)",
+                crate::clock::rfc3339(lost_at)
+            )),
+        };
+        record.log();
+        let Ok(json) = serde_json::to_string(&record) else {
+            return;
+        };
+        let key = format!("{}audit", prefix(tenant));
+        let appended = self
+            .within(self.settings.write_timeout, async {
+                let mut connection = self.connection().await?;
+                let _: String = redis::cmd("XADD")
+                    .arg(&key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(AUDIT_CAPACITY)
+                    .arg("*")
+                    .arg("id")
+                    .arg(&record.id)
+                    .arg("record")
+                    .arg(&json)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            })
+            .await;
+        if let Err(error) = appended {
+            tracing::warn!(%error, "the store.reset audit record could not be appended (the loss is enforced all the same)");
         }
     }
 
@@ -426,6 +505,7 @@ impl RedisStore {
                 .arg(self.publish)
                 .arg(AUDIT_CAPACITY)
                 .arg(millis(self.limits.default_max_age))
+                .arg(self.clock.now_ms())
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
@@ -596,10 +676,15 @@ impl SessionStore for RedisStore {
     async fn check(&self, request: &AccessRequest) -> Result<Verdict, StoreError> {
         let identity = &request.identity;
         let p = prefix(&identity.tenant);
-        let millis_of = |secs: Option<i64>| secs.map(|s| s.saturating_mul(1000).to_string());
+        let known = self
+            .generations
+            .lock()
+            .get(&identity.tenant)
+            .cloned()
+            .unwrap_or_default();
         let call = async {
             let mut connection = self.connection().await?;
-            let reply: (i64, i64) = self
+            let reply: (i64, i64, String, u8) = self
                 .scripts
                 .check
                 .key(format!("{p}policy"))
@@ -607,8 +692,20 @@ impl SessionStore for RedisStore {
                 .arg(self.clock.now_ms())
                 .arg(millis(self.limits.default_max_age))
                 .arg(millis(self.limits.retention))
-                .arg(millis_of(identity.auth_instant()).unwrap_or_default())
-                .arg(millis_of(identity.auth_time).unwrap_or_default())
+                .arg(millis(self.limits.watermark_retention))
+                .arg(
+                    identity
+                        .auth_time
+                        .map(|s| s.saturating_mul(1000).to_string())
+                        .unwrap_or_default(),
+                )
+                .arg(
+                    identity
+                        .issued_at
+                        .or(identity.auth_time)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                )
                 .arg(&identity.session.id)
                 .arg(&identity.user)
                 .arg(identity.display_name.as_deref().unwrap_or(""))
@@ -622,12 +719,22 @@ impl SessionStore for RedisStore {
                 .arg(request.user_agent.as_deref().unwrap_or(""))
                 .arg(self.publish)
                 .arg(TOUCH_INTERVAL_MS)
+                .arg(&known)
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
             Ok(reply)
         };
-        let (code, started_at) = self.within(self.settings.timeout, call).await?;
+        let (code, started_at, generation, reset) =
+            self.within(self.settings.timeout, call).await?;
+        if !generation.is_empty() {
+            self.generations
+                .lock()
+                .insert(identity.tenant.clone(), generation.clone());
+            if reset == 1 {
+                self.found_reset(&identity.tenant, &generation).await;
+            }
+        }
         match code {
             1 => Ok(Verdict::Allow {
                 created: false,
@@ -642,6 +749,7 @@ impl SessionStore for RedisStore {
             }
             3 => Ok(Verdict::Deny(EndReason::Expired)),
             4 => Ok(Verdict::Deny(EndReason::Revoked)),
+            5 => Ok(Verdict::Deny(EndReason::Reauthenticate)),
             _ => Err(malformed("check verdict")),
         }
     }
@@ -654,6 +762,7 @@ impl SessionStore for RedisStore {
         };
         // `revoke.lua` fills in the count and, for one session, its user.
         let mut record = revocation.audit_record(now, 0, None);
+        let fingerprint = revocation.fingerprint();
         let json = serde_json::to_string(&record).map_err(|_| malformed("audit record"))?;
         let p = prefix(&revocation.tenant);
         let call = async {
@@ -672,10 +781,16 @@ impl SessionStore for RedisStore {
                 .arg(revocation.idempotency_key.as_deref().unwrap_or(""))
                 .arg(self.publish)
                 .arg(AUDIT_CAPACITY)
+                .arg(&fingerprint)
+                .arg(millis(IDEMPOTENCY_TTL))
+                .arg(millis(self.limits.watermark_retention))
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
             let (sessions_revoked, _, replayed) = &reply;
+            if *replayed == 2 {
+                return Err(StoreError::IdempotencyKeyReused);
+            }
             if *replayed == 0 {
                 // In effect now: logged even if the replicas do not confirm it below.
                 record.sessions_revoked = Some(*sessions_revoked);
@@ -684,12 +799,90 @@ impl SessionStore for RedisStore {
             self.replicated(&mut connection, &p).await?;
             Ok(reply)
         };
-        let (sessions_revoked, audit_id, _) =
+        let (sessions_revoked, audit_id, replayed) =
             self.within(self.settings.write_timeout, call).await?;
         Ok(RevocationOutcome {
             sessions_revoked,
             audit_id,
+            replayed: replayed == 1,
         })
+    }
+
+    async fn blocked_users(&self, tenant: &str) -> Result<Vec<BlockedUser>, StoreError> {
+        let p = prefix(tenant);
+        let now = self.clock.now_ms();
+        let call = async {
+            let mut connection = self.connection().await?;
+            let users: Vec<(String, i64)> = connection
+                .zrangebyscore_withscores(format!("{p}blocked"), now + 1, "+inf")
+                .await
+                .map_err(unavailable)?;
+            if users.is_empty() {
+                return Ok((users, Vec::new()));
+            }
+            let mut pipe = redis::pipe();
+            for (user, _) in &users {
+                pipe.cmd("HMGET")
+                    .arg(format!("{p}u:{user}"))
+                    .arg("nb")
+                    .arg("lock");
+            }
+            let marks: Vec<(Option<i64>, Option<i64>)> = pipe
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok((users, marks))
+        };
+        let (users, marks) = self.within(self.settings.write_timeout, call).await?;
+        let watermark = millis(self.limits.watermark_retention);
+        let mut blocked: Vec<BlockedUser> = users
+            .into_iter()
+            .zip(marks)
+            .filter_map(|((user, holds_until), (not_before, lock_until))| {
+                let lock_until = lock_until.filter(|until| *until > now);
+                let not_before = not_before.filter(|at| now - at < watermark);
+                (not_before.is_some() || lock_until.is_some()).then_some(BlockedUser {
+                    user,
+                    not_before,
+                    lock_until,
+                    holds_until,
+                })
+            })
+            .collect();
+        blocked.sort_by(|a, b| a.user.cmp(&b.user));
+        Ok(blocked)
+    }
+
+    async fn unblock_user(
+        &self,
+        tenant: &str,
+        user: &str,
+        audit: AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let p = prefix(tenant);
+        let json = serde_json::to_string(&audit).map_err(|_| malformed("audit record"))?;
+        let call = async {
+            let mut connection = self.connection().await?;
+            let lifted: i64 = self
+                .scripts
+                .unblock
+                .key(format!("{p}audit"))
+                .arg(&p)
+                .arg(self.clock.now_ms())
+                .arg(user)
+                .arg(&json)
+                .arg(AUDIT_CAPACITY)
+                .arg(millis(self.limits.watermark_retention))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            if lifted == 1 {
+                audit.log();
+            }
+            self.replicated(&mut connection, &p).await?;
+            Ok(lifted == 1)
+        };
+        self.within(self.settings.write_timeout, call).await
     }
 
     async fn policy(&self, tenant: &str) -> Result<Policy, StoreError> {
@@ -809,5 +1002,9 @@ impl SessionStore for RedisStore {
             }
         }
         Ok(())
+    }
+
+    fn resets(&self) -> Vec<StoreReset> {
+        self.resets.lock().clone()
     }
 }

@@ -105,6 +105,12 @@ impl FromRequestParts<AdminState> for Caller {
                     "Your session was ended by an administrator. Sign in again.",
                 ));
             }
+            Verdict::Deny(EndReason::Reauthenticate) => {
+                return Err(Problem::unauthorized(
+                    "All of your sessions were ended by an administrator. Sign out and sign in \
+                     again with your password or security key; a refreshed token is not enough.",
+                ));
+            }
         }
         let source = match header_value(header::HeaderName::from_static(CLIENT_HEADER)) {
             Some(client) if client.eq_ignore_ascii_case("dashboard") => Source::Dashboard,

@@ -1,17 +1,48 @@
--- GrantFlow: decide one request atomically (DESIGN §3). Same steps as core/src/decision.rs.
+-- GrantFlow: decide one request atomically. Same steps as core/src/decision.rs.
 -- Every key is derived from the tenant prefix `gf:{<tenant>}:`, so the script stays in one
 -- cluster slot. KEYS[1] is the tenant's policy key (declared for routing).
 --
--- ARGV: 1 prefix, 2 now ms, 3 default max age ms, 4 retention ms,
---       5 auth instant ms ('' = unknown), 6 auth_time ms ('' = none),
---       7 session key, 8 user, 9 display name, 10 anchor, 11 client ip, 12 user agent,
---       13 publish command (PUBLISH | SPUBLISH), 14 touch interval ms
--- Returns {code, started}: 1 allow, 2 allow (created), 3 expired, 4 revoked.
+-- ARGV: 1 prefix, 2 now ms, 3 default max age ms, 4 retention ms, 5 watermark retention ms,
+--       6 auth_time ms ('' = none), 7 issued secs (iat, else auth_time; '' = unknown),
+--       8 session key, 9 user, 10 display name, 11 anchor, 12 client ip, 13 user agent,
+--       14 publish command (PUBLISH | SPUBLISH), 15 touch interval ms,
+--       16 the tenant's generation as this process knows it ('' = not known yet)
+-- Returns {code, started, generation, reset}: code 1 allow, 2 allow (created), 3 expired,
+-- 4 revoked, 5 reauthenticate; generation is the tenant's marker when it is not the one the
+-- caller knows (else ''); reset is 1 when this call found the tenant's data lost.
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local retention = tonumber(ARGV[4])
-local key, user = ARGV[7], ARGV[8]
+local key, user = ARGV[8], ARGV[9]
 local channel = p .. 'changes'
+
+-- 0. generation: the marker is written when the tenant's state begins (its id is the instant
+-- it began). Gone while this caller knew one, or another one without a loss time (written by
+-- a process that did not know the old one): the data was lost. L, the loss time, is then the
+-- instant the present generation began; tokens issued before it are refused.
+local gkey = p .. 'gen'
+local gen = redis.call('HMGET', gkey, 'id', 'lost')
+local known = ARGV[16]
+local reset = 0
+if not gen[1] then
+  gen[1] = ARGV[2]
+  redis.call('HSET', gkey, 'id', gen[1])
+  if known ~= '' then
+    gen[2] = gen[1]
+    redis.call('HSET', gkey, 'lost', gen[2])
+    reset = 1
+  end
+elseif known ~= '' and known ~= gen[1] and not gen[2] then
+  gen[2] = gen[1]
+  redis.call('HSET', gkey, 'lost', gen[2])
+  reset = 1
+end
+local told = ''
+if known ~= gen[1] then told = gen[1] end
+if gen[2] then
+  local issued = tonumber(ARGV[7])
+  if issued == nil or issued < math.floor(tonumber(gen[2]) / 1000) then return {3, 0, told, reset} end
+end
 
 local max_age = tonumber(redis.call('HGET', KEYS[1], 'max_age_ms') or ARGV[3])
 
@@ -19,12 +50,15 @@ local max_age = tonumber(redis.call('HGET', KEYS[1], 'max_age_ms') or ARGV[3])
 -- refresh keeps it, while `iat` moves with every refresh.
 local auth_time = tonumber(ARGV[6])
 
--- 2. user lock / watermark
+-- 2. user lock / watermark (the watermark holds for the watermark retention)
 local marks = redis.call('HMGET', p .. 'u:' .. user, 'nb', 'lock')
-if marks[2] and tonumber(marks[2]) > now then return {4, 0} end
+if marks[2] and tonumber(marks[2]) > now then return {4, 0, told, reset} end
 if marks[1] then
-  local auth = tonumber(ARGV[5])
-  if auth == nil or auth < tonumber(marks[1]) then return {4, 0} end
+  local nb = tonumber(marks[1])
+  if now - nb < tonumber(ARGV[5]) then
+    if auth_time == nil then return {5, 0, told, reset} end
+    if auth_time <= nb then return {4, 0, told, reset} end
+  end
 end
 
 -- 3. tombstone, unless the token proves a sign-in after the end (auth_time later than the
@@ -37,8 +71,8 @@ if ended then
   local fresh = auth_time and ended_at and auth_time > ended_at
     and (tomb[2] == false or tomb[2] == '' or tomb[2] == user)
   if not fresh then
-    if ended == 'expired' then return {3, 0} end
-    return {4, 0}
+    if ended == 'expired' then return {3, 0, told, reset} end
+    return {4, 0, told, reset}
   end
   redis.call('DEL', p .. 'end:' .. key)
 end
@@ -47,25 +81,25 @@ local skey = p .. 's:' .. key
 local session = redis.call('HMGET', skey, 'started', 'seen', 'user')
 if session[1] then
   -- A session belongs to one user; another user's token naming it is refused.
-  if session[3] ~= user then return {4, 0} end
+  if session[3] ~= user then return {4, 0, told, reset} end
   local started = tonumber(session[1])
   local expires = started + max_age
   -- 5. live: touch at most once per interval
   if now < expires then
-    if now - tonumber(session[2]) >= tonumber(ARGV[14]) then
+    if now - tonumber(session[2]) >= tonumber(ARGV[15]) then
       redis.call('HSET', skey, 'seen', ARGV[2])
     end
-    return {1, started}
+    return {1, started, told, reset}
   end
   -- 4. too old: it ended when it reached the max age; expire and tombstone
   redis.call('DEL', skey)
   redis.call('ZREM', p .. 'live', key)
   redis.call('SREM', p .. 'us:' .. session[3], key)
-  redis.call(ARGV[13], channel, cjson.encode({t = 'ended', key = key, user = session[3], reason = 'expired'}))
+  redis.call(ARGV[14], channel, cjson.encode({t = 'ended', key = key, user = session[3], reason = 'expired'}))
   if not (auth_time and auth_time > expires) then
     redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', string.format('%d', expires), 'user', session[3])
     redis.call('PEXPIRE', p .. 'end:' .. key, retention)
-    return {3, started}
+    return {3, started, told, reset}
   end
   -- signed in again since: a new session under the same key (step 6)
 end
@@ -77,17 +111,17 @@ if now - started >= max_age then
   redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', string.format('%d', started + max_age),
     'user', user)
   redis.call('PEXPIRE', p .. 'end:' .. key, retention)
-  return {3, started}
+  return {3, started, told, reset}
 end
 local started_s = string.format('%d', started)
-redis.call('HSET', skey, 'user', user, 'dn', ARGV[9], 'anchor', ARGV[10], 'started', started_s,
-  'seen', ARGV[2], 'ip', ARGV[11], 'ua', ARGV[12])
+redis.call('HSET', skey, 'user', user, 'dn', ARGV[10], 'anchor', ARGV[11], 'started', started_s,
+  'seen', ARGV[2], 'ip', ARGV[12], 'ua', ARGV[13])
 local keep = started + max_age + retention - now
 redis.call('PEXPIRE', skey, keep)
 redis.call('ZADD', p .. 'live', started_s, key)
 redis.call('PEXPIRE', p .. 'live', max_age + retention)
 redis.call('SADD', p .. 'us:' .. user, key)
 redis.call('PEXPIRE', p .. 'us:' .. user, max_age + retention)
-redis.call(ARGV[13], channel, cjson.encode({t = 'created', key = key, user = user, dn = ARGV[9],
-  anchor = ARGV[10], started = started_s, seen = ARGV[2], ip = ARGV[11], ua = ARGV[12]}))
-return {2, started}
+redis.call(ARGV[14], channel, cjson.encode({t = 'created', key = key, user = user, dn = ARGV[10],
+  anchor = ARGV[11], started = started_s, seen = ARGV[2], ip = ARGV[12], ua = ARGV[13]}))
+return {2, started, told, reset}

@@ -1,8 +1,10 @@
 -- GrantFlow: set (or clear) a tenant's policy, append an optional audit record, publish.
 -- KEYS[1] policy hash, KEYS[2] audit stream.
 -- ARGV: 1 prefix, 2 max age ms ('' = clear), 3 source JSON, 4 audit record JSON ('' = none),
---       5 publish command, 6 audit capacity, 7 default max age ms
+--       5 publish command, 6 audit capacity, 7 default max age ms, 8 now ms
 local channel = ARGV[1] .. 'changes'
+-- The tenant's state begins here if it had none (see check.lua, step 0).
+redis.call('HSETNX', ARGV[1] .. 'gen', 'id', ARGV[8])
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
   redis.call(ARGV[5], channel, cjson.encode({t = 'policy', max_age_ms = ARGV[7], source = '{"kind":"default"}'}))

@@ -4,16 +4,25 @@
 -- ARGV: 1 prefix, 2 now ms, 3 retention ms, 4 kind (session | user), 5 target key or user,
 --       6 lock until ms ('' = none), 7 audit record JSON (sessionsRevoked and target.user
 --       are filled in here), 8 idempotency key ('' = none), 9 publish command,
---       10 audit capacity
--- Returns {sessions revoked, audit id, replayed (0|1)}.
+--       10 audit capacity, 11 the request's fingerprint, 12 idempotency TTL ms,
+--       13 watermark retention ms
+-- Returns {sessions revoked, audit id, replayed}: replayed 0 applied now, 1 the stored answer
+-- of the same request under this idempotency key, 2 the key was used for another request
+-- (nothing changed).
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local retention = tonumber(ARGV[3])
 local channel = p .. 'changes'
 
+-- The tenant's state begins here if it had none (see check.lua, step 0).
+redis.call('HSETNX', p .. 'gen', 'id', ARGV[2])
+
 if ARGV[8] ~= '' then
-  local previous = redis.call('HMGET', p .. 'idem:' .. ARGV[8], 'count', 'audit')
-  if previous[1] then return {tonumber(previous[1]), previous[2], 1} end
+  local previous = redis.call('HMGET', p .. 'idem:' .. ARGV[8], 'count', 'audit', 'fp')
+  if previous[1] then
+    if previous[3] ~= ARGV[11] then return {0, '', 2} end
+    return {tonumber(previous[1]), previous[2], 1}
+  end
 end
 
 local function finish(key, user)
@@ -51,18 +60,25 @@ else
   redis.call('DEL', p .. 'us:' .. user)
   local marks = p .. 'u:' .. user
   redis.call('HSET', marks, 'nb', ARGV[2])
-  local keep = retention
+  local watermark = tonumber(ARGV[13])
+  local holds = now + watermark
   if ARGV[6] ~= '' then
     redis.call('HSET', marks, 'lock', ARGV[6])
-    keep = math.max(retention, tonumber(ARGV[6]) - now + retention)
+    holds = math.max(holds, tonumber(ARGV[6]))
+  else
+    local lock = tonumber(redis.call('HGET', marks, 'lock') or '0')
+    holds = math.max(holds, lock)
   end
-  redis.call('PEXPIRE', marks, keep)
+  redis.call('PEXPIRE', marks, holds - now)
+  -- The tenant's blocked users, by the instant their marks stop keeping them out.
+  redis.call('ZADD', p .. 'blocked', holds, user)
+  redis.call('ZREMRANGEBYSCORE', p .. 'blocked', '-inf', now)
 end
 
 record.sessionsRevoked = count
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[10], '*', 'id', record.id, 'record', cjson.encode(record))
 if ARGV[8] ~= '' then
-  redis.call('HSET', p .. 'idem:' .. ARGV[8], 'count', count, 'audit', record.id)
-  redis.call('PEXPIRE', p .. 'idem:' .. ARGV[8], retention)
+  redis.call('HSET', p .. 'idem:' .. ARGV[8], 'count', count, 'audit', record.id, 'fp', ARGV[11])
+  redis.call('PEXPIRE', p .. 'idem:' .. ARGV[8], tonumber(ARGV[12]))
 end
 return {count, record.id, 0}
