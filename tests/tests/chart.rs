@@ -51,6 +51,7 @@ const COMBINATIONS: &[&str] = &[
     "cert-manager-values.yaml",
     "cert-manager-clusterissuer-values.yaml",
     "memory-values.yaml",
+    "embedded-values.yaml",
     "external-redis-tls-values.yaml",
 ];
 
@@ -334,6 +335,18 @@ fn values_that_do_not_fit_together_are_refused_with_a_clear_message() {
             "operator.enabled=false",
         ),
         (
+            json!({"store": {"type": "embedded"}, "operator": {"enabled": false}}),
+            "store.type embedded keeps sessions inside one process: extauthz.replicaCount must be 1",
+        ),
+        (
+            json!({"store": {"type": "embedded"}, "extauthz": {"replicaCount": 1}}),
+            "store.type embedded is invisible to the operator",
+        ),
+        (
+            json!({"store": {"type": "embedded", "embedded": {"persistence": {"size": "lots"}}}, "extauthz": {"replicaCount": 1}, "operator": {"enabled": false}}),
+            "/store/embedded/persistence/size",
+        ),
+        (
             json!({"redis": {"mode": "external"}}),
             "redis.external.urls or redis.external.existingSecret",
         ),
@@ -452,6 +465,8 @@ fn the_schema_knows_every_extauthz_setting() {
         "grpc_addr",
         "admin_addr",
         "store",
+        // The embedded store's volume mount.
+        "data_dir",
         "redis_url",
         "redis_cluster",
         // GRANTFLOW_REDIS_CA_FILE, the mounted redis.external.tls.caSecret.
@@ -805,6 +820,7 @@ fn check_operator_shape(file: &str, r: &Rendered, app_version: &str) {
     for (var, key) in [
         ("GRANTFLOW_MAX_SESSION_AGE", "max_session_age"),
         ("GRANTFLOW_RETENTION", "retention"),
+        ("GRANTFLOW_WATERMARK_RETENTION", "watermark_retention"),
         ("GRANTFLOW_STORE_WRITE_TIMEOUT", "store_write_timeout"),
     ] {
         let value = env[var]["value"].as_str().unwrap();
@@ -1191,10 +1207,14 @@ fn an_external_redis_over_tls_with_a_private_ca() {
         "rediss://contoso.redis.cache.windows.net:6380"
     );
     // And no other combination has a Redis CA.
-    for file in COMBINATIONS
-        .iter()
-        .filter(|f| **f != "external-redis-tls-values.yaml" && **f != "memory-values.yaml")
-    {
+    for file in COMBINATIONS.iter().filter(|f| {
+        ![
+            "external-redis-tls-values.yaml",
+            "memory-values.yaml",
+            "embedded-values.yaml",
+        ]
+        .contains(f)
+    }) {
         check_redis_ca(file, &render(file), None);
     }
 }
@@ -1248,6 +1268,70 @@ fn a_single_replica_on_the_memory_store() {
     assert!(
         config.contains("store: memory\n") && !config.contains("redis"),
         "{config}"
+    );
+}
+
+#[test]
+fn a_single_replica_on_the_embedded_store_keeps_its_data_on_a_volume() {
+    let r = render("embedded-values.yaml");
+    check_common_shape("embedded", &r);
+    let deployment = r.get("Deployment", EXTAUTHZ);
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({"type": "Recreate"}),
+        "one process per data volume: no rolling overlap"
+    );
+    assert_eq!(r.of_kind("Deployment").len(), 1, "no operator");
+    assert!(r.of_kind("StatefulSet").is_empty() && r.of_kind("Secret").is_empty());
+    let config = config_map_text(&r);
+    assert!(
+        config.contains("store: embedded\n")
+            && config.contains("data_dir: /var/lib/grantflow\n")
+            && !config.contains("redis"),
+        "{config}"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/var/lib/grantflow")
+        .expect("the data folder is a volume")
+        .clone();
+    assert_ne!(mount["readOnly"], true, "the data folder is writable");
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume")
+        .clone();
+    let claim = volume["persistentVolumeClaim"]["claimName"]
+        .as_str()
+        .unwrap();
+    let pvc = r.get("PersistentVolumeClaim", claim);
+    assert_eq!(pvc["spec"]["storageClassName"], "fast-ssd");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "2Gi");
+    assert_eq!(pvc["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+    assert_eq!(
+        pvc["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+        "revocations and the audit trail outlive an uninstall"
+    );
+
+    // An existing claim: no claim rendered, that one mounted.
+    let values = ci_values("embedded-values.yaml");
+    let existing = json!({"store": {"embedded": {"persistence": {"existingClaim": "gf-data"}}}});
+    let r = chart::render(&[&values], Some(&existing)).expect("renders");
+    assert!(r.of_kind("PersistentVolumeClaim").is_empty());
+    let volumes = &r.get("Deployment", EXTAUTHZ)["spec"]["template"]["spec"]["volumes"];
+    assert!(
+        volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["persistentVolumeClaim"]["claimName"] == "gf-data"),
+        "{volumes}"
     );
 }
 
@@ -1448,6 +1532,9 @@ enum RedisUrlEnv {
     Given(Vec<String>),
     /// No such variable: the URLs are in the file (rewritten to this port).
     InFile { port: u16 },
+    /// No Redis at all (the embedded store): its data folder, the Deployment's volume mount,
+    /// becomes this local folder.
+    NoRedis { data_dir: PathBuf },
 }
 
 /// What the test gives in place of a key of a Secret the chart's Deployment mounts as a file
@@ -1526,6 +1613,23 @@ async fn serve_the_rendered_config(
         RedisUrlEnv::Given(urls) => {
             assert!(env["GRANTFLOW_REDIS_URL"]["valueFrom"]["secretKeyRef"].is_object());
             Some(urls)
+        }
+        RedisUrlEnv::NoRedis { data_dir } => {
+            assert!(!env.contains_key("GRANTFLOW_REDIS_URL"), "{file}");
+            assert!(!config.contains("redis"), "{file}: {config}");
+            let mount = container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == "data")
+                .expect("the data volume is mounted");
+            let in_pod = mount["mountPath"].as_str().unwrap();
+            assert!(
+                config.contains(&format!("data_dir: {in_pod}\n")),
+                "{file}: data_dir is the volume's mount: {config}"
+            );
+            config = rewrite_line(&config, "data_dir", &data_dir.display().to_string());
+            None
         }
         RedisUrlEnv::InFile { port } => {
             assert!(!env.contains_key("GRANTFLOW_REDIS_URL"), "{file}");
@@ -1625,6 +1729,28 @@ async fn serve_the_rendered_config(
         .expect("Envoy answers");
     assert_eq!(refused.status(), 401, "{file}");
     running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extauthz_serves_with_the_rendered_config_on_the_embedded_store() {
+    let issuer = Issuer::start().await;
+    let data = TempDir::new("embedded-data");
+    serve_the_rendered_config(
+        "embedded-values.yaml",
+        &issuer,
+        RedisUrlEnv::NoRedis {
+            data_dir: data.path().join("grantflow"),
+        },
+        &[],
+    )
+    .await;
+    assert!(
+        data.path()
+            .join("grantflow")
+            .join(grantflow_core::store::DATABASE_FILE)
+            .is_file(),
+        "the embedded store wrote its data folder"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -178,6 +178,9 @@ decides (listen addresses, store, plain Redis URLs). Keys are those of extauthz'
 {{- $_ := set $config "grpc_addr" (printf "%s:%d" $listen (int .Values.extauthz.ports.grpc)) }}
 {{- $_ := set $config "admin_addr" (printf "%s:%d" $listen (int .Values.extauthz.ports.admin)) }}
 {{- $_ := set $config "store" .Values.store.type }}
+{{- if eq .Values.store.type "embedded" }}
+{{- $_ := set $config "data_dir" (include "grantflow.extauthz.dataDir" .) }}
+{{- end }}
 {{- if eq .Values.store.type "redis" }}
 {{- if and (eq .Values.redis.mode "external") (not .Values.redis.external.existingSecret) }}
 {{- $_ := set $config "redis_url" .Values.redis.external.urls }}
@@ -231,15 +234,16 @@ templates/validate.yaml, so every install and `helm template` runs them.
 {{- if and $v.config.jwks_url $v.config.oidc_discovery_url }}
 {{- fail "set either config.jwks_url or config.oidc_discovery_url, not both" }}
 {{- end }}
-{{- if eq $v.store.type "memory" }}
+{{- if or (eq $v.store.type "memory") (eq $v.store.type "embedded") }}
+{{- $t := $v.store.type }}
 {{- if gt (int $v.extauthz.replicaCount) 1 }}
-{{- fail (printf "store.type memory keeps sessions inside one process: extauthz.replicaCount must be 1 (is %d). Use store.type redis for more replicas." (int $v.extauthz.replicaCount)) }}
+{{- fail (printf "store.type %s keeps sessions inside one process: extauthz.replicaCount must be 1 (is %d). Use store.type redis for more replicas." $t (int $v.extauthz.replicaCount)) }}
 {{- end }}
 {{- if $v.extauthz.autoscaling.enabled }}
-{{- fail "store.type memory keeps sessions inside one process: extauthz.autoscaling.enabled needs store.type redis" }}
+{{- fail (printf "store.type %s keeps sessions inside one process: extauthz.autoscaling.enabled needs store.type redis" $t) }}
 {{- end }}
 {{- if $v.operator.enabled }}
-{{- fail "store.type memory is invisible to the operator (another process): set operator.enabled=false, or use store.type redis" }}
+{{- fail (printf "store.type %s is invisible to the operator (another process): set operator.enabled=false, or use store.type redis" $t) }}
 {{- end }}
 {{- end }}
 {{- if and (eq $v.store.type "redis") (eq $v.redis.mode "external") }}
@@ -254,7 +258,7 @@ templates/validate.yaml, so every install and `helm template` runs them.
 {{- end }}
 {{- with $v.redis.external.tls.caSecret }}
 {{- if ne $v.store.type "redis" }}
-{{- fail "redis.external.tls.caSecret is the CA of a TLS Redis, but store.type memory uses no Redis: leave caSecret empty" }}
+{{- fail (printf "redis.external.tls.caSecret is the CA of a TLS Redis, but store.type %s uses no Redis: leave caSecret empty" $v.store.type) }}
 {{- end }}
 {{- if eq $v.redis.mode "internal" }}
 {{- fail "redis.external.tls.caSecret is for an external Redis over TLS: the in-chart Redis (redis.mode internal) has no TLS. Set redis.mode=external with rediss:// URLs, or leave caSecret empty" }}
@@ -314,4 +318,14 @@ caCert: {{ $ca.Cert | quote }}
 tlsCert: {{ $cert.Cert | quote }}
 tlsKey: {{ $cert.Key | quote }}
 {{- end }}
+{{- end }}
+
+{{/* The embedded store's data folder inside the extauthz container (its volume's mount). */}}
+{{- define "grantflow.extauthz.dataDir" -}}
+/var/lib/grantflow
+{{- end }}
+
+{{/* The PersistentVolumeClaim of the embedded store. */}}
+{{- define "grantflow.extauthz.dataClaim" -}}
+{{- .Values.store.embedded.persistence.existingClaim | default (printf "%s-data" (include "grantflow.extauthz.fullname" .)) }}
 {{- end }}
