@@ -1,4 +1,5 @@
-//! The Check benchmark (issue 3): the memory store and a real Redis side by side, in one run.
+//! The Check benchmark (issue 3): the memory store, the embedded store and a real Redis side by
+//! side, in one run.
 //!
 //! ```text
 //! cargo run --release -p grantflow-e2e --bin bench
@@ -210,8 +211,12 @@ async fn run(plan: Plan, extauthz: PathBuf) -> Result<(), BoxError> {
     };
     eprintln!("[1/4] no-op ext_authz server (baseline, in this process)");
     let noop = bench_noop(&plan).await?;
-    eprintln!("[2/4] memory store");
+    eprintln!("[2/4] memory store, then the embedded store (a fresh data folder)");
     let memory = bench_store(&plan, &extauthz, StoreUnderTest::Memory).await?;
+    let data_dir = std::env::temp_dir().join(format!("grantflow-bench-{}-data", std::process::id()));
+    let embedded = bench_store(&plan, &extauthz, StoreUnderTest::Embedded(&data_dir)).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let embedded = embedded?;
 
     let mut redis = RedisServer::start().await;
     let redis_version = redis_cli(redis.port, &["INFO", "server"])
@@ -245,12 +250,12 @@ async fn run(plan: Plan, extauthz: PathBuf) -> Result<(), BoxError> {
         &plan,
         &machine,
         &redis_version,
-        &[&noop, &memory, &on_redis],
+        &[&noop, &memory, &embedded, &on_redis],
         &footprint,
         &compact,
     );
     if let Some(alone) = envoy_alone {
-        print_envoy_report(&plan, &alone, &[&noop, &memory, &on_redis]);
+        print_envoy_report(&plan, &alone, &[&noop, &memory, &embedded, &on_redis]);
     }
     Ok(())
 }
@@ -261,6 +266,8 @@ async fn run(plan: Plan, extauthz: PathBuf) -> Result<(), BoxError> {
 #[derive(Clone, Copy)]
 enum StoreUnderTest<'a> {
     Memory,
+    /// The embedded store in this (fresh) data folder.
+    Embedded(&'a Path),
     Redis(&'a RedisServer),
 }
 
@@ -268,13 +275,14 @@ impl StoreUnderTest<'_> {
     fn name(&self) -> &'static str {
         match self {
             StoreUnderTest::Memory => "memory",
+            StoreUnderTest::Embedded(_) => "embedded",
             StoreUnderTest::Redis(_) => "redis",
         }
     }
 
     fn redis_port(&self) -> Option<u16> {
         match self {
-            StoreUnderTest::Memory => None,
+            StoreUnderTest::Memory | StoreUnderTest::Embedded(_) => None,
             StoreUnderTest::Redis(redis) => Some(redis.port),
         }
     }
@@ -317,6 +325,7 @@ impl Extauthz {
         for name in [
             "GRANTFLOW_CONFIG",
             "GRANTFLOW_STORE",
+            "GRANTFLOW_DATA_DIR",
             "GRANTFLOW_REDIS_URL",
             "GRANTFLOW_REDIS_CLUSTER",
             "GRANTFLOW_LOG_FORMAT",
@@ -330,8 +339,14 @@ impl Extauthz {
         if let Some(workers) = plan.server_workers {
             command.env("TOKIO_WORKER_THREADS", workers.to_string());
         }
-        if let StoreUnderTest::Redis(redis) = store {
-            command.args(["--redis-url", &redis.url()]);
+        match store {
+            StoreUnderTest::Redis(redis) => {
+                command.args(["--redis-url", &redis.url()]);
+            }
+            StoreUnderTest::Embedded(dir) => {
+                command.arg("--data-dir").arg(dir);
+            }
+            StoreUnderTest::Memory => {}
         }
         let child = command.spawn()?;
         let pid = child.id().ok_or("extauthz exited at once")?;
