@@ -30,6 +30,9 @@ pub struct DevTokenRequest {
     pub admin: bool,
     /// Token lifetime in seconds [default: 3600].
     pub lifetime: Option<i64>,
+    /// The `auth_time` claim: `now` (a fresh sign-in), or seconds since the epoch; omit for
+    /// a token without it (as Entra ID issues until the optional claim is configured).
+    pub auth_time: Option<String>,
 }
 
 impl DevIssuer {
@@ -98,6 +101,17 @@ impl DevIssuer {
             }
             None => {
                 claims.insert("sid", json!(uuid::Uuid::new_v4().to_string()));
+            }
+        }
+        match request.auth_time.as_deref().map(str::trim) {
+            None | Some("") => {}
+            Some("now") => {
+                claims.insert("auth_time", json!(now));
+            }
+            Some(secs) => {
+                if let Ok(secs) = secs.parse::<i64>() {
+                    claims.insert("auth_time", json!(secs.min(now)));
+                }
             }
         }
         if request.admin {
