@@ -1,4 +1,4 @@
-//! Prometheus metrics of the request path. Labels are bounded: outcomes, refusal reasons and
+//! Prometheus metrics of the request path and the store. Labels are bounded: outcomes, refusal reasons and
 //! error kinds — never a tenant, user or error text.
 
 use std::time::Duration;
@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -25,6 +26,7 @@ pub struct Metrics {
     check_seconds: Histogram,
     token_rejections: Family<ReasonLabel, Counter>,
     store_errors: Family<ReasonLabel, Counter>,
+    store_resets: Gauge,
 }
 
 impl Default for Metrics {
@@ -54,12 +56,22 @@ impl Default for Metrics {
             "Session store calls that failed (each refused a request)",
             store_errors.clone(),
         );
+        // No label: a tenant label would be bounded per deployment, but /readyz names them.
+        let store_resets = Gauge::default();
+        registry.register(
+            "store_resets",
+            "Losses of tenant data the session store found while this process ran (its \
+             generation marker gone or changed): tokens issued before each are refused; \
+             /readyz lists them",
+            store_resets.clone(),
+        );
         Self {
             registry,
             checks,
             check_seconds,
             token_rejections,
             store_errors,
+            store_resets,
         }
     }
 }
@@ -80,6 +92,12 @@ impl Metrics {
         self.store_errors
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// The number of data losses the store has found (`SessionStore::resets` with a tenant).
+    pub fn set_store_resets(&self, losses: usize) {
+        self.store_resets
+            .set(i64::try_from(losses).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text exposition.

@@ -380,6 +380,16 @@ mod tests {
             problem(Denial::SessionRevoked, URL)["type"],
             "https://grantflow.io/problems/session-revoked"
         );
+        assert_eq!(
+            problem(Denial::SignInAgain, URL)["type"],
+            "https://grantflow.io/problems/sign-in-again"
+        );
+        assert!(
+            problem(Denial::SignInAgain, URL)["detail"]
+                .as_str()
+                .unwrap()
+                .contains("a refreshed token is not enough")
+        );
     }
 
     #[test]
@@ -427,6 +437,9 @@ mod tests {
         assert_eq!(h1(&text(Denial::MissingToken)), "Sign-in required");
         assert_eq!(h1(&text(Denial::InvalidToken)), "Sign-in required");
         assert_eq!(h1(&text(Denial::Unavailable)), "Temporarily unavailable");
+        assert_eq!(h1(&text(Denial::SignInAgain)), "Sign in again");
+        assert!(text(Denial::SignInAgain).contains("password or security key"));
+        assert!(text(Denial::SignInAgain).contains("A refreshed token is not enough"));
         assert!(text(Denial::SessionExpired).contains("set by your administrator"));
         assert!(text(Denial::SessionRevoked).contains("contact your security team"));
         assert!(text(Denial::Unavailable).contains("refused for safety"));

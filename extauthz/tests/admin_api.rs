@@ -2,6 +2,7 @@
 //! a memory store and a clock the test moves.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -12,14 +13,14 @@ use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use futures::StreamExt;
 use grantflow_core::audit::{Action, AuditRecord, Source};
-use grantflow_core::clock::{Clock, ManualClock};
+use grantflow_core::clock::{Clock, ManualClock, rfc3339};
 use grantflow_core::decision::Limits;
 use grantflow_core::identity::{Identity, SessionKey};
 use grantflow_core::jwks::{KeySet, StaticJwks};
 use grantflow_core::policy::{Policy, PolicySource};
 use grantflow_core::revocation::{BlockedUser, Revocation, RevocationOutcome};
 use grantflow_core::session::{AccessRequest, EndReason, SessionRecord, Verdict};
-use grantflow_core::store::{ChangeStream, MemoryStore, SessionStore, StoreError};
+use grantflow_core::store::{ChangeStream, MemoryStore, SessionStore, StoreError, StoreReset};
 use grantflow_core::token::{TokenRules, TokenValidator};
 use grantflow_extauthz::admin::{self, API_ROUTES, AdminState, OPENAPI_JSON};
 use grantflow_extauthz::config::{
@@ -133,12 +134,23 @@ impl Harness {
 
     /// A user's request through the request path: creates or touches session `sid`.
     async fn session(&self, tenant: &str, user: &str, sid: &str) -> Verdict {
+        self.signed_in(tenant, user, sid, None).await
+    }
+
+    /// A user's request whose token says the user signed in at `auth_time` (seconds).
+    async fn signed_in(
+        &self,
+        tenant: &str,
+        user: &str,
+        sid: &str,
+        auth_time: Option<i64>,
+    ) -> Verdict {
         let identity = Identity {
             tenant: tenant.into(),
             user: user.into(),
             display_name: Some(format!("{user}@example.test")),
             session: SessionKey::derive(Some(sid), None, ""),
-            auth_time: None,
+            auth_time,
             issued_at: Some(self.clock.now_secs()),
             not_before: None,
             expires_at: self.clock.now_secs() + 3600,
@@ -1122,24 +1134,48 @@ async fn development_mode_signs_the_dashboard_in_with_the_built_in_issuer() {
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
-/// A store whose revocations take effect but are not confirmed by replicas (Redis `WAIT`
-/// with a lagging replica).
-struct Unreplicated(Arc<dyn SessionStore>);
+/// A store whose first `unconfirmed` revocations take effect but are not confirmed by
+/// replicas (Redis `WAIT` with a lagging replica), and which reports `resets` as losses of
+/// data it found.
+struct Unreplicated {
+    inner: Arc<dyn SessionStore>,
+    unconfirmed: AtomicU32,
+    resets: Vec<StoreReset>,
+}
+
+impl Unreplicated {
+    fn new(inner: Arc<dyn SessionStore>, unconfirmed: u32) -> Self {
+        Self {
+            inner,
+            unconfirmed: AtomicU32::new(unconfirmed),
+            resets: Vec::new(),
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl SessionStore for Unreplicated {
     async fn check(&self, request: &AccessRequest) -> Result<Verdict, StoreError> {
-        self.0.check(request).await
+        self.inner.check(request).await
     }
     async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError> {
-        self.0.revoke(revocation).await?;
+        let outcome = self.inner.revoke(revocation).await?;
+        let unconfirmed = self
+            .unconfirmed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if unconfirmed.is_err() {
+            return Ok(outcome);
+        }
         Err(StoreError::NotReplicated {
             acknowledged: 0,
             wanted: 1,
         })
     }
+    fn resets(&self) -> Vec<StoreReset> {
+        self.resets.clone()
+    }
     async fn blocked_users(&self, tenant: &str) -> Result<Vec<BlockedUser>, StoreError> {
-        self.0.blocked_users(tenant).await
+        self.inner.blocked_users(tenant).await
     }
     async fn unblock_user(
         &self,
@@ -1147,10 +1183,10 @@ impl SessionStore for Unreplicated {
         user: &str,
         audit: AuditRecord,
     ) -> Result<bool, StoreError> {
-        self.0.unblock_user(tenant, user, audit).await
+        self.inner.unblock_user(tenant, user, audit).await
     }
     async fn policy(&self, tenant: &str) -> Result<Policy, StoreError> {
-        self.0.policy(tenant).await
+        self.inner.policy(tenant).await
     }
     async fn set_policy(
         &self,
@@ -1158,28 +1194,28 @@ impl SessionStore for Unreplicated {
         policy: Policy,
         audit: Option<AuditRecord>,
     ) -> Result<(), StoreError> {
-        self.0.set_policy(tenant, policy, audit).await
+        self.inner.set_policy(tenant, policy, audit).await
     }
     async fn clear_policy(&self, tenant: &str) -> Result<(), StoreError> {
-        self.0.clear_policy(tenant).await
+        self.inner.clear_policy(tenant).await
     }
     async fn sessions(&self, tenant: &str) -> Result<Vec<SessionRecord>, StoreError> {
-        self.0.sessions(tenant).await
+        self.inner.sessions(tenant).await
     }
     async fn audit(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        self.0.audit(tenant, limit).await
+        self.inner.audit(tenant, limit).await
     }
     async fn subscribe(&self, tenant: &str) -> Result<ChangeStream, StoreError> {
-        self.0.subscribe(tenant).await
+        self.inner.subscribe(tenant).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        self.0.ping().await
+        self.inner.ping().await
     }
 }
 
 #[tokio::test]
 async fn a_revocation_the_replicas_did_not_confirm_is_a_503_that_says_so() {
-    let h = harness_over(None, |store| Arc::new(Unreplicated(store)));
+    let h = harness_over(None, |store| Arc::new(Unreplicated::new(store, u32::MAX)));
     h.session(CONTOSO, "user-a", "sid-a").await;
     let admin = h.admin(CONTOSO, "admin-ann");
     let (status, problem) = h
@@ -1202,4 +1238,480 @@ async fn a_revocation_the_replicas_did_not_confirm_is_a_503_that_says_so() {
         Verdict::Deny(EndReason::Revoked)
     );
     assert_eq!(h.store.audit(CONTOSO, 10).await.unwrap().len(), 1);
+}
+
+/// A call's status, the `Idempotent-Replayed` header and the JSON body.
+async fn keyed(
+    h: &Harness,
+    uri: &str,
+    token: &str,
+    body: Value,
+    key: &str,
+) -> (StatusCode, Option<String>, Value) {
+    let response = h
+        .call(
+            "POST",
+            uri,
+            Some(token),
+            Some(body),
+            &[("idempotency-key", key)],
+        )
+        .await;
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = read_json(response).await;
+    (status, replayed, body)
+}
+
+#[tokio::test]
+async fn a_replayed_user_revocation_answers_the_first_outcome_and_a_reused_key_is_422() {
+    let h = harness();
+    h.session(CONTOSO, "user-d", "sid-d").await;
+    h.session(CONTOSO, "user-e", "sid-e").await;
+    let admin = h.admin(CONTOSO, "admin-ann");
+    let uri = "/api/v1/users/user-d/revoke";
+    let body = json!({"reason": "INC-2041"});
+
+    let (status, replayed, first) = keyed(&h, uri, &admin, body.clone(), "inc-2041").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replayed, None, "a first call is not marked");
+    assert_eq!(first["sessionsRevoked"], 1);
+
+    // The same request again: the first answer, marked; nothing new in the store.
+    h.clock.advance(Duration::from_secs(60));
+    let (status, replayed, again) = keyed(&h, uri, &admin, body.clone(), "inc-2041").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replayed.as_deref(), Some("true"));
+    assert_eq!(again, first, "the replay answers the first outcome");
+
+    // The same key with another request: 422, and nothing changes.
+    let before = h.store.blocked_users(CONTOSO).await.unwrap();
+    for (uri, body) in [
+        (uri, json!({"reason": "INC-2041 (second thoughts)"})),
+        (
+            uri,
+            json!({"reason": "INC-2041", "lockUntil": "2026-10-01T00:00:00Z"}),
+        ),
+        ("/api/v1/users/user-e/revoke", body.clone()),
+        ("/api/v1/sessions/sid-e/revoke", body.clone()),
+    ] {
+        let (status, replayed, problem) = keyed(&h, uri, &admin, body, "inc-2041").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri} {problem}");
+        assert_eq!(replayed, None);
+        assert_eq!(
+            problem["type"],
+            "https://grantflow.io/problems/idempotency-key-mismatch"
+        );
+        assert!(
+            detail(&problem).contains("different request")
+                && detail(&problem).contains("Nothing was changed"),
+            "{problem}"
+        );
+    }
+    assert_eq!(h.store.blocked_users(CONTOSO).await.unwrap(), before);
+    assert_eq!(h.store.audit(CONTOSO, 10).await.unwrap().len(), 1);
+    assert!(matches!(
+        h.session(CONTOSO, "user-e", "sid-e").await,
+        Verdict::Allow { .. }
+    ));
+
+    // Keys are the caller's: another administrator's same key is a request of its own.
+    let bob = h.admin(CONTOSO, "admin-bob");
+    let (status, replayed, other) = keyed(&h, uri, &bob, body, "inc-2041").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replayed, None);
+    assert_ne!(other["auditId"], first["auditId"]);
+    assert_eq!(h.store.audit(CONTOSO, 10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_replayed_session_revocation_answers_the_first_outcome_though_the_session_ended() {
+    let h = harness();
+    h.session(CONTOSO, "user-a", "sid-a").await;
+    h.session(CONTOSO, "user-b", "sid-b").await;
+    h.session(FABRIKAM, "user-f", "sid-f").await;
+    let admin = h.admin(CONTOSO, "admin-ann");
+    let uri = "/api/v1/sessions/sid-a/revoke";
+    let body = json!({"reason": "lost laptop"});
+
+    let (status, replayed, first) = keyed(&h, uri, &admin, body.clone(), "k-1").await;
+    assert_eq!((status, replayed), (StatusCode::OK, None));
+    assert_eq!(first["sessionsRevoked"], 1);
+    let (status, replayed, again) = keyed(&h, uri, &admin, body.clone(), "k-1").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(replayed.as_deref(), Some("true"));
+    assert_eq!(again, first);
+    assert_eq!(h.store.audit(CONTOSO, 10).await.unwrap().len(), 1);
+
+    // Not a replay: the ended session is not found, with or without a (new) key…
+    let (status, _) = h.send("POST", uri, &admin, body.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = keyed(&h, uri, &admin, json!({"reason": "other"}), "k-2").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // …and so are another tenant's session and an unknown one: nothing is written.
+    for id in ["sid-f", "sid-unknown"] {
+        let uri = format!("/api/v1/sessions/{id}/revoke");
+        let (status, _, _) = keyed(&h, &uri, &admin, body.clone(), "k-3").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{id}");
+    }
+    assert_eq!(h.store.sessions(FABRIKAM).await.unwrap().len(), 1);
+    assert!(h.store.audit(FABRIKAM, 10).await.unwrap().is_empty());
+    // The first key on a live session with another request: 422, the session stays live.
+    let (status, _, problem) = keyed(
+        &h,
+        "/api/v1/sessions/sid-b/revoke",
+        &admin,
+        body.clone(),
+        "k-1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(matches!(
+        h.session(CONTOSO, "user-b", "sid-b").await,
+        Verdict::Allow { .. }
+    ));
+    assert_eq!(h.store.audit(CONTOSO, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_an_unconfirmed_revocation_is_answered_as_a_replay() {
+    // The dashboard's case: the first submit answers 503 (in effect, not confirmed by the
+    // replicas); submitting again with the dialog's key answers the first outcome.
+    let h = harness_over(None, |store| Arc::new(Unreplicated::new(store, 1)));
+    h.session(CONTOSO, "user-a", "sid-a").await;
+    let admin = h.admin(CONTOSO, "admin-ann");
+    let uri = "/api/v1/sessions/sid-a/revoke";
+    let body = json!({"reason": "INC-7"});
+    let (status, _, problem) = keyed(&h, uri, &admin, body.clone(), "dialog-1").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    let (status, replayed, answer) = keyed(&h, uri, &admin, body, "dialog-1").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(replayed.as_deref(), Some("true"));
+    let audit = h.store.audit(CONTOSO, 10).await.unwrap();
+    assert_eq!(audit.len(), 1, "one audit record");
+    assert_eq!(answer["auditId"], audit[0].id.as_str());
+    assert_eq!(answer["sessionsRevoked"], 1);
+}
+
+#[tokio::test]
+async fn revoke_all_answers_what_the_user_must_do_to_get_back_in() {
+    let h = harness();
+    h.session(CONTOSO, "user-d", "sid-d").await;
+    let admin = h.admin(CONTOSO, "admin-ann");
+    let (status, answer) = h
+        .send(
+            "POST",
+            "/api/v1/users/user-d/revoke",
+            &admin,
+            json!({"reason": "INC-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let watermark = rfc3339(START);
+    let holds = rfc3339(START + 90 * 24 * 3600 * 1000);
+    assert_eq!(
+        answer["blocked"],
+        json!({"user": "user-d", "notBefore": watermark, "lockUntil": null, "holdsUntil": holds})
+    );
+    let next = answer["nextStep"].as_str().unwrap();
+    assert!(
+        next.starts_with("The user must sign in again interactively"),
+        "{next}"
+    );
+    assert!(
+        next.contains(&format!("auth_time is after {watermark}")),
+        "{next}"
+    );
+    assert!(
+        next.contains(&format!(
+            "Tokens without auth_time (or with an earlier one) are refused until {holds}"
+        )),
+        "{next}"
+    );
+    assert!(
+        next.contains("DELETE /api/v1/users/user-d/revocation"),
+        "{next}"
+    );
+    // As it says: without auth_time, refused (sign in again); signed in before or at the
+    // revocation, refused; signed in after it, allowed.
+    h.clock.advance(Duration::from_secs(10));
+    let at = START / 1000;
+    assert_eq!(
+        h.signed_in(CONTOSO, "user-d", "sid-d2", None).await,
+        Verdict::Deny(EndReason::Reauthenticate)
+    );
+    assert_eq!(
+        h.signed_in(CONTOSO, "user-d", "sid-d3", Some(at)).await,
+        Verdict::Deny(EndReason::Revoked)
+    );
+    assert!(matches!(
+        h.signed_in(CONTOSO, "user-d", "sid-d4", Some(at + 5)).await,
+        Verdict::Allow { .. }
+    ));
+
+    // With a lock: nothing until it ends, then the same rule.
+    let lock = "2026-09-22T00:00:00.000Z";
+    let (status, answer) = h
+        .send(
+            "POST",
+            "/api/v1/users/user-l/revoke",
+            &admin,
+            json!({"reason": "INC-2", "lockUntil": lock}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["blocked"]["lockUntil"], lock);
+    let next = answer["nextStep"].as_str().unwrap();
+    assert!(
+        next.starts_with(&format!(
+            "The user is locked out: no token opens a session until {lock}"
+        )),
+        "{next}"
+    );
+    assert!(
+        next.contains("After that, the user must sign in again interactively"),
+        "{next}"
+    );
+    assert_eq!(
+        h.signed_in(CONTOSO, "user-l", "sid-l", Some(h.clock.now_secs()))
+            .await,
+        Verdict::Deny(EndReason::Revoked),
+        "locked: even a fresh sign-in is refused"
+    );
+}
+
+#[tokio::test]
+async fn blocked_users_are_listed_per_tenant_and_lifted_with_an_audit_record() {
+    let h = harness();
+    let ann = h.admin(CONTOSO, "admin-ann");
+    let fabrikam = h.admin(FABRIKAM, "admin-fay");
+    h.session(CONTOSO, "user-d", "sid-d").await;
+    let revoke = |token: String, user: &'static str, body: Value| {
+        let h = &h;
+        async move {
+            let uri = format!("/api/v1/users/{user}/revoke");
+            let (status, answer) = h.send("POST", &uri, &token, body).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+    };
+    revoke(
+        ann.clone(),
+        "user-d",
+        json!({"reason": "INC-1 stolen laptop"}),
+    )
+    .await;
+    h.clock.advance(Duration::from_secs(60));
+    let lock = "2026-09-30T00:00:00.000Z";
+    revoke(
+        ann.clone(),
+        "user-e",
+        json!({"reason": "INC-2", "lockUntil": lock}),
+    )
+    .await;
+    revoke(fabrikam.clone(), "user-f", json!({"reason": "INC-3"})).await;
+
+    // Each tenant sees its own, newest revocation first.
+    let (status, page) = h.get("/api/v1/blocked-users", Some(&ann)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["total"], 2);
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items[0]["user"], "user-e");
+    assert_eq!(items[0]["lockUntil"], lock);
+    assert_eq!(items[0]["notBefore"], rfc3339(START + 60_000));
+    assert_eq!(items[0]["revocation"]["reason"], "INC-2");
+    assert_eq!(items[1]["user"], "user-d");
+    assert_eq!(items[1]["notBefore"], rfc3339(START));
+    assert_eq!(items[1]["lockUntil"], Value::Null);
+    assert_eq!(
+        items[1]["holdsUntil"],
+        rfc3339(START + 90 * 24 * 3600 * 1000)
+    );
+    assert_eq!(
+        items[1]["revocation"]["actor"], "admin-ann@72f988bf.test",
+        "{page}"
+    );
+    assert_eq!(items[1]["revocation"]["reason"], "INC-1 stolen laptop");
+    let (_, page) = h.get("/api/v1/blocked-users", Some(&fabrikam)).await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["items"][0]["user"], "user-f");
+    let (_, page) = h.get("/api/v1/blocked-users?limit=1", Some(&ann)).await;
+    assert_eq!(page["nextOffset"], 1);
+    let (status, _) = h.get("/api/v1/blocked-users?tenant=x", Some(&ann)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no tenant parameter");
+
+    // Lifting needs a reason, only reaches the caller's tenant and blocked users.
+    let lift = |user: &str| format!("/api/v1/users/{user}/revocation");
+    for body in [json!({}), json!({"reason": "  "})] {
+        let (status, problem) = h.send("DELETE", &lift("user-d"), &ann, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(detail(&problem).contains("reason"), "{problem}");
+    }
+    for user in ["user-f", "user-x", "bad%20user"] {
+        let (status, problem) = h
+            .send("DELETE", &lift(user), &ann, json!({"reason": "probe"}))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{user}");
+        assert_eq!(problem["type"], "https://grantflow.io/problems/not-found");
+    }
+    assert_eq!(h.store.blocked_users(FABRIKAM).await.unwrap().len(), 1);
+    assert_eq!(h.store.audit(FABRIKAM, 10).await.unwrap().len(), 1);
+    assert_eq!(h.store.audit(CONTOSO, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        h.session(CONTOSO, "user-d", "sid-d-new").await,
+        Verdict::Deny(EndReason::Reauthenticate),
+        "still blocked"
+    );
+
+    let response = h
+        .call(
+            "DELETE",
+            &lift("user-d"),
+            Some(&ann),
+            Some(json!({"reason": "INC-1 closed: password reset"})),
+            &[("x-grantflow-client", "dashboard")],
+        )
+        .await;
+    let (status, lifted) = read_json(response).await;
+    assert_eq!(status, StatusCode::OK, "{lifted}");
+    assert_eq!(lifted["user"], "user-d");
+    assert_eq!(lifted["lifted"]["notBefore"], rfc3339(START));
+    let audit = h.store.audit(CONTOSO, 10).await.unwrap();
+    assert_eq!(audit.len(), 3);
+    let record = &audit[0];
+    assert_eq!(record.id, lifted["auditId"].as_str().unwrap());
+    assert_eq!(record.action, Action::UserUnblock);
+    assert_eq!(record.actor.id, "admin-ann");
+    assert_eq!(record.source, Source::Dashboard);
+    assert_eq!(record.target.user.as_deref(), Some("user-d"));
+    assert_eq!(record.target.session, None);
+    assert_eq!(
+        record.reason.as_deref(),
+        Some("INC-1 closed: password reset")
+    );
+    assert_eq!(record.sessions_revoked, None);
+    assert_eq!(
+        record.detail.as_deref(),
+        Some(format!("lifted revoke-all watermark of {}", rfc3339(START)).as_str())
+    );
+    // In force at once: a token without auth_time opens a session; the ended one stays ended.
+    assert!(matches!(
+        h.session(CONTOSO, "user-d", "sid-d-new").await,
+        Verdict::Allow { .. }
+    ));
+    assert_eq!(
+        h.session(CONTOSO, "user-d", "sid-d").await,
+        Verdict::Deny(EndReason::Revoked)
+    );
+    let (_, page) = h.get("/api/v1/blocked-users", Some(&ann)).await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["items"][0]["user"], "user-e");
+    // A second lift finds nothing to lift and writes nothing.
+    let (status, _) = h
+        .send("DELETE", &lift("user-d"), &ann, json!({"reason": "again"}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(h.store.audit(CONTOSO, 10).await.unwrap().len(), 3);
+
+    // A lock is lifted too, and the record says what was lifted; the audit filter finds it.
+    let (status, lifted) = h
+        .send(
+            "DELETE",
+            &lift("user-e"),
+            &ann,
+            json!({"reason": "INC-2 closed"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{lifted}");
+    assert!(matches!(
+        h.signed_in(CONTOSO, "user-e", "sid-e", Some(START / 1000))
+            .await,
+        Verdict::Allow { .. }
+    ));
+    let (status, page) = h.get("/api/v1/audit?action=user.unblock", Some(&ann)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["total"], 2);
+    assert_eq!(
+        page["items"][0]["detail"],
+        format!(
+            "lifted revoke-all watermark of {} and lock until {lock}",
+            rfc3339(START + 60_000)
+        )
+    );
+    let (_, page) = h.get("/api/v1/blocked-users", Some(&ann)).await;
+    assert_eq!(page["total"], 0);
+    assert_eq!(page["items"], json!([]));
+}
+
+#[tokio::test]
+async fn readiness_lists_the_stores_resets_and_metrics_count_the_losses() {
+    const LOST: i64 = START - 3_600_000;
+    let h = harness_over(None, |store| {
+        let mut wrapped = Unreplicated::new(store, 0);
+        wrapped.resets = vec![
+            StoreReset {
+                tenant: None,
+                lost_at: START - 86_400_000,
+                generation: "g-1".into(),
+            },
+            StoreReset {
+                tenant: Some(CONTOSO.into()),
+                lost_at: LOST,
+                generation: LOST.to_string(),
+            },
+        ];
+        Arc::new(wrapped)
+    });
+    // An admin call loads the issuer's keys.
+    let (status, _) = h
+        .get("/api/v1/me", Some(&h.admin(CONTOSO, "admin-ann")))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let text = |response: Response<Body>| async move {
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    };
+    let (status, body) = text(h.call("GET", "/readyz", None, None, &[]).await).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "resets do not make it unready: {body}"
+    );
+    assert_eq!(
+        body,
+        format!(
+            "store: ok\nkeys: loaded\n\
+             store generation since {}: tokens issued before it are refused (sign in again)\n\
+             store reset: tenant {CONTOSO} at {}: tokens issued before it are refused (sign in again)\n",
+            rfc3339(START - 86_400_000),
+            rfc3339(LOST)
+        )
+    );
+    let (status, metrics) = text(h.call("GET", "/metrics", None, None, &[]).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics.contains("# TYPE grantflow_store_resets gauge\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\ngrantflow_store_resets 1\n"),
+        "one loss found (the generation start is not one): {metrics}"
+    );
+
+    // A store without resets says nothing more.
+    let h = harness();
+    let (_, _) = h
+        .get("/api/v1/me", Some(&h.admin(CONTOSO, "admin-ann")))
+        .await;
+    let (_, body) = text(h.call("GET", "/readyz", None, None, &[]).await).await;
+    assert_eq!(body, "store: ok\nkeys: loaded\n");
+    let (_, metrics) = text(h.call("GET", "/metrics", None, None, &[]).await).await;
+    assert!(
+        metrics.contains("\ngrantflow_store_resets 0\n"),
+        "{metrics}"
+    );
 }

@@ -12,6 +12,11 @@ const PKCE_KEY = 'grantflow.admin.pkce';
 const REDIRECT_URI = `${location.origin}/admin/`;
 const PAGE = 500;
 const MAX_PAGES = 40;
+const VIEWS = ['sessions', 'blocked', 'audit', 'settings'];
+/// How often the blocked users are re-read. The event stream carries no event for a
+/// revoke-all of a user without live sessions or for a lift, so this bounds how stale the
+/// list is when another administrator made the change (own changes reload at once).
+const BLOCKED_REFRESH_MS = 30_000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -20,6 +25,8 @@ const state = {
   token: null,
   me: null,
   sessions: new Map(),
+  names: new Map(), // user id → display name, from the sessions seen (for Blocked users)
+  blocked: [],
   audit: { items: [], nextOffset: null, user: '', action: '' },
   policy: null,
   live: null, // AbortController of the event stream
@@ -80,6 +87,7 @@ const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeS
 const timeOnly = new Intl.DateTimeFormat(undefined, { timeStyle: 'medium' });
 
 function formatTime(iso) {
+  if (!iso) return '—';
   const at = new Date(iso);
   const today = new Date().toDateString() === at.toDateString();
   return today ? timeOnly.format(at) : dateTime.format(at);
@@ -208,6 +216,8 @@ function signOut(message) {
   if (state.live) state.live.abort();
   state.live = null;
   state.sessions.clear();
+  state.names.clear();
+  state.blocked = [];
   $('app').hidden = true;
   $('who').hidden = true;
   $('signin').hidden = false;
@@ -245,7 +255,10 @@ async function loadSessions() {
   let offset = 0;
   for (let page = 0; page < MAX_PAGES && offset !== null; page += 1) {
     const result = await api(`/api/v1/sessions?limit=${PAGE}&offset=${offset}`);
-    for (const s of result.items) all.set(s.id, s);
+    for (const s of result.items) {
+      all.set(s.id, s);
+      if (s.displayName) state.names.set(s.user, s.displayName);
+    }
     if (page === 0 && result.items.length) {
       const s = result.items[0];
       state.skewMs = Date.now() - new Date(s.startedAt).getTime() - s.ageSeconds * 1000;
@@ -305,6 +318,7 @@ function renderSessions() {
 function addSession(s) {
   const existing = document.querySelector(`#sessions-body tr[data-session-id="${CSS.escape(s.id)}"]`);
   state.sessions.set(s.id, s);
+  if (s.displayName) state.names.set(s.user, s.displayName);
   if (existing) existing.remove();
   if (sessionMatches(s, $('session-filter').value.trim().toLowerCase())) {
     const row = sessionRow(s, true);
@@ -341,10 +355,14 @@ function tick() {
 // --- revoke dialogs ----------------------------------------------------------------------
 
 let revoking = null;
+let revokeKey = null;
 let revokeAllKey = null;
 
 function openRevoke(s) {
   revoking = s;
+  // One key per dialog: submitting again after an error (e.g. a 503) answers the first
+  // outcome instead of "not found", and cannot write a second audit record.
+  revokeKey = randomString(16);
   const facts = [
     ['User', s.displayName ? `${s.displayName} (${s.user})` : s.user],
     ['Browser', s.clientLabel || 'Unknown'],
@@ -385,7 +403,11 @@ async function submitRevoke(event) {
   const target = revoking;
   $('revoke-submit').disabled = true;
   try {
-    const result = await api(`/api/v1/sessions/${encodeURIComponent(target.id)}/revoke`, { method: 'POST', body: { reason } });
+    const result = await api(`/api/v1/sessions/${encodeURIComponent(target.id)}/revoke`, {
+      method: 'POST',
+      body: { reason },
+      headers: { 'Idempotency-Key': revokeKey },
+    });
     $('revoke-dialog').close();
     removeSession(target.id);
     toast(result.sessionsRevoked ? `Session of ${target.displayName || target.user} ended.` : 'That session had already ended.');
@@ -426,12 +448,109 @@ async function submitRevokeAll(event) {
     $('revoke-all-dialog').close();
     for (const s of [...state.sessions.values()]) if (s.user === target.user) removeSession(s.id);
     const n = result.sessionsRevoked;
-    toast(`${n} session${n === 1 ? '' : 's'} of ${target.displayName || target.user} ended.`);
+    const who = target.displayName || target.user;
+    const back = result.blocked ? ` ${who} must sign in again interactively; see Blocked users.` : '';
+    toast(`${n} session${n === 1 ? '' : 's'} of ${who} ended.${back}`);
+    loadBlocked().catch(() => {});
     if (state.view === 'audit') loadAudit();
   } catch (err) {
     showError('revoke-all-error', err.message);
   } finally {
     $('revoke-all-submit').disabled = false;
+  }
+}
+
+// --- blocked users -----------------------------------------------------------------------
+
+let lifting = null;
+let blockedTimer = null;
+
+function blockedRow(b) {
+  const r = b.revocation;
+  const by = r
+    ? el('td', { 'data-label': 'Revoked by' },
+      el('div', { class: 'user-name', text: r.actor }),
+      el('div', { class: 'muted', text: r.reason || '' }))
+    : el('td', { 'data-label': 'Revoked by', class: 'muted', text: '—' });
+  const time = (iso) => (iso ? el('time', { datetime: iso, text: formatTime(iso) }) : '—');
+  const name = state.names.get(b.user);
+  return el('tr', { dataset: { blockedUser: b.user } },
+    el('td', { 'data-label': 'User' },
+      el('div', {},
+        name ? el('div', { class: 'user-name', text: name }) : null,
+        el('div', { class: 'user-id', text: b.user }))),
+    el('td', { 'data-label': 'Since' }, time(b.notBefore)),
+    el('td', { 'data-label': 'Locked until' }, time(b.lockUntil)),
+    el('td', { 'data-label': 'Holds until' }, time(b.holdsUntil)),
+    by,
+    el('td', {},
+      el('div', { class: 'actions' },
+        el('button', { type: 'button', class: 'btn btn-small', 'aria-label': `Lift the block on ${b.user}`, onclick: () => openLift(b) }, 'Lift'))));
+}
+
+function renderBlocked() {
+  $('blocked-body').replaceChildren(...state.blocked.map(blockedRow));
+  $('blocked-empty').hidden = state.blocked.length > 0;
+  $('blocked-count').textContent = String(state.blocked.length);
+}
+
+async function loadBlocked() {
+  const all = [];
+  let offset = 0;
+  for (let page = 0; page < MAX_PAGES && offset !== null && offset !== undefined; page += 1) {
+    const result = await api(`/api/v1/blocked-users?limit=${PAGE}&offset=${offset}`);
+    all.push(...result.items);
+    offset = result.nextOffset;
+  }
+  state.blocked = all;
+  renderBlocked();
+}
+
+/// Reloads the blocked users soon, once for a burst of events (a revoke-all ends many
+/// sessions at once).
+function refreshBlockedSoon() {
+  clearTimeout(blockedTimer);
+  blockedTimer = setTimeout(() => loadBlocked().catch(() => {}), 250);
+}
+
+function openLift(b) {
+  lifting = b;
+  const facts = [
+    ['User', state.names.has(b.user) ? `${state.names.get(b.user)} (${b.user})` : b.user],
+    ['Since', formatTime(b.notBefore)],
+    ['Locked until', formatTime(b.lockUntil)],
+    ['Holds until', formatTime(b.holdsUntil)],
+  ];
+  if (b.revocation) facts.push(['Revoked by', `${b.revocation.actor}: ${b.revocation.reason || '—'}`]);
+  $('lift-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
+  $('lift-user').textContent = state.names.get(b.user) || b.user;
+  $('lift-reason').value = '';
+  showError('lift-error', '');
+  $('lift-dialog').showModal();
+  $('lift-reason').focus();
+}
+
+async function submitLift(event) {
+  event.preventDefault();
+  const reason = $('lift-reason').value.trim();
+  if (!reason) {
+    showError('lift-error', 'A reason is required.');
+    $('lift-reason').focus();
+    return;
+  }
+  const target = lifting;
+  $('lift-submit').disabled = true;
+  try {
+    await api(`/api/v1/users/${encodeURIComponent(target.user)}/revocation`, { method: 'DELETE', body: { reason } });
+    $('lift-dialog').close();
+    toast(`The block on ${state.names.get(target.user) || target.user} is lifted.`);
+    if (state.view === 'audit') loadAudit().catch(() => {});
+  } catch (err) {
+    // 404: someone else lifted it, or it just ran out; the reload shows it.
+    showError('lift-error', err.message);
+  } finally {
+    $('lift-submit').disabled = false;
+    loadBlocked().catch(() => {});
   }
 }
 
@@ -441,7 +560,9 @@ const ACTIONS = {
   'session.revoke': ['Session ended', 'badge-danger'],
   'user.revoke': ['All sessions ended', 'badge-danger'],
   'user.lock': ['User locked', 'badge-danger'],
+  'user.unblock': ['Block lifted', 'badge-accent'],
   'policy.update': ['Policy changed', 'badge-accent'],
+  'store.reset': ['Store data lost', 'badge-warn'],
 };
 
 function auditRow(r) {
@@ -545,7 +666,7 @@ function setLive(mode, text) {
 }
 
 async function reloadAll() {
-  const jobs = [loadSessions(), loadPolicy()];
+  const jobs = [loadSessions(), loadPolicy(), loadBlocked()];
   if (state.view === 'audit') jobs.push(loadAudit());
   await Promise.all(jobs);
 }
@@ -561,6 +682,8 @@ function handleEvent(name, data) {
       break;
     case 'session.ended':
       removeSession(data.id);
+      // A revocation may have been a revoke-all (through another replica or the API).
+      if (data.reason === 'revoked') refreshBlockedSoon();
       if (state.view === 'audit') loadAudit().catch(() => {});
       break;
     case 'policy.changed':
@@ -648,16 +771,17 @@ async function runLive() {
 
 function showView() {
   const view = (location.hash || '#sessions').slice(1);
-  state.view = ['sessions', 'audit', 'settings'].includes(view) ? view : 'sessions';
+  state.view = VIEWS.includes(view) ? view : 'sessions';
   for (const tab of document.querySelectorAll('.tab')) {
     if (tab.dataset.view === state.view) tab.setAttribute('aria-current', 'page');
     else tab.removeAttribute('aria-current');
   }
-  for (const name of ['sessions', 'audit', 'settings']) {
+  for (const name of VIEWS) {
     $(`view-${name}`).hidden = name !== state.view;
   }
   if (!state.token || !state.me) return;
   if (state.view === 'audit') loadAudit().catch((err) => toast(err.message, 'error'));
+  if (state.view === 'blocked') loadBlocked().catch((err) => toast(err.message, 'error'));
   if (state.view === 'settings') loadPolicy().catch((err) => toast(err.message, 'error'));
 }
 
@@ -688,6 +812,7 @@ async function main() {
   $('session-filter').addEventListener('input', () => renderSessions());
   $('revoke-form').addEventListener('submit', submitRevoke);
   $('revoke-all-form').addEventListener('submit', submitRevokeAll);
+  $('lift-form').addEventListener('submit', submitLift);
   $('revoke-all-lock').addEventListener('change', (e) => {
     $('revoke-all-until').disabled = !e.target.checked;
     if (e.target.checked) $('revoke-all-until').focus();
@@ -705,6 +830,9 @@ async function main() {
   }
   window.addEventListener('hashchange', showView);
   setInterval(tick, 1000);
+  setInterval(() => {
+    if (state.token && state.me) loadBlocked().catch(() => {});
+  }, BLOCKED_REFRESH_MS);
 
   try {
     const res = await fetch('/admin/config.json', { cache: 'no-store' });

@@ -3,7 +3,9 @@
 // Run by tests/tests/dashboard.rs, which starts the stack (OIDC issuer, Envoy, extauthz
 // replica A behind Envoy, replica B serving the dashboard, both on one store) and passes
 // everything in the GRANTFLOW_BROWSER_INPUT environment variable (JSON):
-//   { dashboardUrl, envoyUrl, userTokens: [{sid, token}], otherUserToken: {sid, token},
+//   { dashboardUrl, envoyUrl, userTokens: [{sid, token}], otherUser, otherUserToken: {sid, token},
+//     otherUserFreshToken: {sid, token} (the same user, another session, no auth_time),
+//     thirdUser, thirdUserToken: {sid, token}, replicaAUrl (replica A's admin API),
 //     artifacts, chromium }
 // It prints progress on stderr and exactly one JSON result line on stdout. Every wait is
 // bounded; any failure exits non-zero with the reason and a screenshot of the moment.
@@ -176,6 +178,67 @@ try {
   await page.getByRole('link', { name: 'Audit trail' }).click();
   await page.locator('#audit-body tr', { hasText: 'Offboarding' }).waitFor();
   result.screenshots.push(await shot(page, '03-audit-trail'));
+
+  // 6b. The user is listed under Blocked users. A token of theirs without auth_time (another
+  //     session) is refused: only an interactive sign-in gets them back in.
+  await page.getByRole('link', { name: /Blocked users/ }).click();
+  const blockedRow = (user) => page.locator(`#blocked-body tr[data-blocked-user="${user}"]`);
+  await blockedRow(input.otherUser).waitFor();
+  const blockedText = await blockedRow(input.otherUser).innerText();
+  check(blockedText.includes('Offboarding: contract ended') && blockedText.includes(me), `blocked row: ${blockedText}`);
+  check((await page.textContent('#blocked-count')).trim() === '1', 'the tab counts the blocked users');
+  result.blockedRow = blockedText.replace(/\s+/g, ' ').trim();
+  const unproven = await throughEnvoy(input.otherUserFreshToken.token);
+  check(unproven.status === 401 && unproven.body.includes('sign-in-again'), `a token without auth_time must sign in again: ${unproven.status} ${unproven.body}`);
+
+  // 6c. A revoke-all made through replica A's API (another administrator's, say) shows up
+  //     here live: its ended session's event makes the list reload.
+  const third = await throughEnvoy(input.thirdUserToken.token);
+  check(third.status === 200, `the third user was allowed: ${third.status}`);
+  await page.waitForFunction((id) => window.__rowsAdded[id] !== undefined, input.thirdUserToken.sid);
+  const adminToken = await page.evaluate(() => JSON.parse(sessionStorage.getItem('grantflow.admin.token')).token);
+  const viaA = await fetch(`${input.replicaAUrl}/api/v1/users/${encodeURIComponent(input.thirdUser)}/revoke`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ reason: 'INC-5150 through replica A' }),
+  });
+  const viaABody = await viaA.json();
+  check(viaA.status === 200, `revoke-all through replica A: ${viaA.status} ${JSON.stringify(viaABody)}`);
+  check(viaABody.nextStep.includes('sign in again interactively'), `the answer says what the user must do: ${viaABody.nextStep}`);
+  result.revokeAllNextStep = viaABody.nextStep;
+  const revokedViaA = Date.now();
+  await blockedRow(input.thirdUser).waitFor();
+  result.blockedLiveMs = Date.now() - revokedViaA;
+  check(navigations === (await page.evaluate(() => performance.getEntriesByType('navigation').length)), 'no reload happened');
+
+  // 6d. Lift the first user's block: a dialog asks for a reason and confirmation.
+  await blockedRow(input.otherUser).getByRole('button', { name: `Lift the block on ${input.otherUser}` }).click();
+  const liftDialog = page.locator('#lift-dialog');
+  await liftDialog.waitFor({ state: 'visible' });
+  check(await page.evaluate(() => document.activeElement?.id) === 'lift-reason', 'focus moves to the reason field');
+  await liftDialog.getByRole('button', { name: 'Lift block' }).click();
+  check(await liftDialog.isVisible(), 'the dialog stays open without a reason');
+  check(await page.evaluate(() => document.getElementById('lift-reason').validity.valueMissing), 'the reason is required');
+  await page.fill('#lift-reason', 'Offboarding reverted: contract extended');
+  result.screenshots.push(await shot(page, '08-lift-dialog'));
+  await liftDialog.getByRole('button', { name: 'Lift block' }).click();
+  await liftDialog.waitFor({ state: 'hidden' });
+  await blockedRow(input.otherUser).waitFor({ state: 'detached' });
+  check(await blockedRow(input.thirdUser).isVisible(), 'the other blocked user stays listed');
+  check((await page.textContent('#blocked-count')).trim() === '1', 'the count follows');
+  result.screenshots.push(await shot(page, '09-blocked-users'));
+  // Lifted: the token without auth_time opens a session; the ended session stays ended.
+  const lifted = await throughEnvoy(input.otherUserFreshToken.token);
+  check(lifted.status === 200, `after the lift a token without auth_time works: ${lifted.status} ${lifted.body}`);
+  const ended = await throughEnvoy(input.otherUserToken.token);
+  check(ended.status === 401, `the ended session stays ended: ${ended.status}`);
+  // The audit trail shows the lift.
+  await page.getByRole('link', { name: 'Audit trail' }).click();
+  const liftRow = page.locator('#audit-body tr', { hasText: 'contract extended' });
+  await liftRow.waitFor();
+  const liftText = await liftRow.innerText();
+  check(liftText.includes('Block lifted') && liftText.includes(input.otherUser) && liftText.includes(me) && liftText.includes('dashboard'), `the lift in the audit trail: ${liftText}`);
+  result.liftAuditRow = liftText.replace(/\s+/g, ' ').trim();
 
   // 7. Settings: the maximum session age is edited with a reason…
   await page.getByRole('link', { name: 'Settings' }).click();

@@ -108,13 +108,21 @@ async fn the_dashboard_in_chromium_shows_sessions_live_revokes_them_and_audits_o
         user_tokens.push(json!({"sid": sid, "token": stack.token("user-ivy", &sid).await}));
     }
     let other = json!({"sid": "sid-jack-1", "token": stack.token("user-jack", "sid-jack-1").await});
+    let other_fresh =
+        json!({"sid": "sid-jack-2", "token": stack.token("user-jack", "sid-jack-2").await});
+    let third = json!({"sid": "sid-kay-1", "token": stack.token("user-kay", "sid-kay-1").await});
     let artifacts = artifacts("dashboard");
     let input = json!({
         // The dashboard on replica B; the users' requests through Envoy to replica A.
         "dashboardUrl": format!("http://{}/admin/", stack.admin_addr(1)),
         "envoyUrl": stack.envoy_of(0).url("/"),
         "userTokens": user_tokens,
+        "otherUser": "user-jack",
         "otherUserToken": other,
+        "otherUserFreshToken": other_fresh,
+        "thirdUser": "user-kay",
+        "thirdUserToken": third,
+        "replicaAUrl": format!("http://{}", stack.admin_addr(0)),
         "artifacts": artifacts,
     });
     // While the browser runs: once the administrator has saved a policy in the dashboard,
@@ -167,6 +175,27 @@ async fn the_dashboard_in_chromium_shows_sessions_live_revokes_them_and_audits_o
         audit_row.contains("INC-4711") && audit_row.contains("sid-ivy-1"),
         "{audit_row}"
     );
+    // Revoke-all put the user under Blocked users; Lift took them off, audited.
+    let blocked_row = result["blockedRow"].as_str().unwrap();
+    assert!(
+        blocked_row.contains("user-jack") && blocked_row.contains("Offboarding"),
+        "{blocked_row}"
+    );
+    let lift_row = result["liftAuditRow"].as_str().unwrap();
+    assert!(
+        lift_row.contains("Block lifted") && lift_row.contains("contract extended"),
+        "{lift_row}"
+    );
+    let blocked = stack.store.blocked_users(TENANT).await.unwrap();
+    assert_eq!(
+        blocked.iter().map(|b| b.user.as_str()).collect::<Vec<_>>(),
+        ["user-kay"],
+        "the lifted user is no longer blocked; the one revoked through replica A is"
+    );
+    eprintln!(
+        "revoke-all through replica A → row under Blocked users on B: {} ms",
+        result["blockedLiveMs"]
+    );
     // Measured, not asserted: request through Envoy → row in the browser.
     let samples = result["latenciesMs"].as_array().unwrap();
     assert_eq!(samples.len(), 5);
@@ -185,6 +214,7 @@ async fn the_dashboard_in_chromium_shows_sessions_live_revokes_them_and_audits_o
         "medianRequestToRowMs": median(from_request.clone()),
         "maxRequestToRowMs": from_request.iter().cloned().fold(0.0, f64::max),
         "revokeClickToRowGoneMs": result["revokeToRowGoneMs"],
+        "revokeAllViaAToBlockedRowMs": result["blockedLiveMs"],
         "note": "responseToRowMs is mostly negative: the row appears before Envoy's answer reaches the user, because the store publishes the event during the check",
         "screenshots": result["screenshots"],
     });
@@ -195,14 +225,21 @@ async fn the_dashboard_in_chromium_shows_sessions_live_revokes_them_and_audits_o
     .unwrap();
     eprintln!("live update latency: {report:#}");
 
-    // What the dashboard did is in the store: two audited revocations by the administrator.
-    let audit = stack.store.audit(TENANT, 10).await.unwrap();
+    // What the administrator did is in the store, audited: through the dashboard, and one
+    // revoke-all through replica A's API.
+    let audit = stack.store.audit(TENANT, 20).await.unwrap();
     let ours: Vec<_> = audit.iter().filter(|r| r.actor.id == ADMIN_OID).collect();
-    assert_eq!(ours.len(), 4, "{audit:?}");
+    assert_eq!(ours.len(), 6, "{audit:?}");
     for record in &ours {
         assert_eq!(record.actor.kind, ActorKind::Admin);
         assert_eq!(record.actor.name.as_deref(), Some(ADMIN_NAME));
-        assert_eq!(record.source, Source::Dashboard);
+        let through_a = record.target.user.as_deref() == Some("user-kay");
+        let source = if through_a {
+            Source::Api
+        } else {
+            Source::Dashboard
+        };
+        assert_eq!(record.source, source, "{record:?}");
     }
     // Newest first: the administrator ended their own session last.
     assert_eq!(ours[0].action, Action::SessionRevoke);
@@ -217,6 +254,27 @@ async fn the_dashboard_in_chromium_shows_sessions_live_revokes_them_and_audits_o
         ours[0].detail.as_deref(),
         Some("max session age 15m -> 20m")
     );
+    assert_eq!(ours[1].action, Action::UserUnblock);
+    assert_eq!(ours[1].target.user.as_deref(), Some("user-jack"));
+    assert_eq!(
+        ours[1].reason.as_deref(),
+        Some("Offboarding reverted: contract extended")
+    );
+    assert!(
+        ours[1]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with("lifted revoke-all watermark of ")),
+        "{:?}",
+        ours[1]
+    );
+    assert_eq!(ours[2].action, Action::UserRevoke);
+    assert_eq!(ours[2].target.user.as_deref(), Some("user-kay"));
+    assert_eq!(
+        ours[2].reason.as_deref(),
+        Some("INC-5150 through replica A")
+    );
+    let ours = &ours[2..];
     assert_eq!(ours[1].action, Action::UserRevoke);
     assert_eq!(ours[1].target.user.as_deref(), Some("user-jack"));
     assert_eq!(

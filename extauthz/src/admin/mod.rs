@@ -32,7 +32,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use grantflow_core::clock::Clock;
+use grantflow_core::clock::{Clock, rfc3339};
 use grantflow_core::jwks::KeySet;
 use grantflow_core::store::SessionStore;
 use grantflow_core::token::TokenValidator;
@@ -104,16 +104,41 @@ async fn security_headers(csp: HeaderValue, request: Request, next: Next) -> Res
     response
 }
 
-/// Ready when the store answers within its deadline and the issuer's keys are loaded.
+/// Store resets listed one per line on `/readyz`, at most (a wiped multi-tenant Redis is
+/// found tenant by tenant).
+const READYZ_RESETS: usize = 20;
+
+/// Ready when the store answers within its deadline and the issuer's keys are loaded. One
+/// more line per loss of data the store knows of (its generation start, for the embedded and
+/// memory stores): tokens issued before it are refused. Those lines never change the status.
 async fn readyz(State(state): State<AdminState>) -> Response {
     let store = tokio::time::timeout(state.store_timeout * 4, state.store.ping()).await;
     let store_ok = matches!(store, Ok(Ok(())));
     let keys_ok = state.keys.is_loaded();
-    let body = format!(
+    let mut body = format!(
         "store: {}\nkeys: {}\n",
         if store_ok { "ok" } else { "unavailable" },
         if keys_ok { "loaded" } else { "not loaded" }
     );
+    let resets = state.store.resets();
+    for reset in resets.iter().take(READYZ_RESETS) {
+        let at = rfc3339(reset.lost_at);
+        let line = match &reset.tenant {
+            None => format!(
+                "store generation since {at}: tokens issued before it are refused (sign in again)\n"
+            ),
+            Some(tenant) => format!(
+                "store reset: tenant {tenant} at {at}: tokens issued before it are refused (sign in again)\n"
+            ),
+        };
+        body.push_str(&line);
+    }
+    if resets.len() > READYZ_RESETS {
+        body.push_str(&format!(
+            "store reset: {} more not shown\n",
+            resets.len() - READYZ_RESETS
+        ));
+    }
     let status = if store_ok && keys_ok {
         StatusCode::OK
     } else {
@@ -123,6 +148,13 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
+    let losses = state
+        .store
+        .resets()
+        .iter()
+        .filter(|reset| reset.tenant.is_some())
+        .count();
+    state.metrics.set_store_resets(losses);
     (
         [(
             header::CONTENT_TYPE,

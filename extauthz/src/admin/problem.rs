@@ -67,6 +67,19 @@ impl Problem {
         Self::new(StatusCode::CONFLICT, slug, title, detail.into())
     }
 
+    /// The `Idempotency-Key` was used before for another request: nothing was changed.
+    pub fn idempotency_key_mismatch() -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-mismatch",
+            "Idempotency key already used for another request",
+            "This Idempotency-Key was already used, within the last 24 hours, for a different \
+             request (another target, lock or reason). Nothing was changed. Repeat the first \
+             request exactly to get its answer, or send a new key for a new request."
+                .into(),
+        )
+    }
+
     pub fn unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
