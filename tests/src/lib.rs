@@ -3,6 +3,9 @@
 //!
 //! - [`issuer::Issuer`]: a real OIDC issuer (npm `oauth2-mock-server`) minting Entra-shaped
 //!   tokens and serving their JWKS;
+//! - [`process::Extauthz`]: the real `grantflow-extauthz` binary as a child process, stopped
+//!   with SIGTERM or SIGKILL and started again on the same ports;
+//! - [`tcp_proxy::TcpProxy`]: a TCP proxy whose target moves or is cut (failover, partition);
 //! - [`envoy::Envoy`]: a real Envoy running `examples/envoy/envoy.yaml` (ports rewritten);
 //! - [`upstream::Upstream`]: the protected app, echoing the headers it received;
 //! - [`redis::RedisServer`], [`redis::RedisCluster`]: real Redis (standalone, 3-master
@@ -18,9 +21,11 @@ pub mod chart;
 pub mod envoy;
 pub mod issuer;
 pub mod kubernetes;
+pub mod process;
 pub mod redis;
 pub mod sse;
 pub mod stack;
+pub mod tcp_proxy;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
