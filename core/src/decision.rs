@@ -1,8 +1,9 @@
 //! The session engine: the per-request decision of DESIGN §3 and the revocation rules, as
 //! one synchronous state machine over a tenant's session state.
 //!
-//! The memory store runs it under a lock; other stores implement the same steps atomically
-//! and are held to the same verdicts by the shared store contract tests.
+//! The memory and embedded stores run it under a lock; Redis implements the same steps
+//! atomically (`check.lua`); the store conformance suite (`tests/tests/conformance.rs`) holds
+//! every store to the same verdicts.
 //!
 //! Decision, per request:
 //! 0. the store lost data at L (its generation marker vanished or changed, or it is new):
@@ -333,15 +334,19 @@ impl TenantSessions {
         expired
     }
 
-    /// The users the marks still keep out at `now`, by user id.
+    /// The users the marks still keep out at `now`, by user id, with the marks still in
+    /// force (a watermark past its retention is not listed beside a lock that outlasts it).
     pub fn blocked_users(&self, limits: &Limits, now: UnixMillis) -> Vec<BlockedUser> {
+        let watermark_retention = millis(limits.watermark_retention);
         let mut blocked: Vec<BlockedUser> = self
             .users
             .iter()
             .filter(|(_, marks)| marks.in_force(limits, now))
             .map(|(user, marks)| BlockedUser {
                 user: user.clone(),
-                not_before: marks.not_before,
+                not_before: marks
+                    .not_before
+                    .filter(|at| now.saturating_sub(*at) < watermark_retention),
                 lock_until: marks.lock_until.filter(|until| *until > now),
                 holds_until: marks.holds_until(limits),
             })

@@ -1,6 +1,11 @@
 //! Real Redis servers for tests: standalone, or a local 3-master cluster. Each runs on a free
 //! loopback port (see [`free_port`]) in its own temporary directory and is killed when
 //! dropped. A server counts as started only once the process on the port is ours.
+//!
+//! Every server is also handed to a [`lifeline`] watchdog, which kills it once this process has
+//! ended if nothing stopped it before — after `SIGKILL` or an abort, and for the servers that
+//! are never dropped: [`RedisServer::shared`] and [`RedisCluster::shared`], one server (one
+//! cluster) for a whole test binary, started by the first test that asks.
 
 use std::path::PathBuf;
 use std::process::{Command as StdCommand, Stdio};
@@ -27,6 +32,22 @@ impl RedisServer {
     /// A standalone Redis with AOF off (tests need no persistence).
     pub async fn start() -> RedisServer {
         Self::start_fresh(false, None, None).await
+    }
+
+    /// One standalone Redis for every test of this test binary, started by the first test
+    /// that asks (the others wait for it) and never stopped by a test: it lives in a `static`,
+    /// which is never dropped, so the [`lifeline`] watchdog kills it and removes its directory
+    /// once the binary has ended, however it ends. Tests that share it keep their data apart
+    /// themselves (e.g. a tenant of their own each); a test that wipes, stops or reconfigures
+    /// Redis needs a server of its own ([`Self::start`]).
+    pub async fn shared() -> &'static RedisServer {
+        static SHARED: tokio::sync::OnceCell<RedisServer> = tokio::sync::OnceCell::const_new();
+        SHARED.get_or_init(Self::start).await
+    }
+
+    /// The process id of the running server.
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
     }
 
     /// A replica of `primary` (standalone), in sync when this returns.
@@ -136,9 +157,11 @@ impl RedisServer {
         }
         let mut child = command.spawn().expect("start redis-server");
         let pid = child.id().expect("a running child");
+        lifeline::watch(pid, &self.dir);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().expect("poll redis-server") {
+                lifeline::forget(pid);
                 return Err(format!("exited at start ({status}); its log is above"));
             }
             if self.process_id() == Some(pid) {
@@ -147,6 +170,7 @@ impl RedisServer {
             }
             if Instant::now() > deadline {
                 let _ = child.kill().await;
+                lifeline::forget(pid);
                 return Err("did not answer within 20 s".into());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -179,7 +203,11 @@ impl RedisServer {
     /// Kills the server (like a crash).
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let pid = child.id();
             let _ = child.kill().await;
+            if let Some(pid) = pid {
+                lifeline::forget(pid);
+            }
         }
     }
 
@@ -202,11 +230,7 @@ impl RedisServer {
     }
 
     fn signal(&self, signal: &str) {
-        let pid = self
-            .child
-            .as_ref()
-            .and_then(Child::id)
-            .expect("a running server");
+        let pid = self.pid().expect("a running server");
         let status = StdCommand::new("kill")
             .arg(signal)
             .arg(pid.to_string())
@@ -227,7 +251,11 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
+            let pid = child.id();
             let _ = child.start_kill();
+            if let Some(pid) = pid {
+                lifeline::forget(pid);
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -241,6 +269,14 @@ pub struct RedisCluster {
 impl RedisCluster {
     pub async fn start() -> RedisCluster {
         Self::start_with(false).await
+    }
+
+    /// One cluster for every test of this test binary, like [`RedisServer::shared`]: started
+    /// by the first test that asks, killed by the [`lifeline`] watchdog once the binary has
+    /// ended.
+    pub async fn shared() -> &'static RedisCluster {
+        static SHARED: tokio::sync::OnceCell<RedisCluster> = tokio::sync::OnceCell::const_new();
+        SHARED.get_or_init(Self::start).await
     }
 
     /// A cluster whose nodes also serve TLS (clients and the cluster bus), all with one
@@ -318,6 +354,62 @@ impl RedisCluster {
             }
         }
         panic!("no node serves slot {slot}");
+    }
+}
+
+/// Kills the servers of this process once it has ended, whichever way it ends — returning from
+/// `main`, a panic, an abort, `SIGKILL` — unless they were stopped before. Servers in a
+/// `static` are never dropped (Rust runs no destructor of a static at exit), and a killed
+/// process drops nothing: without this they would outlive it.
+///
+/// One watchdog per process (`awk`, started with the first server) reads its standard input,
+/// a pipe whose only writer is this process (the write end is close-on-exec, so no other child
+/// inherits it): `+ <pid> <dir>` for each server started, `- <pid>` for each one stopped. When
+/// this process is gone the kernel closes the pipe; the watchdog reads end-of-file, kills the
+/// servers still listed (`SIGKILL`: they hold nothing worth saving) and removes their
+/// directories.
+pub mod lifeline {
+    use std::io::Write;
+    use std::path::Path;
+    use std::process::{ChildStdin, Command, Stdio};
+    use std::sync::Mutex;
+
+    const WATCHDOG: &str = r#"
+        $1 == "+" { live[$2] = $3 }
+        $1 == "-" { delete live[$2] }
+        END { for (pid in live) system("kill -KILL " pid " 2>/dev/null; rm -rf -- '" live[pid] "'") }
+    "#;
+
+    static PIPE: Mutex<Option<ChildStdin>> = Mutex::new(None);
+
+    fn tell(line: String) {
+        let mut pipe = PIPE.lock().unwrap_or_else(|e| e.into_inner());
+        if pipe.is_none() {
+            let mut watchdog = Command::new("awk")
+                .arg(WATCHDOG)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start the lifeline watchdog (awk)");
+            *pipe = watchdog.stdin.take();
+            // The watchdog outlives this process by design; nothing waits for it here.
+            drop(watchdog);
+        }
+        if let Some(pipe) = pipe.as_mut() {
+            // A watchdog that is gone cannot be helped; the servers are still stopped on drop.
+            let _ = pipe.write_all(line.as_bytes());
+        }
+    }
+
+    /// A server started: kill `pid` and remove `dir` when this process ends.
+    pub fn watch(pid: u32, dir: &Path) {
+        tell(format!("+ {pid} {}\n", dir.display()));
+    }
+
+    /// A server stopped (and its process id free for reuse): forget it.
+    pub fn forget(pid: u32) {
+        tell(format!("- {pid}\n"));
     }
 }
 

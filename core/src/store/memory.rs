@@ -226,7 +226,7 @@ impl SessionStore for MemoryStore {
             let mut tenants = self.tenants.lock();
             let tenant = tenants.entry(tenant_id.clone()).or_default();
             let was_live = tenant.sessions.live.get(key).cloned();
-            let had_tombstone = tenant.sessions.ended.contains_key(key);
+            let tombstone = tenant.sessions.ended.get(key).cloned();
             let verdict =
                 tenant
                     .sessions
@@ -247,9 +247,10 @@ impl SessionStore for MemoryStore {
                 }
                 Verdict::Deny(reason) => {
                     // Only a change is written: a refused client that keeps trying costs no
-                    // disk write.
-                    let changed = was_live.is_some()
-                        || had_tombstone != tenant.sessions.ended.contains_key(key);
+                    // disk write. A tombstone can change in place: a sign-in after the end
+                    // replaces it, and is refused as too old (a later end).
+                    let changed =
+                        was_live.is_some() || tenant.sessions.ended.get(key) != tombstone.as_ref();
                     if changed {
                         self.record_key(tenant_id, tenant, key);
                     }
