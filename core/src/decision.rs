@@ -65,14 +65,23 @@ impl Default for Limits {
     }
 }
 
-/// Whether a token was issued at or after `lost_at` (in whole seconds: JWT claims have no
-/// fraction). A token that does not say when it was issued (`iat`, else `auth_time`) cannot
-/// prove it and is refused.
+/// Whether a token was issued after `lost_at`. JWT claims have whole seconds: a token issued
+/// in the very second of `lost_at` cannot prove it came after it and is refused (as a sign-in
+/// within a watermark's second is). A token that does not say when it was issued (`iat`,
+/// else `auth_time`) cannot prove it either and is refused.
 pub fn issued_since(identity: &Identity, lost_at: UnixMillis) -> bool {
     identity
         .issued_at
         .or(identity.auth_time)
-        .is_some_and(|secs| secs >= lost_at.div_euclid(1000))
+        .is_some_and(|secs| secs.saturating_mul(1000) > lost_at)
+}
+
+/// The loss time L of a store whose state begins at `now` in this process (a new data folder,
+/// a memory store): the end of the previous whole second, so that tokens issued in the
+/// second the store began — after the old state was already gone — are accepted, and every
+/// earlier one is refused.
+pub fn begins_at(now: UnixMillis) -> UnixMillis {
+    now.div_euclid(1000) * 1000 - 1
 }
 
 /// A user's revocation marks.

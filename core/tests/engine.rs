@@ -143,16 +143,25 @@ fn issued_since_compares_whole_seconds_and_refuses_tokens_that_cannot_say() {
         auth_time,
         ..identity("u1", "s1")
     };
-    assert!(issued_since(&with(Some(T0 / 1000), None), lost_at));
+    let next = T0 / 1000 + 1;
+    assert!(issued_since(&with(Some(next), None), lost_at));
+    // Issued in L's own second: cannot prove it came after L.
+    assert!(!issued_since(&with(Some(T0 / 1000), None), lost_at));
+    assert!(!issued_since(&with(Some(T0 / 1000), None), T0));
     assert!(!issued_since(&with(Some(T0 / 1000 - 1), None), lost_at));
-    assert!(issued_since(&with(None, Some(T0 / 1000)), lost_at));
-    assert!(!issued_since(&with(None, Some(T0 / 1000 - 1)), lost_at));
+    assert!(issued_since(&with(None, Some(next)), lost_at));
+    assert!(!issued_since(&with(None, Some(T0 / 1000)), lost_at));
     assert!(!issued_since(&with(None, None), lost_at));
     // iat wins over auth_time.
     assert!(!issued_since(
-        &with(Some(T0 / 1000 - 1), Some(T0 / 1000)),
+        &with(Some(T0 / 1000 - 1), Some(next)),
         lost_at
     ));
+    // A store that begins within a second accepts tokens of that second, not earlier ones.
+    let begun = grantflow_core::decision::begins_at(T0 + 700);
+    assert_eq!(begun, T0 - 1);
+    assert!(issued_since(&with(Some(T0 / 1000), None), begun));
+    assert!(!issued_since(&with(Some(T0 / 1000 - 1), None), begun));
     let mut state = TenantSessions::default();
     let old = with(Some(T0 / 1000 - 1), None);
     let verdict = state.decide(

@@ -110,7 +110,10 @@ struct Progress {
 
 /// The journal: a queue to the writer thread and what it has committed.
 pub(super) struct Journal {
-    queue: std::sync::mpsc::Sender<(u64, Op)>,
+    /// `None` only while dropping.
+    queue: Option<std::sync::mpsc::Sender<(u64, Op)>>,
+    /// The writer thread, joined on drop so the folder is closed when the store is gone.
+    writer: Option<std::thread::JoinHandle<()>>,
     /// The sequence number of the last queued change. Only written under the engine's lock.
     queued: AtomicU64,
     progress: watch::Receiver<Progress>,
@@ -178,13 +181,14 @@ impl Journal {
         let (progress_tx, progress) = watch::channel(Progress::default());
         let failed = Arc::new(AtomicBool::new(false));
         let writer_failed = failed.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("grantflow-journal".into())
             .spawn(move || write_loop(db, receiver, progress_tx, writer_failed))
             .map_err(|e| disk_error("writer cannot start", e))?;
         Ok(Opened {
             journal: Journal {
-                queue,
+                queue: Some(queue),
+                writer: Some(writer),
                 queued: AtomicU64::new(0),
                 progress,
                 failed,
@@ -238,7 +242,11 @@ impl Journal {
     /// Queues a change; called under the engine's lock.
     pub(super) fn record(&self, op: Op) {
         let seq = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.queue.send((seq, op)).is_err() {
+        let sent = self
+            .queue
+            .as_ref()
+            .is_some_and(|q| q.send((seq, op)).is_ok());
+        if !sent {
             self.failed.store(true, Ordering::SeqCst);
         }
     }
@@ -294,6 +302,17 @@ impl Journal {
             )));
         }
         Ok(())
+    }
+}
+
+impl Drop for Journal {
+    /// Closes the queue and waits for the writer to commit what is queued and close the
+    /// database, so the folder can be opened again as soon as the store is dropped.
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 

@@ -77,7 +77,7 @@ impl MemoryStore {
     /// issued before it started are refused — whatever an earlier process revoked is not
     /// known to this one.
     pub fn starting_now(limits: Limits, clock: Arc<dyn Clock>) -> Self {
-        let now = clock.now_ms();
+        let now = crate::decision::begins_at(clock.now_ms());
         let generation = uuid::Uuid::now_v7().to_string();
         Self::build(
             limits,
@@ -98,7 +98,11 @@ impl MemoryStore {
         limits: Limits,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
-        let opened = Journal::open(dir, clock.now_ms(), AUDIT_CAPACITY)?;
+        let opened = Journal::open(
+            dir,
+            crate::decision::begins_at(clock.now_ms()),
+            AUDIT_CAPACITY,
+        )?;
         if opened.created {
             tracing::warn!(
                 data_dir = %dir.display(),

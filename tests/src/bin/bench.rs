@@ -213,7 +213,8 @@ async fn run(plan: Plan, extauthz: PathBuf) -> Result<(), BoxError> {
     let noop = bench_noop(&plan).await?;
     eprintln!("[2/4] memory store, then the embedded store (a fresh data folder)");
     let memory = bench_store(&plan, &extauthz, StoreUnderTest::Memory).await?;
-    let data_dir = std::env::temp_dir().join(format!("grantflow-bench-{}-data", std::process::id()));
+    let data_dir =
+        std::env::temp_dir().join(format!("grantflow-bench-{}-data", std::process::id()));
     let embedded = bench_store(&plan, &extauthz, StoreUnderTest::Embedded(&data_dir)).await;
     let _ = std::fs::remove_dir_all(&data_dir);
     let embedded = embedded?;

@@ -19,8 +19,9 @@ cases! {
 }
 
 /// A new data folder, or a memory store started now, cannot tell what an earlier store
-/// revoked: it begins a generation at L = now and refuses every token issued before
-/// (compared in whole seconds; `iat`, else `auth_time`).
+/// revoked: it begins a generation at L = the end of the second before now
+/// (`decision::begins_at`) and refuses every token issued before it (JWT claims have whole
+/// seconds; `iat`, else `auth_time`): tokens of the second it began pass.
 async fn a_new_store_refuses_tokens_issued_before_it_began(mut ctx: Ctx) {
     ctx.advance(mins(10));
     let began = ctx.now();
@@ -29,7 +30,7 @@ async fn a_new_store_refuses_tokens_issued_before_it_began(mut ctx: Ctx) {
     assert_eq!(resets.len(), 1, "{resets:?}");
     assert_eq!(
         (resets[0].tenant.as_ref(), resets[0].lost_at),
-        (None, began)
+        (None, grantflow_core::decision::begins_at(began))
     );
     ctx.advance(500 * MS);
     let l = began / 1000;
@@ -186,9 +187,13 @@ async fn a_wiped_redis_refuses_tokens_issued_before_the_loss(ctx: Ctx) {
     assert_eq!(ctx.resets().len(), 1);
     assert_eq!(ctx.audit(t, 10).await.len(), 1);
 
-    // A token issued after the loss (in its second or later) is allowed.
-    let after = ctx.token(BOB, "b-2");
-    assert_eq!(ctx.check(&after).await, created(lost_at));
+    // A token issued in the loss's own second cannot prove it came after it; one issued in a
+    // later second is allowed.
+    let same_second = ctx.token(BOB, "b-2");
+    assert_eq!(ctx.check(&same_second).await, EXPIRED);
+    ctx.advance(SEC);
+    let after = ctx.token(BOB, "b-3");
+    assert_eq!(ctx.check(&after).await, created(lost_at + 1000));
     ctx.advance(SEC);
     let signed_in_again = authenticated(ctx.token(ALICE, "a-1"), ctx.now_secs());
     assert_eq!(ctx.check(&signed_in_again).await, created(ctx.now()));
@@ -208,6 +213,7 @@ async fn another_process_refuses_tokens_from_before_a_recorded_loss(ctx: Ctx) {
     assert_eq!(check_on(&*second, &a1).await, EXPIRED);
     let before = issued(ctx.token(BOB, "b-0"), T0 / 1000);
     assert_eq!(check_on(&*second, &before).await, EXPIRED);
+    ctx.advance(SEC);
     let after = ctx.token(BOB, "b-1");
     assert_eq!(check_on(&*second, &after).await, created(ctx.now()));
     assert_eq!(ctx.check(&after).await, allowed(ctx.now()));

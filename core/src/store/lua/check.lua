@@ -41,7 +41,8 @@ local told = ''
 if known ~= gen[1] then told = gen[1] end
 if gen[2] then
   local issued = tonumber(ARGV[7])
-  if issued == nil or issued < math.floor(tonumber(gen[2]) / 1000) then return {3, 0, told, reset} end
+  -- Whole seconds: a token issued in L's own second cannot prove it came after L.
+  if issued == nil or issued * 1000 <= tonumber(gen[2]) then return {3, 0, told, reset} end
 end
 
 local max_age = tonumber(redis.call('HGET', KEYS[1], 'max_age_ms') or ARGV[3])
