@@ -186,6 +186,22 @@ async fn statuses(stack: &Stack, token: &str, n: usize) -> Vec<u16> {
     all
 }
 
+/// The first answer that is not 503 (Redis still away), within 20 s.
+async fn first_answer(stack: &Stack, token: &str) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = stack.status(token).await;
+        if status != 503 {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer but 503 within 20 s of Redis returning"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn recovers(stack: &Stack, token: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -225,7 +241,16 @@ async fn redis_stopped_or_frozen_refuses_with_503_and_recovers_by_itself() {
         "stopped Redis: {stopped:?}"
     );
     redis_server.restart().await;
-    // A fresh Redis knows no session; the token starts a new one once the store answers.
+    // Restarted without persistence, Redis lost the tenant's data: once it answers, the
+    // generation marker is found gone, and the token issued before the loss is refused
+    // (Session expired), never allowed. A token issued after the loss starts a session.
+    assert_eq!(
+        first_answer(&stack, &token).await,
+        401,
+        "a token issued before the loss"
+    );
+    stack.clock.advance(Duration::from_secs(2));
+    let token = stack.token("user-eve", "sid-eve-after").await;
     recovers(&stack, &token).await;
 
     redis_server.freeze();

@@ -201,13 +201,27 @@ async fn revoking_a_session_or_a_user_refuses_the_very_next_request() {
     );
     assert_eq!(stack.status(&phone).await, 401);
     assert_eq!(stack.status(&erin).await, 200, "other users are untouched");
-    // A token authenticated before the revocation cannot open a new session…
+    // A token authenticated before the revocation cannot open a new session, whatever its
+    // `sid`; nor can one that does not say when its user signed in (a later `iat` proves
+    // nothing: every silent refresh moves it)…
+    let now = grantflow_core::clock::Clock::now_secs(&stack.clock);
     let mut stale = stack.claims("user-dave", Some("sid-dave-new"));
-    stale["iat"] = (grantflow_core::clock::Clock::now_secs(&stack.clock) - 10).into();
+    stale["auth_time"] = (now - 10).into();
     assert_eq!(stack.status(&stack.issuer.token(stale).await).await, 401);
-    // …but a fresh sign-in afterwards works.
     stack.clock.advance(Duration::from_secs(2));
-    let fresh = stack.token("user-dave", "sid-dave-fresh").await;
+    let refreshed = stack.token("user-dave", "sid-dave-refreshed").await;
+    let page = stack.get(Some(&refreshed), BROWSER_ACCEPT, &[]).await;
+    assert_eq!(page.status(), 401);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<h1>Sign in again</h1>")
+    );
+    // …but a fresh sign-in afterwards works.
+    let mut fresh = stack.claims("user-dave", Some("sid-dave-fresh"));
+    fresh["auth_time"] = grantflow_core::clock::Clock::now_secs(&stack.clock).into();
+    let fresh = stack.issuer.token(fresh).await;
     assert_eq!(stack.status(&fresh).await, 200);
 
     let audit = stack.store.audit(TENANT, 10).await.unwrap();
