@@ -674,7 +674,8 @@ async fn open_session(store: &MemoryStore, user: &str, sid: &str, clock: &Manual
             id: sid.into(),
             anchor: SessionAnchor::Sid,
         },
-        auth_time: None,
+        // A sign-in now: after a revoke-all only a token with a later `auth_time` gets in.
+        auth_time: Some(clock.now_secs()),
         issued_at: Some(clock.now_secs()),
         not_before: None,
         expires_at: clock.now_secs() + 3600,
@@ -759,6 +760,7 @@ async fn a_revocation_is_applied_once_as_its_requester_and_reported() {
     assert!(store.sessions(TENANT).await.unwrap().is_empty());
 
     // Re-reconciled (a resync, an operator restart) with its status: nothing happens at all.
+    clock.advance(std::time::Duration::from_secs(1));
     open_session(&store, "user-mallory", "sid-3", &clock).await;
     let mut applied = revocation;
     applied.status = Some(serde_json::from_value::<RevocationStatus>(status).unwrap());
@@ -813,6 +815,7 @@ async fn a_lost_status_write_is_retried_without_revoking_twice() {
         .await
         .unwrap_err();
     assert_eq!(error.metric_label(), "kubernetes");
+    clock.advance(std::time::Duration::from_secs(1));
     open_session(&store, "user-mallory", "sid-after", &clock).await;
     revocation::reconcile(revocation, ctx.clone())
         .await
