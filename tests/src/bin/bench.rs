@@ -27,7 +27,8 @@
 //! all traffic stays on 127.0.0.1. Knobs (environment): `BENCH_SECONDS`, `BENCH_WARMUP_SECONDS`,
 //! `BENCH_CONCURRENCY`, `BENCH_CONNECTIONS`, `BENCH_RATE`, `BENCH_OPEN_SECONDS`,
 //! `BENCH_TOKENS`, `BENCH_SESSIONS`, `BENCH_CLIENT_THREADS`, `BENCH_SERVER_RUST_LOG`,
-//! `BENCH_SERVER_WORKERS`, `BENCH_ENVOY` (`0`: skip Envoy), `GRANTFLOW_EXTAUTHZ_BIN` (use this
+//! `BENCH_SERVER_WORKERS`, `BENCH_ENVOY` (`0`: skip Envoy), `BENCH_EMBEDDED` (`0`: skip the
+//! embedded store), `GRANTFLOW_EXTAUTHZ_BIN` (use this
 //! binary instead of building it), `ENVOY_BIN`.
 
 use std::collections::HashMap;
@@ -91,6 +92,9 @@ struct Plan {
     server_workers: Option<usize>,
     /// Envoy and wrk, when both are there and `BENCH_ENVOY` is not `0`.
     envoy: Option<EnvoyTools>,
+    /// Measure the embedded store (`BENCH_EMBEDDED=0` skips it, e.g. for an A/B against a
+    /// binary that predates it).
+    embedded: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +131,7 @@ impl Plan {
                 .ok()
                 .map(|v| v.parse().expect("BENCH_SERVER_WORKERS is a number")),
             envoy: envoy_tools(),
+            embedded: !matches!(std::env::var("BENCH_EMBEDDED").as_deref(), Ok("0")),
         }
     }
 }
@@ -213,11 +218,15 @@ async fn run(plan: Plan, extauthz: PathBuf) -> Result<(), BoxError> {
     let noop = bench_noop(&plan).await?;
     eprintln!("[2/4] memory store, then the embedded store (a fresh data folder)");
     let memory = bench_store(&plan, &extauthz, StoreUnderTest::Memory).await?;
-    let data_dir =
-        std::env::temp_dir().join(format!("grantflow-bench-{}-data", std::process::id()));
-    let embedded = bench_store(&plan, &extauthz, StoreUnderTest::Embedded(&data_dir)).await;
-    let _ = std::fs::remove_dir_all(&data_dir);
-    let embedded = embedded?;
+    let embedded = if plan.embedded {
+        let data_dir =
+            std::env::temp_dir().join(format!("grantflow-bench-{}-data", std::process::id()));
+        let run = bench_store(&plan, &extauthz, StoreUnderTest::Embedded(&data_dir)).await;
+        let _ = std::fs::remove_dir_all(&data_dir);
+        Some(run?)
+    } else {
+        None
+    };
 
     let mut redis = RedisServer::start().await;
     let redis_version = redis_cli(redis.port, &["INFO", "server"])
@@ -247,16 +256,18 @@ async fn run(plan: Plan, extauthz: PathBuf) -> Result<(), BoxError> {
     let on_redis = bench_store(&plan, &extauthz, StoreUnderTest::Redis(&redis)).await?;
     redis.stop().await;
 
-    print_report(
-        &plan,
-        &machine,
-        &redis_version,
-        &[&noop, &memory, &embedded, &on_redis],
-        &footprint,
-        &compact,
-    );
+    let runs: Vec<&StoreRun> = [
+        Some(&noop),
+        Some(&memory),
+        embedded.as_ref(),
+        Some(&on_redis),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    print_report(&plan, &machine, &redis_version, &runs, &footprint, &compact);
     if let Some(alone) = envoy_alone {
-        print_envoy_report(&plan, &alone, &[&noop, &memory, &embedded, &on_redis]);
+        print_envoy_report(&plan, &alone, &runs);
     }
     Ok(())
 }
