@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::StoreError;
-use super::memory::{Applied, Tenant};
+use super::tenant::{Applied, Tenant};
 use crate::audit::AuditRecord;
 use crate::clock::UnixMillis;
 use crate::decision::{Tombstone, UserMarks};

@@ -9,19 +9,19 @@
 //! in the order the lock saw them and committed in groups by one writer thread, so the check
 //! path never writes to disk itself and a live session's check never waits for one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::embedded::{Journal, Op};
+use super::tenant::{Applied, Tenant};
 use super::{ChangeEvent, ChangeStream, SessionStore, StoreError, StoreReset};
 use crate::audit::AuditRecord;
 use crate::clock::{Clock, UnixMillis, millis};
-use crate::decision::{Limits, TenantSessions};
+use crate::decision::Limits;
 use crate::policy::Policy;
 use crate::revocation::{
     BlockedUser, IDEMPOTENCY_TTL, Revocation, RevocationOutcome, RevocationTarget,
@@ -32,25 +32,6 @@ use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict};
 pub const AUDIT_CAPACITY: usize = 10_000;
 /// Change events buffered for slow subscribers before they must resync.
 const CHANGE_BUFFER: usize = 4_096;
-
-/// One tenant's state.
-#[derive(Default)]
-pub(super) struct Tenant {
-    pub(super) sessions: TenantSessions,
-    pub(super) audit: VecDeque<AuditRecord>,
-    /// Answers of idempotent revocations by key.
-    pub(super) applied: HashMap<String, Applied>,
-}
-
-/// The answer of an idempotent revocation, bound to what it asked for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct Applied {
-    /// [`Revocation::fingerprint`] of the request.
-    pub(super) fingerprint: String,
-    pub(super) outcome: RevocationOutcome,
-    pub(super) at: UnixMillis,
-}
 
 /// Sessions, policies and audit trails in this process, optionally journaled to disk.
 pub struct MemoryStore {

@@ -6,6 +6,7 @@
 mod embedded;
 mod memory;
 mod redis;
+mod tenant;
 
 pub use embedded::DATABASE_FILE;
 pub use memory::MemoryStore;
