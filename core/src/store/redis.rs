@@ -760,14 +760,15 @@ impl SessionStore for RedisStore {
             RevocationTarget::Session(key) => ("session", key.as_str(), None),
             RevocationTarget::User { user, lock_until } => ("user", user.as_str(), *lock_until),
         };
-        // `revoke.lua` fills in the count and, for one session, its user.
-        let mut record = revocation.audit_record(now, 0, None);
+        // `revoke.lua` fills in the count and, for one session, its user, and answers the record
+        // it stored, which is the one logged.
+        let record = revocation.audit_record(now, 0, None);
         let fingerprint = revocation.fingerprint();
         let json = serde_json::to_string(&record).map_err(|_| malformed("audit record"))?;
         let p = prefix(&revocation.tenant);
         let call = async {
             let mut connection = self.connection().await?;
-            let reply: (u32, String, u8) = self
+            let reply: (u32, String, u8, String) = self
                 .scripts
                 .revoke
                 .key(format!("{p}audit"))
@@ -787,17 +788,25 @@ impl SessionStore for RedisStore {
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
-            let (sessions_revoked, _, replayed) = &reply;
-            if *replayed == 2 {
+            let (sessions_revoked, audit_id, replayed, stored) = reply;
+            if replayed == 2 {
                 return Err(StoreError::IdempotencyKeyReused);
             }
-            if *replayed == 0 {
-                // In effect now: logged even if the replicas do not confirm it below.
-                record.sessions_revoked = Some(*sessions_revoked);
-                record.log();
+            if replayed == 0 {
+                // In effect now: logged even if the replicas do not confirm it below — the
+                // record exactly as the stream holds it.
+                match serde_json::from_str::<AuditRecord>(&stored) {
+                    Ok(stored) => stored.log(),
+                    Err(_) => {
+                        tracing::error!(
+                            "the stored audit record could not be read back; logging the request's"
+                        );
+                        record.log();
+                    }
+                }
             }
             self.replicated(&mut connection, &p).await?;
-            Ok(reply)
+            Ok((sessions_revoked, audit_id, replayed))
         };
         let (sessions_revoked, audit_id, replayed) =
             self.within(self.settings.write_timeout, call).await?;

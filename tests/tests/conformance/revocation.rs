@@ -21,6 +21,69 @@ cases! {
     tenants_are_isolated;
     a_revoke_all_in_one_tenant_leaves_the_other_alone;
     without_sid_each_token_is_its_own_session;
+    the_audit_log_line_is_the_stored_record;
+}
+
+/// The JSON log line of each revocation's audit record (the durable copy outside the store)
+/// is exactly the record the store keeps — including the user of a single revoked session,
+/// which the store fills in.
+async fn the_audit_log_line_is_the_stored_record(ctx: Ctx) {
+    use tracing::instrument::WithSubscriber;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let t = &ctx.tenant;
+    ctx.check(&ctx.token(ALICE, "s-1")).await;
+    ctx.check(&ctx.token(ALICE, "s-2")).await;
+    ctx.check(&ctx.token(BOB, "b-1")).await;
+    let lines = AuditLines::default();
+    let logs = tracing::Dispatch::new(tracing_subscriber::registry().with(lines.clone()));
+    ctx.revoke(revocation(t, session("s-1"), "lost laptop"))
+        .with_subscriber(logs.clone())
+        .await;
+    ctx.revoke(revocation(t, user(ALICE), "offboarding"))
+        .with_subscriber(logs.clone())
+        .await;
+    ctx.revoke(revocation(t, session("never-seen"), "precaution"))
+        .with_subscriber(logs)
+        .await;
+    let logged: Vec<AuditRecord> = lines
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("an audit record"))
+        .collect();
+    let mut stored = ctx.audit(t, 10).await;
+    stored.reverse();
+    assert_eq!(logged.len(), 3, "one line per revocation");
+    assert_eq!(logged, stored);
+    assert_eq!(logged[0].target.user.as_deref(), Some(ALICE));
+    assert_eq!(
+        logged[2].target.user, None,
+        "a key never seen has no known user"
+    );
+}
+
+/// Collects the `audit` field of every event: the audit JSON lines.
+#[derive(Clone, Default)]
+struct AuditLines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AuditLines {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Audit(Option<String>);
+        impl tracing::field::Visit for Audit {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "audit" {
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        let mut audit = Audit(None);
+        event.record(&mut audit);
+        if let Some(line) = audit.0 {
+            self.0.lock().unwrap().push(line);
+        }
+    }
 }
 
 async fn revoking_one_session_refuses_its_next_request_and_is_audited(ctx: Ctx) {

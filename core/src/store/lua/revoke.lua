@@ -6,9 +6,9 @@
 --       are filled in here), 8 idempotency key ('' = none), 9 publish command,
 --       10 audit capacity, 11 the request's fingerprint, 12 idempotency TTL ms,
 --       13 watermark retention ms
--- Returns {sessions revoked, audit id, replayed}: replayed 0 applied now, 1 the stored answer
--- of the same request under this idempotency key, 2 the key was used for another request
--- (nothing changed).
+-- Returns {sessions revoked, audit id, replayed, record}: replayed 0 applied now, 1 the stored
+-- answer of the same request under this idempotency key, 2 the key was used for another
+-- request (nothing changed); record is the audit record JSON as stored ('' unless applied now).
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local retention = tonumber(ARGV[3])
@@ -20,8 +20,8 @@ redis.call('HSETNX', p .. 'gen', 'id', ARGV[2])
 if ARGV[8] ~= '' then
   local previous = redis.call('HMGET', p .. 'idem:' .. ARGV[8], 'count', 'audit', 'fp')
   if previous[1] then
-    if previous[3] ~= ARGV[11] then return {0, '', 2} end
-    return {tonumber(previous[1]), previous[2], 1}
+    if previous[3] ~= ARGV[11] then return {0, '', 2, ''} end
+    return {tonumber(previous[1]), previous[2], 1, ''}
   end
 end
 
@@ -76,9 +76,10 @@ else
 end
 
 record.sessionsRevoked = count
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[10], '*', 'id', record.id, 'record', cjson.encode(record))
+local stored = cjson.encode(record)
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[10], '*', 'id', record.id, 'record', stored)
 if ARGV[8] ~= '' then
   redis.call('HSET', p .. 'idem:' .. ARGV[8], 'count', count, 'audit', record.id, 'fp', ARGV[11])
   redis.call('PEXPIRE', p .. 'idem:' .. ARGV[8], tonumber(ARGV[12]))
 end
-return {count, record.id, 0}
+return {count, record.id, 0, stored}
