@@ -10,6 +10,23 @@ use envoy_types::ext_authz::v3::pb::CheckRequest;
 /// to send its own.
 pub const IDENTITY_HEADER_PREFIX: &str = "x-grantflow-";
 
+/// Whether an incoming header name is, to the upstream, one of GrantFlow's identity headers:
+/// it starts with [`IDENTITY_HEADER_PREFIX`] once ASCII case is folded and every `_` is read
+/// as `-`. CGI (`HTTP_X_GRANTFLOW_USER`), PHP, Django, Rack and many other frameworks treat
+/// `_` and `-` alike, so `x_grantflow_user` would otherwise reach the app beside, or instead
+/// of, the real `x-grantflow-user`.
+pub fn is_identity_header(name: &str) -> bool {
+    let prefix = IDENTITY_HEADER_PREFIX.as_bytes();
+    name.len() >= prefix.len()
+        && name.bytes().zip(prefix).all(|(byte, &expected)| {
+            let folded = match byte.to_ascii_lowercase() {
+                b'_' => b'-',
+                other => other,
+            };
+            folded == expected
+        })
+}
+
 /// What the session layer needs from one HTTP request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HttpRequest {
@@ -18,7 +35,8 @@ pub struct HttpRequest {
     pub accept: Option<String>,
     pub user_agent: Option<String>,
     pub client_ip: Option<IpAddr>,
-    /// Names of incoming `x-grantflow-*` headers (client copies, to be removed).
+    /// Names, as received, of incoming headers that read as `x-grantflow-*` once case and
+    /// `_`/`-` are folded ([`is_identity_header`]): client copies, to be removed.
     pub identity_headers: Vec<String>,
 }
 
@@ -47,7 +65,7 @@ pub fn read_check_request(check: &CheckRequest, trusted_proxy_hops: usize) -> Ht
         header("x-forwarded-for").and_then(|xff| forwarded_client(xff, trusted_proxy_hops));
     let mut identity_headers: Vec<String> = headers
         .keys()
-        .filter(|name| name.starts_with(IDENTITY_HEADER_PREFIX))
+        .filter(|name| is_identity_header(name))
         .cloned()
         .collect();
     identity_headers.sort();
@@ -159,6 +177,53 @@ mod tests {
         assert_eq!(
             read_check_request(&req, 5).client_ip,
             Some("10.0.0.8".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn identity_headers_are_matched_with_case_and_underscores_folded() {
+        for name in [
+            "x-grantflow-user",
+            "x_grantflow_user",
+            "X-GrantFlow-User",
+            "X_GRANTFLOW_TENANT",
+            "x-grantflow_tenant",
+            "x_grantflow-session",
+            "x-grantflow-",
+            "x_grantflow_admin",
+        ] {
+            assert!(is_identity_header(name), "{name}");
+        }
+        for name in [
+            "x-grantflow",
+            "x_grantflow",
+            "grantflow-user",
+            "x-grantflowuser",
+            "x--grantflow-user",
+            "y-grantflow-user",
+            "x-grantflow\u{2010}user",
+            "",
+        ] {
+            assert!(!is_identity_header(name), "{name}");
+        }
+        let req = check(
+            &[
+                ("x_grantflow_user", "forged"),
+                ("x_grantflow_tenant", "other"),
+                ("x-grantflow_session", "s"),
+                ("x-grantflow-user", "forged-too"),
+                ("x_forwarded_for", "198.51.100.1"),
+            ],
+            "10.0.0.8",
+        );
+        assert_eq!(
+            read_check_request(&req, 0).identity_headers,
+            vec![
+                "x-grantflow-user",
+                "x-grantflow_session",
+                "x_grantflow_tenant",
+                "x_grantflow_user",
+            ]
         );
     }
 

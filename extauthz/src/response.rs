@@ -33,15 +33,13 @@ pub fn check_response(
                 (USER_HEADER, identity.user.as_str()),
                 (SESSION_HEADER, identity.session.id.as_str()),
             ];
-            // Our three headers overwrite any client copy; every other incoming
-            // `x-grantflow-*` header is removed, so nothing upstream can be forged.
+            // Our three headers overwrite any client copy; every other incoming header that
+            // reads as `x-grantflow-*` once case and `_`/`-` are folded (`x_grantflow_user`,
+            // `x-grantflow_tenant`, `x-grantflow-admin`…) is removed, so nothing upstream can
+            // be forged. The names we set are never in `headers_to_remove`, so the removal
+            // cannot undo what we set.
             let headers = facts.iter().map(|(k, v)| header(k, v, true)).collect();
-            let headers_to_remove = request
-                .identity_headers
-                .iter()
-                .filter(|name| !facts.iter().any(|(k, _)| k == name))
-                .cloned()
-                .collect();
+            let headers_to_remove = forged_headers(request, &facts);
             let mut metadata = vec![
                 ("tenant", identity.tenant.as_str()),
                 ("user", identity.user.as_str()),
@@ -111,6 +109,16 @@ pub fn check_response(
     }
 }
 
+/// The incoming identity headers to remove: all but those we set (which we overwrite).
+fn forged_headers(request: &HttpRequest, facts: &[(&str, &str)]) -> Vec<String> {
+    request
+        .identity_headers
+        .iter()
+        .filter(|name| !facts.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)))
+        .cloned()
+        .collect()
+}
+
 fn header(key: &str, value: &str, overwrite: bool) -> HeaderValueOption {
     let action = if overwrite {
         HeaderAppendAction::OverwriteIfExistsOrAdd
@@ -143,5 +151,114 @@ fn structure(fields: &[(&str, &str)]) -> Struct {
                 )
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use grantflow_core::identity::{Identity, SessionAnchor, SessionKey};
+
+    use super::*;
+
+    fn identity() -> Arc<Identity> {
+        Arc::new(Identity {
+            tenant: "t-1".into(),
+            user: "u-1".into(),
+            display_name: None,
+            session: SessionKey {
+                id: "s-1".into(),
+                anchor: SessionAnchor::Sid,
+            },
+            auth_time: None,
+            issued_at: None,
+            not_before: None,
+            expires_at: 0,
+            roles: Vec::new(),
+        })
+    }
+
+    fn request(identity_headers: &[&str]) -> HttpRequest {
+        HttpRequest {
+            identity_headers: identity_headers.iter().map(|h| h.to_string()).collect(),
+            ..HttpRequest::default()
+        }
+    }
+
+    #[test]
+    fn allow_sets_identity_and_removes_every_spelling_of_a_forged_one() {
+        let outcome = Outcome::Allow {
+            identity: identity(),
+            created: false,
+        };
+        let request = request(&[
+            "X-GrantFlow-User",
+            "x-grantflow-admin",
+            "x-grantflow-tenant",
+            "x-grantflow_tenant",
+            "x_grantflow_session",
+            "x_grantflow_user",
+        ]);
+        let response = check_response(&outcome, &request, "https://sign-in.test/");
+        let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
+            panic!("an allow is an OkResponse: {response:?}");
+        };
+        let set: Vec<(&str, &str)> = ok
+            .headers
+            .iter()
+            .map(|h| {
+                let h = h.header.as_ref().unwrap();
+                (h.key.as_str(), h.value.as_str())
+            })
+            .collect();
+        assert_eq!(
+            set,
+            [
+                (TENANT_HEADER, "t-1"),
+                (USER_HEADER, "u-1"),
+                (SESSION_HEADER, "s-1")
+            ]
+        );
+        assert!(
+            ok.headers
+                .iter()
+                .all(|h| h.append_action == HeaderAppendAction::OverwriteIfExistsOrAdd as i32)
+        );
+        // What we set is overwritten, never removed (Envoy removes after it sets); every
+        // other spelling goes.
+        assert_eq!(
+            ok.headers_to_remove,
+            [
+                "x-grantflow-admin",
+                "x-grantflow_tenant",
+                "x_grantflow_session",
+                "x_grantflow_user",
+            ]
+        );
+    }
+
+    #[test]
+    fn deny_sends_nothing_upstream() {
+        let outcome = Outcome::Deny {
+            denial: Denial::InvalidToken,
+            identity: Some(identity()),
+        };
+        let response = check_response(
+            &outcome,
+            &request(&["x_grantflow_user"]),
+            "https://sign-in.test/",
+        );
+        // A denied request never reaches the upstream: Envoy answers the client with the
+        // page; the response headers carry no identity.
+        let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
+            panic!("a deny is a DeniedResponse: {response:?}");
+        };
+        assert!(
+            denied
+                .headers
+                .iter()
+                .all(|h| { !crate::request::is_identity_header(&h.header.as_ref().unwrap().key) })
+        );
     }
 }

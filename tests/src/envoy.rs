@@ -30,8 +30,19 @@ pub struct Envoy {
 impl Envoy {
     /// Starts Envoy in front of `app`, asking the ext_authz servers at `extauthz`.
     pub async fn start(extauthz: SocketAddr, app: SocketAddr) -> Envoy {
+        Self::start_edited(extauthz, app, str::to_owned).await
+    }
+
+    /// Like [`Envoy::start`], on the example bootstrap as `edit` returns it (a test of what
+    /// happens when a deployment departs from the example in one setting).
+    pub async fn start_edited(
+        extauthz: SocketAddr,
+        app: SocketAddr,
+        edit: impl FnOnce(&str) -> String,
+    ) -> Envoy {
         let example = repo_root().join("examples/envoy/envoy.yaml");
         let bootstrap = std::fs::read_to_string(&example).expect("read the example bootstrap");
+        let bootstrap = edit(&bootstrap);
         let config = rewrite_port(&bootstrap, ADMIN_PORT, 0);
         let config = rewrite_port(&config, LISTENER_PORT, 0);
         let config = rewrite_port(&config, EXTAUTHZ_PORT, extauthz.port());
