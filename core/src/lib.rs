@@ -23,4 +23,5 @@ pub mod policy;
 pub mod revocation;
 pub mod session;
 pub mod store;
+pub mod text;
 pub mod token;

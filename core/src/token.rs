@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::Clock;
 use crate::identity::{Identity, SessionKey, is_guid, is_safe_id};
 use crate::jwks::KeySet;
+use crate::text;
 
 /// The placeholder for the tenant id in an issuer template.
 pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
@@ -113,6 +114,14 @@ pub enum TokenError {
     /// The tenant claim is not a safe id, or not the tenant the issuer names.
     #[error("the token's tenant claim `{0}` is not valid")]
     InvalidTenant(Arc<str>),
+    /// The header's `crit` names extensions, which this validator does not implement
+    /// (RFC 7515 §4.1.11: the token must then be refused).
+    #[error("the token's header marks extensions as critical (`crit`)")]
+    CriticalHeader,
+    /// Not an access token: an ID token (or another token type) whose audience happens to be
+    /// accepted. The claim says what gave it away.
+    #[error("the token is not an access token (`{0}`)")]
+    NotAnAccessToken(&'static str),
 }
 
 impl TokenError {
@@ -132,6 +141,8 @@ impl TokenError {
             Self::TenantNotAllowed => "tenant_not_allowed",
             Self::MissingClaim(_) | Self::MissingTenant(_) => "missing_claim",
             Self::InvalidClaim(_) | Self::InvalidTenant(_) => "invalid_claim",
+            Self::CriticalHeader => "critical_header",
+            Self::NotAnAccessToken(_) => "not_access_token",
         }
     }
 }
@@ -156,6 +167,41 @@ struct Claims {
     roles: Vec<String>,
     #[serde(flatten)]
     other: HashMap<String, serde_json::Value>,
+}
+
+/// Refuses tokens that are not access tokens. An Entra ID token of the API's own app
+/// registration has the client id as `aud`, which may be an accepted audience; it must not
+/// open a session or reach the admin API.
+///
+/// - `nonce` is an ID-token claim (OpenID Connect); access tokens never carry it.
+/// - `idtyp` (an optional Entra access-token claim) is `user` or `app`; anything else is
+///   another token type.
+/// - An Entra v2 token (`ver` = `2.0`) is an access token only with delegated scopes (`scp`),
+///   or with app roles (`roles`) granted to a calling application (`azp`, present in every v2
+///   access token; ID tokens have none). An ID token has neither `scp` nor `azp`.
+fn check_token_type(claims: &Claims) -> Result<(), TokenError> {
+    let claim = |name: &str| claims.other.get(name);
+    if claim("nonce").is_some() {
+        return Err(TokenError::NotAnAccessToken("nonce"));
+    }
+    if let Some(idtyp) = claim("idtyp")
+        && !matches!(idtyp.as_str(), Some("user" | "app"))
+    {
+        return Err(TokenError::NotAnAccessToken("idtyp"));
+    }
+    if claim("ver").and_then(|v| v.as_str()) == Some("2.0") {
+        let present = |name: &str| {
+            claim(name)
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| !v.trim().is_empty())
+        };
+        let delegated = present("scp");
+        let app_only = claims.roles.iter().any(|role| !role.is_empty()) && present("azp");
+        if !delegated && !app_only {
+            return Err(TokenError::NotAnAccessToken("scp"));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, Default)]
@@ -245,6 +291,11 @@ impl TokenValidator {
         if !ACCEPTED_ALGORITHMS.contains(&header.alg) {
             return Err(TokenError::UnsupportedAlgorithm);
         }
+        // No JWS extension is implemented, so any `crit` (even an empty list, which RFC 7515
+        // forbids) refuses the token.
+        if header.crit.is_some() {
+            return Err(TokenError::CriticalHeader);
+        }
         let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
         let Some(key) = self.keys.get(kid).await else {
             return Err(if self.keys.is_loaded() {
@@ -286,6 +337,7 @@ impl TokenValidator {
         if !claims.aud.contains_any(&rules.audiences) {
             return Err(TokenError::WrongAudience);
         }
+        check_token_type(&claims)?;
         let tenant = claims
             .other
             .get(&rules.tenant_claim)
@@ -319,11 +371,13 @@ impl TokenValidator {
         }
         let token_id = claims.uti.as_deref().or(claims.jti.as_deref());
         let session = SessionKey::derive(claims.sid.as_deref(), token_id, token);
-        let display_name = claims
-            .preferred_username
-            .or(claims.upn)
-            .or(claims.name)
-            .map(|name| name.chars().filter(|c| !c.is_control()).take(256).collect());
+        // The first name claim with something visible in it, without control or format
+        // characters (a U+202E or a zero-width space must not reach the dashboard or logs).
+        let display_name = [claims.preferred_username, claims.upn, claims.name]
+            .into_iter()
+            .flatten()
+            .map(|name| text::clean(&name, 256))
+            .find(|name| !name.is_empty());
         Ok(Identity {
             tenant,
             user,

@@ -290,6 +290,7 @@ async fn entra_v2_token_becomes_an_identity() {
     let h = harness(rules()).await;
     let c = with(claims(), "iss", json!(v2_issuer(TENANT)));
     let c = with(c, "ver", json!("2.0"));
+    let c = with(c, "scp", json!("access_as_user"));
     let c = without(c, "auth_time");
     let id = h.ok(&sign(&c)).await;
     assert_eq!(id.tenant, TENANT);
@@ -320,12 +321,46 @@ async fn display_name_falls_back_to_upn_then_name_and_drops_control_characters()
     let c = with(c, "name", json!("Ada\r\nX-Evil: 1\u{7}"));
     assert_eq!(
         h.ok(&sign(&c)).await.display_name.as_deref(),
-        Some("AdaX-Evil: 1")
+        Some("Ada  X-Evil: 1")
     );
     let c = without(c, "name");
     assert_eq!(h.ok(&sign(&c)).await.display_name, None);
     let c = without(c, "roles");
     assert!(h.ok(&sign(&c)).await.roles.is_empty());
+}
+
+#[tokio::test]
+async fn display_name_loses_format_characters() {
+    let h = harness(rules()).await;
+    // A right-to-left override makes "moc.live@nimda" read "admin@evil.com"; zero-width
+    // characters make two names that look the same differ (or one hide inside another).
+    let c = with(
+        claims(),
+        "preferred_username",
+        json!("\u{202e}moc.live@nimda\u{202c}\u{200b}\u{200d}\u{2066}x\u{2069}\u{feff}"),
+    );
+    assert_eq!(
+        h.ok(&sign(&c)).await.display_name.as_deref(),
+        Some("moc.live@nimdax")
+    );
+    // Nothing visible left: the next name claim is used.
+    let c = with(
+        claims(),
+        "preferred_username",
+        json!("\u{200b}\u{202e} \u{0}"),
+    );
+    let c = with(c, "upn", json!("ada@upn.example"));
+    assert_eq!(
+        h.ok(&sign(&c)).await.display_name.as_deref(),
+        Some("ada@upn.example")
+    );
+    let c = without(c, "upn");
+    assert_eq!(
+        h.ok(&sign(&c)).await.display_name.as_deref(),
+        Some("Ada Lovelace")
+    );
+    let c = without(c, "name");
+    assert_eq!(h.ok(&sign(&c)).await.display_name, None);
 }
 
 #[tokio::test]
@@ -413,6 +448,113 @@ async fn alg_none_is_refused() {
         h.err(&format!("{header}.{payload}.")).await,
         TokenError::UnsupportedAlgorithm
     );
+}
+
+#[tokio::test]
+async fn critical_header_extensions_are_refused() {
+    // RFC 7515 §4.1.11: a recipient that does not understand an extension listed in `crit`
+    // must refuse the JWS. This validator implements none.
+    let h = harness(rules()).await;
+    let signed = |crit: Vec<&str>| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(KEYS.main.kid.to_owned());
+        header.crit = Some(crit.into_iter().map(str::to_owned).collect());
+        header.extras.insert("urn:example:must-check", true);
+        jsonwebtoken::encode(&header, &claims(), &KEYS.main.encoding).expect("signing")
+    };
+    assert_eq!(
+        h.err(&signed(vec!["urn:example:must-check"])).await,
+        TokenError::CriticalHeader
+    );
+    assert_eq!(
+        h.err(&signed(vec!["b64"])).await,
+        TokenError::CriticalHeader
+    );
+    // An empty list is forbidden by the RFC.
+    assert_eq!(h.err(&signed(vec![])).await, TokenError::CriticalHeader);
+    // A `crit` that is not a list of names does not parse.
+    let header = b64url(br#"{"alg":"RS256","typ":"JWT","kid":"k1","crit":"exp"}"#);
+    let payload = b64url(claims().to_string().as_bytes());
+    assert_eq!(
+        h.err(&format!("{header}.{payload}.c2ln")).await,
+        TokenError::Malformed
+    );
+    // The same token without `crit` is fine.
+    h.ok(&sign(&claims())).await;
+}
+
+#[tokio::test]
+async fn id_tokens_are_refused() {
+    // The API's own app registration signs users in too: its ID tokens have the client id as
+    // `aud`, which is an accepted audience (v2 access tokens carry the same).
+    let h = harness(rules()).await;
+    let v2 = || {
+        let c = with(claims(), "iss", json!(v2_issuer(TENANT)));
+        let c = with(c, "ver", json!("2.0"));
+        without(c, "uti")
+    };
+    // An Entra v2 ID token of an administrator: `nonce`, app roles, no `scp`, no `azp`.
+    let id_token = with(v2(), "nonce", json!("n-0S6_WzA2Mj"));
+    assert_eq!(
+        h.err(&sign(&id_token)).await,
+        TokenError::NotAnAccessToken("nonce")
+    );
+    // The same without `nonce` (a sign-in that sent none): no scopes, no calling app.
+    assert_eq!(
+        h.err(&sign(&without(id_token, "nonce"))).await,
+        TokenError::NotAnAccessToken("scp")
+    );
+    let no_roles = without(v2(), "roles");
+    assert_eq!(
+        h.err(&sign(&no_roles)).await,
+        TokenError::NotAnAccessToken("scp")
+    );
+    assert_eq!(
+        h.err(&sign(&with(v2(), "scp", json!(" ")))).await,
+        TokenError::NotAnAccessToken("scp")
+    );
+    assert_eq!(
+        h.err(&sign(&with(no_roles.clone(), "azp", json!("client-app"))))
+            .await,
+        TokenError::NotAnAccessToken("scp"),
+        "a calling app without roles"
+    );
+    // v1 tokens (and tokens of other issuers) may carry `nonce` in no case.
+    assert_eq!(
+        h.err(&sign(&with(claims(), "nonce", json!("abc")))).await,
+        TokenError::NotAnAccessToken("nonce")
+    );
+    assert_eq!(
+        h.err(&sign(&with(claims(), "nonce", json!(null)))).await,
+        TokenError::NotAnAccessToken("nonce")
+    );
+    // `idtyp` (optional access-token claim) is `user` or `app`; anything else is refused.
+    for idtyp in [
+        json!("id"),
+        json!("access"),
+        json!("User"),
+        json!(1),
+        json!(null),
+    ] {
+        assert_eq!(
+            h.err(&sign(&with(claims(), "idtyp", idtyp.clone()))).await,
+            TokenError::NotAnAccessToken("idtyp"),
+            "idtyp = {idtyp}"
+        );
+    }
+
+    // Access tokens pass: delegated (v2 with `scp`, with or without roles; `idtyp` user) and
+    // app-only (v2 with `roles` and the calling app `azp`; `idtyp` app); v1 as before.
+    let delegated = with(v2(), "scp", json!("access_as_user Sessions.Read"));
+    h.ok(&sign(&delegated)).await;
+    h.ok(&sign(&with(delegated, "idtyp", json!("user")))).await;
+    h.ok(&sign(&with(no_roles, "scp", json!("access_as_user"))))
+        .await;
+    let app = with(without(v2(), "sid"), "azp", json!("client-app"));
+    h.ok(&sign(&app)).await;
+    h.ok(&sign(&with(app, "idtyp", json!("app")))).await;
+    h.ok(&sign(&claims())).await;
+    h.ok(&sign(&without(claims(), "roles"))).await;
 }
 
 #[tokio::test]
@@ -1064,6 +1206,9 @@ async fn error_labels_are_bounded() {
         (TokenError::TenantNotAllowed, "tenant_not_allowed"),
         (TokenError::MissingClaim("oid"), "missing_claim"),
         (TokenError::InvalidClaim("oid"), "invalid_claim"),
+        (TokenError::CriticalHeader, "critical_header"),
+        (TokenError::NotAnAccessToken("nonce"), "not_access_token"),
+        (TokenError::NotAnAccessToken("scp"), "not_access_token"),
     ];
     for (error, label) in errors {
         assert_eq!(error.label(), label);

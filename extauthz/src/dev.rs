@@ -93,6 +93,8 @@ impl DevIssuer {
             ),
             ("uti", json!(uuid::Uuid::new_v4().simple().to_string())),
             ("ver", json!("2.0")),
+            // A v2 access token carries its delegated scopes (an ID token does not).
+            ("scp", json!("access_as_user")),
         ]);
         match request.session.as_deref() {
             Some("none") => {}

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use envoy_types::ext_authz::v3::CheckRequestExt;
 use envoy_types::ext_authz::v3::pb::CheckRequest;
+use grantflow_core::text;
 
 /// Prefix of the identity headers GrantFlow sets for the upstream; a client must not be able
 /// to send its own.
@@ -72,7 +73,11 @@ pub fn read_check_request(check: &CheckRequest, trusted_proxy_hops: usize) -> Ht
     HttpRequest {
         credential: credential(header("authorization")),
         accept: header("accept").map(str::to_owned),
-        user_agent: header("user-agent").map(|ua| ua.chars().take(512).collect()),
+        // Envoy refuses NUL, CR and LF in headers, but a client that reaches the gRPC port
+        // directly can send anything: the stored agent is cleaned like every displayed text.
+        user_agent: header("user-agent")
+            .map(|ua| text::clean(ua, 512))
+            .filter(|ua| !ua.is_empty()),
         client_ip: if trusted_proxy_hops == 0 {
             peer
         } else {
@@ -224,6 +229,28 @@ mod tests {
                 "x_grantflow_tenant",
                 "x_grantflow_user",
             ]
+        );
+    }
+
+    #[test]
+    fn user_agent_loses_control_and_format_characters() {
+        let agent = |ua: &str| read_check_request(&check(&[("user-agent", ua)], "10.0.0.8"), 0);
+        assert_eq!(
+            agent("curl/8\0\r\nX-Injected: 1\u{202e}\u{200b}")
+                .user_agent
+                .as_deref(),
+            Some("curl/8   X-Injected: 1")
+        );
+        assert_eq!(agent(" \u{200b}\r\n").user_agent, None);
+        assert_eq!(
+            agent(&"a".repeat(600)).user_agent.map(|ua| ua.len()),
+            Some(512)
+        );
+        assert_eq!(
+            agent("Mozilla/5.0 (X11; Linux x86_64)")
+                .user_agent
+                .as_deref(),
+            Some("Mozilla/5.0 (X11; Linux x86_64)")
         );
     }
 

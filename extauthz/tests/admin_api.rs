@@ -493,6 +493,38 @@ async fn revoking_a_session_needs_a_reason_stays_in_the_tenant_and_is_audited() 
 }
 
 #[tokio::test]
+async fn reasons_lose_control_and_format_characters() {
+    let h = harness();
+    h.session(CONTOSO, "user-a", "sid-a").await;
+    let admin = h.admin(CONTOSO, "admin-ann");
+    let uri = "/api/v1/sessions/sid-a/revoke";
+    // Only invisible characters: no reason at all.
+    let (status, problem) = h
+        .send(
+            "POST",
+            uri,
+            &admin,
+            json!({"reason": "\u{200b}\u{202e}\u{feff} \u{0}"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(detail(&problem).contains("reason"), "{problem}");
+    // A right-to-left override would make the audit trail read "offboarding" backwards from
+    // here on; zero-width characters and NUL/CR/LF do not reach the trail either.
+    let (status, _) = h
+        .send(
+            "POST",
+            uri,
+            &admin,
+            json!({"reason": "\u{202e}gnidraobffo\u{202c} INC\u{200b}-9\u{0}\r\nok"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let audit = h.store.audit(CONTOSO, 10).await.unwrap();
+    assert_eq!(audit[0].reason.as_deref(), Some("gnidraobffo INC-9   ok"));
+}
+
+#[tokio::test]
 async fn revoking_a_user_ends_every_session_optionally_locks_and_is_idempotent() {
     let h = harness();
     h.session(CONTOSO, "user-d", "sid-d-laptop").await;

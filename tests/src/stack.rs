@@ -163,6 +163,7 @@ impl Stack {
             "iat": now,
             "nbf": now,
             "ver": "2.0",
+            "scp": "access_as_user",
         })
     }
 

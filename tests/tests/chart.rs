@@ -1711,6 +1711,7 @@ async fn serve_the_rendered_config(
             "iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
             "aud": AUDIENCE, "tid": TENANT, "oid": "chart-user", "sub": "chart-user",
             "sid": format!("chart-{file}"), "iat": now, "nbf": now, "ver": "2.0",
+            "scp": "access_as_user",
         }))
         .await;
     let allowed = http

@@ -219,6 +219,7 @@ impl Fault {
             "iat": iat,
             "nbf": iat,
             "ver": "2.0",
+            "scp": "access_as_user",
         })
     }
 

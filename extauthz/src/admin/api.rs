@@ -20,6 +20,7 @@ use grantflow_core::policy::{
 use grantflow_core::revocation::{BlockedUser, Revocation, RevocationOutcome, RevocationTarget};
 use grantflow_core::session::SessionRecord;
 use grantflow_core::store::StoreError;
+use grantflow_core::text;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -119,14 +120,11 @@ fn path_id(path: Result<Path<String>, PathRejection>, what: &str) -> Result<Stri
     }
 }
 
-/// A required, trimmed reason; control characters become spaces.
+/// The required reason of a write, as the audit trail keeps it: trimmed, control characters
+/// made spaces and Unicode format characters (bidi overrides, zero-width characters) removed,
+/// so what an administrator reads later is what was typed, on one line.
 fn reason(reason: Option<String>) -> Result<String, Problem> {
-    let reason: String = reason
-        .unwrap_or_default()
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let reason = text::clean(&reason.unwrap_or_default(), usize::MAX);
     if reason.is_empty() {
         return Err(Problem::bad_request(
             "A reason is required (it is written to the audit trail).",
