@@ -390,6 +390,24 @@ impl Settings {
                 ));
             }
         };
+        match &keys {
+            KeySource::Jwks(url) => check_key_url("jwks_url", url, dev)?,
+            KeySource::Discovery(url) => check_key_url("oidc_discovery_url", url, dev)?,
+            KeySource::Dev => {}
+        }
+        let grpc_addr = o.grpc_addr.unwrap_or(([127, 0, 0, 1], 9001).into());
+        let admin_addr = o.admin_addr.unwrap_or(([127, 0, 0, 1], 8080).into());
+        if dev {
+            for (name, addr) in [("grpc_addr", grpc_addr), ("admin_addr", admin_addr)] {
+                if !addr.ip().is_loopback() {
+                    return Err(ConfigError::Invalid(format!(
+                        "development mode listens on loopback addresses only (it hands out \
+                         tokens at /dev/token): {name} {addr} is not one; use 127.0.0.1 or \
+                         [::1], or run without --dev"
+                    )));
+                }
+            }
+        }
         let mut audiences = o.audiences.unwrap_or_default();
         audiences.retain(|a| !a.trim().is_empty());
         if audiences.is_empty() {
@@ -471,8 +489,8 @@ impl Settings {
             &token.audiences[0],
         )?;
         Ok(Self {
-            grpc_addr: o.grpc_addr.unwrap_or(([127, 0, 0, 1], 9001).into()),
-            admin_addr: o.admin_addr.unwrap_or(([127, 0, 0, 1], 8080).into()),
+            grpc_addr,
+            admin_addr,
             store,
             store_timeout,
             limits: Limits {
@@ -493,6 +511,14 @@ impl Settings {
             dev,
         })
     }
+}
+
+/// The issuer's keys come over `https://`, or plain `http://` from a loopback host or in
+/// development mode.
+fn check_key_url(name: &str, url: &str, dev: bool) -> Result<(), ConfigError> {
+    grantflow_core::jwks::check_url(url, dev)
+        .map(drop)
+        .map_err(|reason| ConfigError::Invalid(format!("{name}: {reason}")))
 }
 
 fn admin_settings(
@@ -789,6 +815,75 @@ mod tests {
             other => panic!("expected the Redis store, not {other:?}"),
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn development_mode_listens_on_loopback_only() {
+        let settings = Settings::from_options(parse(&[
+            "--dev",
+            "--grpc-addr",
+            "[::1]:9001",
+            "--admin-addr",
+            "127.0.0.2:8080",
+        ]))
+        .unwrap();
+        assert!(settings.dev);
+        for (flag, addr, name) in [
+            ("--admin-addr", "0.0.0.0:8080", "admin_addr"),
+            ("--grpc-addr", "0.0.0.0:9001", "grpc_addr"),
+            ("--admin-addr", "[::]:8080", "admin_addr"),
+            ("--grpc-addr", "10.1.2.3:9001", "grpc_addr"),
+        ] {
+            let err = Settings::from_options(parse(&["--dev", flag, addr]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("loopback addresses only") && err.contains(name),
+                "{addr}: {err}"
+            );
+        }
+        // Outside development mode any address may be served.
+        let settings = Settings::from_options(parse(&[
+            "--jwks-url",
+            "https://login.microsoftonline.com/common/discovery/v2.0/keys",
+            "--audiences",
+            "api://a",
+            "--admin-addr",
+            "0.0.0.0:8080",
+            "--grpc-addr",
+            "0.0.0.0:9001",
+        ]))
+        .unwrap();
+        assert!(settings.admin_addr.ip().is_unspecified());
+    }
+
+    #[test]
+    fn issuer_keys_need_https_outside_loopback_and_development() {
+        let with = |args: &[&str]| {
+            let mut all = vec!["--audiences", "api://a"];
+            all.extend_from_slice(args);
+            Settings::from_options(parse(&all))
+        };
+        let err = with(&["--jwks-url", "http://login.example.test/keys"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("jwks_url") && err.contains("use https://"),
+            "{err}"
+        );
+        let err = with(&[
+            "--oidc-discovery-url",
+            "http://login.example.test/.well-known/openid-configuration",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("oidc_discovery_url") && err.contains("use https://"),
+            "{err}"
+        );
+        with(&["--jwks-url", "http://127.0.0.1:5556/keys"]).unwrap();
+        with(&["--jwks-url", "https://login.example.test/keys"]).unwrap();
+        with(&["--dev", "--jwks-url", "http://login.example.test/keys"]).unwrap();
     }
 
     #[test]

@@ -65,11 +65,13 @@ pub async fn start(
     let min_refetch = settings.jwks_min_refetch_interval;
     let (keys, dev) = match &settings.keys {
         KeySource::Jwks(url) => {
-            let source = HttpJwks::new(JwksLocation::Jwks(url.clone()), JWKS_FETCH_TIMEOUT);
+            let source = HttpJwks::new(JwksLocation::Jwks(url.clone()), JWKS_FETCH_TIMEOUT)
+                .allow_plain_http(settings.dev);
             (KeySet::new(source, min_refetch), None)
         }
         KeySource::Discovery(url) => {
-            let source = HttpJwks::new(JwksLocation::Discovery(url.clone()), JWKS_FETCH_TIMEOUT);
+            let source = HttpJwks::new(JwksLocation::Discovery(url.clone()), JWKS_FETCH_TIMEOUT)
+                .allow_plain_http(settings.dev);
             (KeySet::new(source, min_refetch), None)
         }
         KeySource::Dev => {

@@ -322,6 +322,24 @@ fn the_schema_rejects_typos() {
 fn values_that_do_not_fit_together_are_refused_with_a_clear_message() {
     let default = ci_values("default-values.yaml");
     let cases = [
+        // Entra's keys and issuers serve every tenant: no tenant list is a choice to make.
+        (
+            json!({"config": {"allowed_tenants": null}}),
+            "config.allowed_tenants is required: Entra ID signs every tenant's tokens with the same keys",
+        ),
+        (
+            json!({"config": {"allowed_tenants": []}}),
+            "or set allowAllTenants=true to accept every tenant on purpose",
+        ),
+        (
+            json!({"config": {"allowed_tenants": null, "oidc_discovery_url": "https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration"}}),
+            "config.allowed_tenants is required",
+        ),
+        (
+            json!({"allowAllTenants": true}),
+            "set either config.allowed_tenants or allowAllTenants=true, not both",
+        ),
+        (json!({"allowAllTenants": "yes"}), "/allowAllTenants"),
         (
             json!({"store": {"type": "memory"}, "operator": {"enabled": false}}),
             "extauthz.replicaCount must be 1",

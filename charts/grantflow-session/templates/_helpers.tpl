@@ -231,6 +231,13 @@ templates/validate.yaml, so every install and `helm template` runs them.
 {{- if not $audiences }}
 {{- fail "config.audiences is required: the audience(s) of your API's access tokens, e.g. --set 'config.audiences={api://contoso-admin-portal}'" }}
 {{- end }}
+{{- $tenants := $v.config.allowed_tenants | default list }}
+{{- if and (not $tenants) (not $v.allowAllTenants) }}
+{{- fail "config.allowed_tenants is required: Entra ID signs every tenant's tokens with the same keys, so without it a token of any Entra tenant is accepted. List your tenant ids, e.g. --set 'config.allowed_tenants={72f988bf-86f1-41af-91ab-2d7cd011db47}', or set allowAllTenants=true to accept every tenant on purpose" }}
+{{- end }}
+{{- if and $tenants $v.allowAllTenants }}
+{{- fail "set either config.allowed_tenants or allowAllTenants=true, not both" }}
+{{- end }}
 {{- if and $v.config.jwks_url $v.config.oidc_discovery_url }}
 {{- fail "set either config.jwks_url or config.oidc_discovery_url, not both" }}
 {{- end }}
