@@ -70,6 +70,11 @@ pub fn routes() -> Router<AdminState> {
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/policy", get(get_policy).put(put_policy))
         .route("/api/v1/events", get(events::stream))
+        // Every error of the API is a problem document, the framework's own (405, 413, …)
+        // included.
+        .route_layer(axum::middleware::from_fn(
+            super::problem::errors_as_problems,
+        ))
 }
 
 async fn openapi() -> Response {
@@ -102,14 +107,19 @@ fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
     if body.is_empty() {
         return Err(Problem::bad_request("Send a JSON object as the body."));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| Problem::bad_request(format!("The body is not valid: {e}.")))
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request(
+            "The body is not a JSON object this call takes; see /api/v1/openapi.json.",
+        )
+        .with_parser(e.to_string())
+    })
 }
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| Problem::bad_request(format!("The query is not valid: {}.", e.body_text())))
+    query.map(|Query(q)| q).map_err(|e| {
+        Problem::bad_request("The query is not one this call takes; see /api/v1/openapi.json.")
+            .with_parser(e.body_text())
+    })
 }
 
 /// A path id: anything that is not a possible id is simply not found.

@@ -65,7 +65,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(api::routes())
-        .merge(dashboard::routes());
+        .merge(dashboard::routes())
+        .fallback(problem::no_such_route);
     if state.dev.is_some() {
         router = router.route("/dev/token", get(dev_token));
     }

@@ -15,6 +15,8 @@ pub struct Problem {
     pub slug: &'static str,
     pub title: &'static str,
     pub detail: String,
+    /// What a parser said about a bad body or query, kept apart from the fixed wording.
+    pub parser: Option<String>,
 }
 
 impl Problem {
@@ -24,6 +26,63 @@ impl Problem {
             slug,
             title,
             detail,
+            parser: None,
+        }
+    }
+
+    /// The same problem, with what the parser said in its own `parser` field.
+    pub fn with_parser(mut self, parser: impl Into<String>) -> Self {
+        let text: String = parser.into().chars().take(300).collect();
+        self.parser = Some(text);
+        self
+    }
+
+    /// No such route.
+    pub fn no_such_route() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            "There is nothing at this address. The API is described at /api/v1/openapi.json."
+                .into(),
+        )
+    }
+
+    /// A route that exists, asked with a method it does not take.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            "This address does not take that method; the Allow header lists the ones it takes."
+                .into(),
+        )
+    }
+
+    /// Any other refusal that did not come from a handler (a body too large, say): fixed
+    /// wording by status, never the framework's text.
+    fn of_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::no_such_route(),
+            StatusCode::METHOD_NOT_ALLOWED => Self::method_not_allowed(),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                status,
+                "body-too-large",
+                "Body too large",
+                "The request body is larger than this API takes.".into(),
+            ),
+            s if s.is_server_error() => Self::new(
+                s,
+                "internal-error",
+                "Internal error",
+                "The request could not be completed. Try again in a moment.".into(),
+            ),
+            s => Self::new(
+                s,
+                "invalid-request",
+                "Invalid request",
+                "The request is not one this API takes; see /api/v1/openapi.json.".into(),
+            ),
         }
     }
 
@@ -108,12 +167,15 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({
+        let mut body = json!({
             "type": format!("{PROBLEM_BASE}{}", self.slug),
             "title": self.title,
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        if let Some(parser) = self.parser {
+            body["parser"] = parser.into();
+        }
         let mut response = (self.status, body.to_string()).into_response();
         let headers = response.headers_mut();
         headers.insert(
@@ -128,4 +190,35 @@ impl IntoResponse for Problem {
         }
         response
     }
+}
+
+/// The admin router's fallback: unknown addresses answer a problem document.
+pub async fn no_such_route() -> Problem {
+    Problem::no_such_route()
+}
+
+/// Turns every error answer that is not already a problem document (the framework's own 405,
+/// 413, extractor rejections) into one with fixed wording, keeping its status and headers
+/// (e.g. `Allow`). Successful answers and problem documents pass untouched.
+pub async fn errors_as_problems(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let problem = Problem::of_status(status).into_response();
+    let (problem_parts, body) = problem.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &problem_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, body)
 }
