@@ -47,6 +47,10 @@ pub struct Limits {
     /// How long a revoke-all watermark keeps refusing the user's tokens that cannot prove a
     /// later sign-in (no `auth_time`, or an older one), unless an administrator lifts it.
     pub watermark_retention: Duration,
+    /// How long audit records are kept in the store (the dashboard's and API's audit trail):
+    /// a record older than this is forgotten by housekeeping. The JSON audit log line is the
+    /// durable copy.
+    pub audit_retention: Duration,
 }
 
 /// The default of [`Limits::watermark_retention`]: 90 days, the time a stolen Entra refresh
@@ -55,12 +59,16 @@ pub struct Limits {
 /// revokes it first.
 pub const DEFAULT_WATERMARK_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 
+/// The default of [`Limits::audit_retention`]: 90 days.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
             default_max_age: crate::policy::DEFAULT_MAX_SESSION_AGE,
             retention: Duration::from_secs(24 * 60 * 60),
             watermark_retention: DEFAULT_WATERMARK_RETENTION,
+            audit_retention: DEFAULT_AUDIT_RETENTION,
         }
     }
 }

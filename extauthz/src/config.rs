@@ -138,6 +138,12 @@ pub struct Options {
     #[serde(default, with = "humantime_serde")]
     pub watermark_retention: Option<Duration>,
 
+    /// How long audit records are kept in the store (the dashboard's and API's audit trail),
+    /// at least 1d [default: 90d]. The JSON audit log line is the durable copy.
+    #[arg(long, env = "GRANTFLOW_AUDIT_RETENTION", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[serde(default, with = "humantime_serde")]
+    pub audit_retention: Option<Duration>,
+
     /// URL of the issuer's JWKS document.
     #[arg(
         long,
@@ -270,6 +276,7 @@ impl Options {
             max_session_age,
             retention,
             watermark_retention,
+            audit_retention,
             jwks_url,
             oidc_discovery_url,
             issuers,
@@ -456,6 +463,14 @@ impl Settings {
                 "watermark_retention must be at least 1h (it must outlive the tokens issued before a revoke-all)".into(),
             ));
         }
+        let audit_retention = o
+            .audit_retention
+            .unwrap_or(grantflow_core::decision::DEFAULT_AUDIT_RETENTION);
+        if audit_retention < Duration::from_secs(24 * 60 * 60) {
+            return Err(ConfigError::Invalid(
+                "audit_retention must be at least 1d".into(),
+            ));
+        }
         let store = match (o.store.unwrap_or(StoreKind::Embedded), o.redis_url) {
             (StoreKind::Embedded, _) => StoreConfig::Embedded {
                 data_dir: o
@@ -497,6 +512,7 @@ impl Settings {
                 default_max_age: max_session_age,
                 retention,
                 watermark_retention,
+                audit_retention,
             },
             keys,
             token,
@@ -902,5 +918,38 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["x", "--store-timeout", "fast"]).is_err());
         std::fs::remove_dir_all(dir).ok();
+    }
+    #[test]
+    fn audit_retention_is_kept_by_time_from_flag_file_or_env_and_at_least_a_day() {
+        let days = |n: u64| Duration::from_secs(n * 24 * 60 * 60);
+        let dev = Settings::from_options(parse(&["--dev"])).unwrap();
+        assert_eq!(dev.limits.audit_retention, days(90));
+        let flag = Settings::from_options(parse(&["--dev", "--audit-retention", "30d"])).unwrap();
+        assert_eq!(flag.limits.audit_retention, days(30));
+
+        let dir = std::env::temp_dir().join(format!("gf-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("extauthz.yaml");
+        std::fs::write(&file, "dev: true\naudit_retention: 1d\n").unwrap();
+        let settings = Settings::resolve(parse(&["--config", file.to_str().unwrap()])).unwrap();
+        assert_eq!(settings.limits.audit_retention, days(1));
+        std::fs::remove_dir_all(dir).ok();
+
+        let err =
+            Settings::from_options(parse(&["--dev", "--audit-retention", "23h"])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("audit_retention must be at least 1d"),
+            "{err}"
+        );
+        use clap::CommandFactory;
+        let env = Cli::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "audit_retention")
+            .and_then(|a| a.get_env().map(|e| e.to_owned()));
+        assert_eq!(
+            env.as_deref(),
+            Some(std::ffi::OsStr::new("GRANTFLOW_AUDIT_RETENTION"))
+        );
     }
 }

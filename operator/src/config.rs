@@ -111,6 +111,10 @@ pub struct Options {
     #[arg(long, env = "GRANTFLOW_WATERMARK_RETENTION", value_parser = humantime::parse_duration, default_value = "90d")]
     pub watermark_retention: Duration,
 
+    /// How long audit records are kept in the store, at least 1d; as extauthz's.
+    #[arg(long, env = "GRANTFLOW_AUDIT_RETENTION", value_parser = humantime::parse_duration, default_value = "90d")]
+    pub audit_retention: Duration,
+
     /// Watch only this namespace [default: every namespace].
     #[arg(long, env = "GRANTFLOW_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -226,6 +230,9 @@ impl Settings {
                 "--retention must be at least the maximum session age".into(),
             ));
         }
+        if o.audit_retention < Duration::from_secs(24 * 60 * 60) {
+            return Err(ConfigError("--audit-retention must be at least 1d".into()));
+        }
         let duration = o.lease_duration.as_secs();
         let grace = o.lease_grace.as_secs();
         if duration < 2 || grace == 0 || grace >= duration {
@@ -252,6 +259,7 @@ impl Settings {
                 default_max_age: o.max_session_age,
                 retention: o.retention,
                 watermark_retention: o.watermark_retention,
+                audit_retention: o.audit_retention,
             },
             watch_namespace: o.watch_namespace.filter(|n| !n.is_empty()),
             lease: LeaseSettings {
@@ -335,5 +343,27 @@ mod tests {
         assert!(parse(&["--lease-duration", "5s", "--lease-grace", "5s"]).is_err());
         assert!(parse(&["--max-session-age", "30s"]).is_err());
         assert!(parse(&["--store-write-timeout", "0s"]).is_err());
+        assert!(
+            parse(&["--audit-retention", "23h"])
+                .unwrap_err()
+                .contains("--audit-retention must be at least 1d")
+        );
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_90_days_and_is_set_by_flag_or_env() {
+        let days = |n: u64| Duration::from_secs(n * 24 * 60 * 60);
+        assert_eq!(parse(&[]).unwrap().limits.audit_retention, days(90));
+        let s = parse(&["--audit-retention", "30d"]).unwrap();
+        assert_eq!(s.limits.audit_retention, days(30));
+        use clap::CommandFactory;
+        let env = Options::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "audit_retention")
+            .and_then(|a| a.get_env().map(|e| e.to_owned()));
+        assert_eq!(
+            env.as_deref(),
+            Some(std::ffi::OsStr::new("GRANTFLOW_AUDIT_RETENTION"))
+        );
     }
 }

@@ -839,6 +839,7 @@ fn check_operator_shape(file: &str, r: &Rendered, app_version: &str) {
         ("GRANTFLOW_MAX_SESSION_AGE", "max_session_age"),
         ("GRANTFLOW_RETENTION", "retention"),
         ("GRANTFLOW_WATERMARK_RETENTION", "watermark_retention"),
+        ("GRANTFLOW_AUDIT_RETENTION", "audit_retention"),
         ("GRANTFLOW_STORE_WRITE_TIMEOUT", "store_write_timeout"),
     ] {
         let value = env[var]["value"].as_str().unwrap();

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::StoreError;
-use super::tenant::{Applied, Tenant};
+use super::tenant::{Applied, Logged, Tenant};
 use crate::audit::AuditRecord;
 use crate::clock::UnixMillis;
 use crate::decision::{Tombstone, UserMarks};
@@ -131,6 +131,8 @@ pub(super) struct Opened {
     pub(super) lost_at: UnixMillis,
     /// The folder was new (or empty).
     pub(super) created: bool,
+    /// Audit records (tenant, id) read back past the cap, to delete from the folder.
+    pub(super) audit_dropped: Vec<(String, String)>,
 }
 
 fn disk_error(what: &str, error: impl std::fmt::Display) -> StoreError {
@@ -156,12 +158,14 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
 
 impl Journal {
     /// Opens (or creates) the database in `dir`, reads every table back into tenant states,
-    /// and starts the writer thread. `now` dates a new generation; `audit_capacity` bounds the
-    /// audit records read back per tenant.
+    /// and starts the writer thread. `begins` dates a new generation; `now` dates audit records
+    /// whose time cannot be read; `audit_cap` bounds the audit records read back per tenant
+    /// (the oldest past it are dropped).
     pub(super) fn open(
         dir: &Path,
+        begins: UnixMillis,
         now: UnixMillis,
-        audit_capacity: usize,
+        audit_cap: usize,
     ) -> Result<Opened, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| disk_error(&format!("{} cannot be created", dir.display()), e))?;
@@ -173,8 +177,8 @@ impl Journal {
             )),
             other => disk_error(&format!("{} cannot be opened", path.display()), other),
         })?;
-        let (generation, created) = Self::generation(&db, now)?;
-        let tenants = read_state(&db, audit_capacity)
+        let (generation, created) = Self::generation(&db, begins)?;
+        let (tenants, audit_dropped) = read_state(&db, now, audit_cap)
             .map_err(|e| disk_error(&format!("{} cannot be read", path.display()), e))?;
 
         let (queue, receiver) = std::sync::mpsc::channel();
@@ -199,6 +203,7 @@ impl Journal {
             generation: generation.id,
             lost_at: generation.lost_at,
             created,
+            audit_dropped,
         })
     }
 
@@ -316,9 +321,14 @@ impl Drop for Journal {
     }
 }
 
+/// Tenant states and the audit records (tenant, id) dropped past the cap.
+type State = (HashMap<String, Tenant>, Vec<(String, String)>);
+
 /// Reads every table into tenant states. A record that cannot be read fails the open: the
-/// store will not start without a fact it cannot vouch for (a tombstone, say).
-fn read_state(db: &Database, audit_capacity: usize) -> Result<HashMap<String, Tenant>, String> {
+/// store will not start without a fact it cannot vouch for (a tombstone, say). An audit
+/// record's age counts from its `time` (`now` when that cannot be read); past `audit_cap`
+/// records per tenant the oldest are dropped.
+fn read_state(db: &Database, now: UnixMillis, audit_cap: usize) -> Result<State, String> {
     fn rows<T: DeserializeOwned>(
         txn: &redb::ReadTransaction,
         table: TableDefinition<&str, &str>,
@@ -371,12 +381,33 @@ fn read_state(db: &Database, audit_capacity: usize) -> Result<HashMap<String, Te
     // Audit ids are UUIDv7: in key order, each tenant's records come oldest first.
     rows::<AuditRecord>(&txn, AUDIT, |tenant, _, record| {
         let t = tenants.entry(tenant.to_owned()).or_default();
-        if t.audit.len() >= audit_capacity {
-            t.audit.pop_front();
-        }
-        t.audit.push_back(record);
+        let at = humantime::parse_rfc3339_weak(&record.time)
+            .ok()
+            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(now, crate::clock::millis);
+        t.audit.push_back(Logged { at, record });
     })?;
-    Ok(tenants)
+    let mut dropped = Vec::new();
+    for (id, tenant) in tenants.iter_mut() {
+        // By time, as housekeeping drops them (stable: ties keep the order appended).
+        tenant
+            .audit
+            .make_contiguous()
+            .sort_by_key(|logged| logged.at);
+        while tenant.audit.len() > audit_cap
+            && let Some(old) = tenant.audit.pop_front()
+        {
+            dropped.push((id.clone(), old.record.id));
+        }
+    }
+    if !dropped.is_empty() {
+        tracing::error!(
+            dropped = dropped.len(),
+            cap = audit_cap,
+            "audit records read back past the cap are dropped from the data folder (the JSON audit log keeps them)"
+        );
+    }
+    Ok((tenants, dropped))
 }
 
 /// The writer thread: takes every queued change, commits them in one fsynced transaction,

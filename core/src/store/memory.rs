@@ -17,8 +17,8 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use super::embedded::{Journal, Op};
-use super::tenant::{Applied, Tenant};
-use super::{ChangeEvent, ChangeStream, SessionStore, StoreError, StoreReset};
+use super::tenant::{Applied, Logged, Tenant};
+use super::{AUDIT_CAP, ChangeEvent, ChangeStream, SessionStore, StoreError, StoreReset};
 use crate::audit::AuditRecord;
 use crate::clock::{Clock, UnixMillis, millis};
 use crate::decision::Limits;
@@ -28,8 +28,6 @@ use crate::revocation::{
 };
 use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict};
 
-/// Audit records kept per tenant; the oldest are dropped past this.
-pub const AUDIT_CAPACITY: usize = 10_000;
 /// Change events buffered for slow subscribers before they must resync.
 const CHANGE_BUFFER: usize = 4_096;
 
@@ -46,6 +44,8 @@ pub struct MemoryStore {
     journal: Option<Journal>,
     /// When last-seen times were last written behind.
     flushed_at: Mutex<UnixMillis>,
+    /// Audit records kept per tenant at most ([`AUDIT_CAP`]; smaller in unit tests).
+    audit_cap: usize,
 }
 
 impl MemoryStore {
@@ -79,17 +79,19 @@ impl MemoryStore {
         limits: Limits,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
-        let opened = Journal::open(
-            dir,
-            crate::decision::begins_at(clock.now_ms()),
-            AUDIT_CAPACITY,
-        )?;
+        let now = clock.now_ms();
+        let opened = Journal::open(dir, crate::decision::begins_at(now), now, AUDIT_CAP)?;
         if opened.created {
             tracing::warn!(
                 data_dir = %dir.display(),
                 lost_at = %crate::clock::rfc3339(opened.lost_at),
                 "a new data folder: tokens issued before now are refused (sign in again)"
             );
+        }
+        // Records past the cap when read back (a folder written with a larger one) leave the
+        // disk too.
+        for (tenant, id) in opened.audit_dropped {
+            opened.journal.record(Op::AuditDrop { tenant, id });
         }
         Ok(Self::build(
             limits,
@@ -120,6 +122,7 @@ impl MemoryStore {
             generation,
             journal,
             flushed_at,
+            audit_cap: AUDIT_CAP,
         }
     }
 
@@ -167,20 +170,37 @@ impl MemoryStore {
         });
     }
 
-    fn push_audit(&self, tenant_id: &str, tenant: &mut Tenant, record: AuditRecord) {
-        if tenant.audit.len() >= AUDIT_CAPACITY
+    /// Appends an audit record at `now`. Records are kept by time (dropped by `maintain` once
+    /// older than the audit retention); the cap is only a bound on memory: past it the oldest
+    /// record is dropped and an error logged (the JSON audit log line is the durable copy).
+    fn push_audit(
+        &self,
+        tenant_id: &str,
+        tenant: &mut Tenant,
+        record: AuditRecord,
+        now: UnixMillis,
+    ) {
+        while tenant.audit.len() >= self.audit_cap
             && let Some(dropped) = tenant.audit.pop_front()
         {
             self.record(|| Op::AuditDrop {
                 tenant: tenant_id.to_owned(),
-                id: dropped.id,
+                id: dropped.record.id,
             });
+            tenant.capped += 1;
+            if tenant.capped == 1 {
+                tracing::error!(
+                    tenant = %tenant_id,
+                    cap = self.audit_cap,
+                    "the tenant's audit trail reached its cap: the oldest records are dropped from the store before the audit retention (the JSON audit log keeps them)"
+                );
+            }
         }
         self.record(|| Op::Audit {
             tenant: tenant_id.to_owned(),
             record: record.clone(),
         });
-        tenant.audit.push_back(record);
+        tenant.audit.push_back(Logged { at: now, record });
     }
 
     /// The sequence number of the last change queued so far (0 without a journal).
@@ -296,7 +316,7 @@ impl SessionStore for MemoryStore {
                 replayed: false,
             };
             record.log();
-            self.push_audit(tenant_id, tenant, record);
+            self.push_audit(tenant_id, tenant, record, now);
             if let Some(key) = &revocation.idempotency_key {
                 let applied = Applied {
                     fingerprint,
@@ -347,7 +367,7 @@ impl SessionStore for MemoryStore {
             }
             self.record_marks(tenant_id, tenant, user);
             audit.log();
-            self.push_audit(tenant_id, tenant, audit);
+            self.push_audit(tenant_id, tenant, audit, now);
             self.queued()
         };
         self.durable(wait_for).await?;
@@ -368,6 +388,7 @@ impl SessionStore for MemoryStore {
         policy: Policy,
         audit: Option<AuditRecord>,
     ) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
         let wait_for = {
             let mut tenants = self.tenants.lock();
             let tenant = tenants.entry(tenant_id.to_owned()).or_default();
@@ -378,7 +399,7 @@ impl SessionStore for MemoryStore {
             });
             if let Some(record) = audit {
                 record.log();
-                self.push_audit(tenant_id, tenant, record);
+                self.push_audit(tenant_id, tenant, record, now);
             }
             self.queued()
         };
@@ -436,7 +457,14 @@ impl SessionStore for MemoryStore {
         let tenants = self.tenants.lock();
         Ok(tenants
             .get(tenant)
-            .map(|t| t.audit.iter().rev().take(limit).cloned().collect())
+            .map(|t| {
+                t.audit
+                    .iter()
+                    .rev()
+                    .take(limit)
+                    .map(|logged| logged.record.clone())
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -457,6 +485,8 @@ impl SessionStore for MemoryStore {
         }
         let now = self.clock.now_ms();
         let idempotency_ttl = millis(IDEMPOTENCY_TTL);
+        // Audit records this old or older are forgotten.
+        let audit_cutoff = now.saturating_sub(millis(self.limits.audit_retention));
         let wait_for = {
             let mut tenants = self.tenants.lock();
             let mut flushed_at = self.flushed_at.lock();
@@ -489,6 +519,29 @@ impl SessionStore for MemoryStore {
                         self.record_marks(id, tenant, &user);
                     }
                 }
+                // The audit trail is kept by time. Records are appended in time order, so the
+                // old ones are at the front (one appended under a clock that stepped back waits
+                // behind its neighbours: kept longer, never dropped early).
+                while tenant
+                    .audit
+                    .front()
+                    .is_some_and(|logged| logged.at <= audit_cutoff)
+                    && let Some(dropped) = tenant.audit.pop_front()
+                {
+                    self.record(|| Op::AuditDrop {
+                        tenant: id.clone(),
+                        id: dropped.record.id,
+                    });
+                }
+                if tenant.capped > 0 {
+                    tracing::error!(
+                        tenant = %id,
+                        dropped = tenant.capped,
+                        cap = self.audit_cap,
+                        "audit records were dropped from the store by the cap before the audit retention (the JSON audit log keeps them)"
+                    );
+                    tenant.capped = 0;
+                }
                 tenant.applied.retain(|key, applied| {
                     let keep = now - applied.at < idempotency_ttl;
                     if !keep {
@@ -519,5 +572,70 @@ impl SessionStore for MemoryStore {
             }],
             _ => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Action, Actor, ActorKind, Source, Target};
+    use crate::clock::ManualClock;
+
+    fn record(tenant: &str, n: usize) -> AuditRecord {
+        AuditRecord {
+            id: format!("{n:04}"),
+            time: crate::clock::rfc3339(0),
+            tenant: tenant.into(),
+            actor: Actor {
+                kind: ActorKind::System,
+                id: "test".into(),
+                name: None,
+            },
+            action: Action::PolicyUpdate,
+            target: Target::default(),
+            reason: None,
+            source: Source::System,
+            sessions_revoked: None,
+            detail: None,
+        }
+    }
+
+    /// The cap is a memory bound, not a retention: past it the oldest records go (and the
+    /// count is said once per housekeeping run).
+    #[tokio::test]
+    async fn past_the_audit_cap_the_oldest_records_are_dropped() {
+        let clock = ManualClock::new(1_750_000_000_000);
+        let mut store = MemoryStore::new(Limits::default(), Arc::new(clock));
+        store.audit_cap = 3;
+        for n in 0..5 {
+            store
+                .set_policy(
+                    "t",
+                    Policy::default_with(Limits::default().default_max_age),
+                    Some(record("t", n)),
+                )
+                .await
+                .unwrap();
+        }
+        let ids: Vec<String> = store
+            .audit("t", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["0004", "0003", "0002"]);
+        assert_eq!(store.tenants.lock()["t"].capped, 2);
+        store.maintain().await.unwrap();
+        assert_eq!(
+            store.tenants.lock()["t"].capped,
+            0,
+            "said once, then counted afresh"
+        );
+        assert_eq!(
+            store.audit("t", 10).await.unwrap().len(),
+            3,
+            "young records stay"
+        );
     }
 }

@@ -12,6 +12,14 @@ pub use embedded::DATABASE_FILE;
 pub use memory::MemoryStore;
 pub use redis::{RedisSettings, RedisStore};
 
+/// Audit records kept per tenant at most, whatever their age: a bound on the memory (and
+/// Redis memory) an audit trail can take, not a retention — records are kept by time
+/// ([`Limits::audit_retention`]). A record takes about 0.5–1 KB (up to about 3 KB with a
+/// 500-character reason), so a tenant at the cap holds roughly 0.5–3 GB. Past it the oldest
+/// records are dropped before the retention and an error is logged; the JSON audit log line of
+/// each record is the durable copy.
+pub const AUDIT_CAP: usize = 1_000_000;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -13,7 +13,7 @@
 //! | `gf:{T}:blocked`            | zset   | users kept out by marks, by when that ends    |
 //! | `gf:{T}:us:<user>`          | set    | the user's live session keys                  |
 //! | `gf:{T}:live`               | zset   | live session keys by start                    |
-//! | `gf:{T}:audit`              | stream | audit records (`record` = JSON), capped       |
+//! | `gf:{T}:audit`              | stream | audit records (`record` = JSON); ids are the store's time; kept for the audit retention (at most [`AUDIT_CAP`]) |
 //! | `gf:{T}:idem:<key>`         | hash   | outcome and fingerprint of an idempotent revocation; TTL 24 h |
 //! | `gf:tenants`                | set    | tenants with sessions (for housekeeping)      |
 //!
@@ -39,7 +39,7 @@ use redis::{
 use serde::Deserialize;
 use tokio::sync::{Mutex as AsyncMutex, broadcast, mpsc};
 
-use super::{ChangeEvent, ChangeStream, SessionStore, StoreError, StoreReset};
+use super::{AUDIT_CAP, ChangeEvent, ChangeStream, SessionStore, StoreError, StoreReset};
 use crate::audit::AuditRecord;
 use crate::clock::{Clock, millis};
 use crate::decision::{Limits, TOUCH_INTERVAL_MS};
@@ -50,8 +50,6 @@ use crate::revocation::{
 };
 use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict, client_label};
 
-/// Audit records kept per tenant (approximate cap of the stream).
-pub const AUDIT_CAPACITY: usize = 10_000;
 const TENANTS_KEY: &str = "gf:tenants";
 
 /// Where Redis is and how long calls may take.
@@ -110,17 +108,36 @@ struct Scripts {
     unblock: Script,
     policy: Script,
     sweep: Script,
+    append: Script,
+}
+
+/// `audit.lua` (the audit stream's `append_audit`) and a script that uses it.
+fn with_audit(script: &str) -> Script {
+    Script::new(&format!("{}\n{script}", include_str!("lua/audit.lua")))
 }
 
 impl Scripts {
     fn load() -> Self {
         Self {
             check: Script::new(include_str!("lua/check.lua")),
-            revoke: Script::new(include_str!("lua/revoke.lua")),
-            unblock: Script::new(include_str!("lua/unblock.lua")),
-            policy: Script::new(include_str!("lua/policy.lua")),
+            revoke: with_audit(include_str!("lua/revoke.lua")),
+            unblock: with_audit(include_str!("lua/unblock.lua")),
+            policy: with_audit(include_str!("lua/policy.lua")),
             sweep: Script::new(include_str!("lua/sweep.lua")),
+            append: with_audit(include_str!("lua/append.lua")),
         }
+    }
+}
+
+/// Says so when the cap dropped audit records of `tenant` before the audit retention.
+fn log_capped(tenant: &str, capped: i64) {
+    if capped > 0 {
+        tracing::error!(
+            %tenant,
+            dropped = capped,
+            cap = AUDIT_CAP,
+            "the tenant's audit trail reached its cap: the oldest records are dropped from the store before the audit retention (the JSON audit log keeps them)"
+        );
     }
 }
 
@@ -296,19 +313,19 @@ impl RedisStore {
         let appended = self
             .within(self.settings.write_timeout, async {
                 let mut connection = self.connection().await?;
-                let _: String = redis::cmd("XADD")
-                    .arg(&key)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(AUDIT_CAPACITY)
-                    .arg("*")
-                    .arg("id")
+                let capped: i64 = self
+                    .scripts
+                    .append
+                    .key(&key)
+                    .arg(self.clock.now_ms())
+                    .arg(millis(self.limits.audit_retention))
+                    .arg(AUDIT_CAP)
                     .arg(&record.id)
-                    .arg("record")
                     .arg(&json)
-                    .query_async(&mut connection)
+                    .invoke_async(&mut connection)
                     .await
                     .map_err(unavailable)?;
+                log_capped(tenant, capped);
                 Ok(())
             })
             .await;
@@ -420,9 +437,10 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Adds the tenant to `gf:tenants` for housekeeping, once per tenant and process, so only
-    /// the first new session of a tenant pays the extra round trip. A failure is retried with
-    /// the next new session and never changes the verdict.
+    /// Adds the tenant to `gf:tenants` for housekeeping (expiry, and forgetting audit records
+    /// past the audit retention), once per tenant and process, so only the first new session
+    /// or audit record of a tenant pays the extra round trip. A failure is retried with the
+    /// next one and never changes the verdict or the write.
     async fn register_tenant(&self, tenant: &str) {
         if self.registered.lock().contains(tenant) {
             return;
@@ -460,11 +478,13 @@ impl RedisStore {
         self.scripts
             .sweep
             .key(format!("{p}policy"))
+            .key(format!("{p}audit"))
             .arg(&p)
             .arg(self.clock.now_ms())
             .arg(millis(self.limits.default_max_age))
             .arg(millis(self.limits.retention))
             .arg(self.publish)
+            .arg(millis(self.limits.audit_retention))
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)
@@ -493,7 +513,7 @@ impl RedisStore {
             .unwrap_or_default();
         let call = async {
             let mut connection = self.connection().await?;
-            let _: i64 = self
+            let capped: i64 = self
                 .scripts
                 .policy
                 .key(format!("{p}policy"))
@@ -503,19 +523,25 @@ impl RedisStore {
                 .arg(&source)
                 .arg(&audit_json)
                 .arg(self.publish)
-                .arg(AUDIT_CAPACITY)
+                .arg(AUDIT_CAP)
                 .arg(millis(self.limits.default_max_age))
                 .arg(self.clock.now_ms())
+                .arg(millis(self.limits.audit_retention))
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
             // In effect now: logged even if the replicas do not confirm it below.
             if let Some(record) = audit {
                 record.log();
+                log_capped(tenant, capped);
             }
             self.replicated(&mut connection, &p).await
         };
-        self.within(self.settings.write_timeout, call).await
+        self.within(self.settings.write_timeout, call).await?;
+        if audit.is_some() {
+            self.register_tenant(tenant).await;
+        }
+        Ok(())
     }
 
     /// Subscribes the change feed of `tenant` on the subscriber connection.
@@ -768,7 +794,7 @@ impl SessionStore for RedisStore {
         let p = prefix(&revocation.tenant);
         let call = async {
             let mut connection = self.connection().await?;
-            let reply: (u32, String, u8, String) = self
+            let reply: (u32, String, u8, String, i64) = self
                 .scripts
                 .revoke
                 .key(format!("{p}audit"))
@@ -781,14 +807,16 @@ impl SessionStore for RedisStore {
                 .arg(&json)
                 .arg(revocation.idempotency_key.as_deref().unwrap_or(""))
                 .arg(self.publish)
-                .arg(AUDIT_CAPACITY)
+                .arg(AUDIT_CAP)
                 .arg(&fingerprint)
                 .arg(millis(IDEMPOTENCY_TTL))
                 .arg(millis(self.limits.watermark_retention))
+                .arg(millis(self.limits.audit_retention))
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
-            let (sessions_revoked, audit_id, replayed, stored) = reply;
+            let (sessions_revoked, audit_id, replayed, stored, capped) = reply;
+            log_capped(&revocation.tenant, capped);
             if replayed == 2 {
                 return Err(StoreError::IdempotencyKeyReused);
             }
@@ -810,6 +838,7 @@ impl SessionStore for RedisStore {
         };
         let (sessions_revoked, audit_id, replayed) =
             self.within(self.settings.write_timeout, call).await?;
+        self.register_tenant(&revocation.tenant).await;
         Ok(RevocationOutcome {
             sessions_revoked,
             audit_id,
@@ -872,7 +901,7 @@ impl SessionStore for RedisStore {
         let json = serde_json::to_string(&audit).map_err(|_| malformed("audit record"))?;
         let call = async {
             let mut connection = self.connection().await?;
-            let lifted: i64 = self
+            let (lifted, capped): (i64, i64) = self
                 .scripts
                 .unblock
                 .key(format!("{p}audit"))
@@ -880,18 +909,24 @@ impl SessionStore for RedisStore {
                 .arg(self.clock.now_ms())
                 .arg(user)
                 .arg(&json)
-                .arg(AUDIT_CAPACITY)
+                .arg(AUDIT_CAP)
                 .arg(millis(self.limits.watermark_retention))
+                .arg(millis(self.limits.audit_retention))
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
             if lifted == 1 {
                 audit.log();
+                log_capped(tenant, capped);
             }
             self.replicated(&mut connection, &p).await?;
             Ok(lifted == 1)
         };
-        self.within(self.settings.write_timeout, call).await
+        let lifted = self.within(self.settings.write_timeout, call).await?;
+        if lifted {
+            self.register_tenant(tenant).await;
+        }
+        Ok(lifted)
     }
 
     async fn policy(&self, tenant: &str) -> Result<Policy, StoreError> {

@@ -15,9 +15,19 @@ use crate::revocation::RevocationOutcome;
 #[derive(Default)]
 pub(super) struct Tenant {
     pub(super) sessions: TenantSessions,
-    pub(super) audit: VecDeque<AuditRecord>,
+    /// The audit trail, oldest first (in the order appended).
+    pub(super) audit: VecDeque<Logged>,
     /// Answers of idempotent revocations by key.
     pub(super) applied: HashMap<String, Applied>,
+    /// Audit records dropped by the cap ([`super::AUDIT_CAP`]) since housekeeping last said so.
+    pub(super) capped: u64,
+}
+
+/// An audit record and when the store appended it (what the audit retention counts from).
+#[derive(Debug, Clone)]
+pub(super) struct Logged {
+    pub(super) at: UnixMillis,
+    pub(super) record: AuditRecord,
 }
 
 /// The answer of an idempotent revocation, bound to what it asked for.

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use grantflow_core::audit::AuditRecord;
+use grantflow_core::audit::{Action, AuditRecord, Source, Target};
 use grantflow_core::clock::rfc3339;
-use grantflow_core::decision::Limits;
+use grantflow_core::decision::{DEFAULT_AUDIT_RETENTION, Limits};
 use grantflow_core::session::EndReason;
 use grantflow_core::store::{ChangeEvent, ChangeStream};
 
@@ -18,6 +18,7 @@ cases! {
     housekeeping_expires_old_sessions_and_forgets_after_the_retention [; exclusive];
     housekeeping_does_not_touch_live_young_sessions_or_policies [; exclusive];
     audit_trail_is_newest_first_and_capped_by_the_limit [; exclusive];
+    audit_trail_is_kept_by_time_not_by_count [; exclusive];
 }
 
 /// The event of `user`'s session `session` in `tenant` ending for `reason`.
@@ -193,4 +194,72 @@ async fn audit_trail_is_newest_first_and_capped_by_the_limit(ctx: Ctx) {
     ctx.advance(2 * DAY);
     ctx.maintain().await;
     assert_eq!(ctx.audit(t, 100).await.len(), 5);
+}
+
+/// The audit trail is kept by time (`audit_retention`, 90 days by default), however many
+/// records: a burst of more than 10 000 (the old ring, which a tenant admin could use to push a
+/// lock out of the trail) keeps every record. Records as old as the retention are forgotten by
+/// housekeeping, the younger ones stay. Redis stream ids are the store's time (`audit.lua`), so
+/// the case's clock moves every store alike.
+async fn audit_trail_is_kept_by_time_not_by_count(mut ctx: Ctx) {
+    // More than 10 000 by more than a Redis stream node, which `MAXLEN ~` would have kept.
+    const BURST: usize = 10_200;
+    let t = ctx.tenant.clone();
+    let retention = DEFAULT_AUDIT_RETENTION.as_millis() as i64;
+    let locked = ctx
+        .revoke(revocation(
+            &t,
+            lock(ALICE, T0 + HOUR.as_millis() as i64),
+            "INC-7",
+        ))
+        .await;
+    let store = ctx.store();
+    let burst: Vec<Result<(), _>> = futures::stream::iter(0..BURST)
+        .map(|i| {
+            let record = AuditRecord {
+                id: grantflow_core::audit::new_audit_id(),
+                time: rfc3339(ctx.now()),
+                tenant: t.clone(),
+                actor: admin(),
+                action: Action::PolicyUpdate,
+                target: Target::default(),
+                reason: Some(format!("burst {i}")),
+                source: Source::Api,
+                sessions_revoked: None,
+                detail: Some("maxSessionAge=30m".into()),
+            };
+            let t = &t;
+            async move { store.set_policy(t, policy(mins(30)), Some(record)).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(burst.iter().all(Result::is_ok), "every policy write lands");
+    let everything = 2 * BURST;
+    let trail = ctx.audit(&t, everything).await;
+    assert_eq!(trail.len(), BURST + 1, "no count cap pushes records out");
+    assert_eq!(
+        trail.last().unwrap().id,
+        locked.audit_id,
+        "the lock is kept"
+    );
+
+    ctx.advance(DAY);
+    let young = ctx
+        .revoke(revocation(&t, session("s-young"), "young"))
+        .await;
+    // Younger than the retention: kept by housekeeping, to the millisecond.
+    ctx.set_time(T0 + retention - 1);
+    ctx.maintain().await;
+    assert_eq!(ctx.audit(&t, everything).await.len(), BURST + 2);
+    // As old as the retention: forgotten.
+    ctx.advance(MS);
+    ctx.maintain().await;
+    let ids = |trail: Vec<AuditRecord>| trail.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(ctx.audit(&t, everything).await), [young.audit_id.as_str()]);
+    if ctx.kind == StoreKind::Embedded {
+        // The records forgotten are gone from the data folder too.
+        ctx.restart().await;
+        assert_eq!(ids(ctx.audit(&t, everything).await), [young.audit_id]);
+    }
 }

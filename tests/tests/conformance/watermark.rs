@@ -308,6 +308,7 @@ async fn housekeeping_forgets_watermarks_after_the_retention_but_not_active_lock
         default_max_age: mins(15),
         retention: mins(60),
         watermark_retention: mins(60),
+        ..Limits::default()
     });
     let t = &ctx.tenant;
     ctx.revoke(revocation(t, user(ALICE), "watermark only"))

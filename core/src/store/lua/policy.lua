@@ -1,7 +1,8 @@
 -- GrantFlow: set (or clear) a tenant's policy, append an optional audit record, publish.
 -- KEYS[1] policy hash, KEYS[2] audit stream.
 -- ARGV: 1 prefix, 2 max age ms ('' = clear), 3 source JSON, 4 audit record JSON ('' = none),
---       5 publish command, 6 audit capacity, 7 default max age ms, 8 now ms
+--       5 publish command, 6 audit cap, 7 default max age ms, 8 now ms, 9 audit retention ms
+-- Returns how many old audit entries the cap dropped (audit.lua, prepended).
 local channel = ARGV[1] .. 'changes'
 -- The tenant's state begins here if it had none (see check.lua, step 0).
 redis.call('HSETNX', ARGV[1] .. 'gen', 'id', ARGV[8])
@@ -14,6 +15,7 @@ else
 end
 if ARGV[4] ~= '' then
   local record = cjson.decode(ARGV[4])
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'id', record.id, 'record', ARGV[4])
+  return append_audit(KEYS[2], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[6]), record.id,
+    ARGV[4])
 end
-return 1
+return 0

@@ -4,11 +4,14 @@
 -- ARGV: 1 prefix, 2 now ms, 3 retention ms, 4 kind (session | user), 5 target key or user,
 --       6 lock until ms ('' = none), 7 audit record JSON (sessionsRevoked and target.user
 --       are filled in here), 8 idempotency key ('' = none), 9 publish command,
---       10 audit capacity, 11 the request's fingerprint, 12 idempotency TTL ms,
---       13 watermark retention ms
--- Returns {sessions revoked, audit id, replayed, record}: replayed 0 applied now, 1 the stored
--- answer of the same request under this idempotency key, 2 the key was used for another
--- request (nothing changed); record is the audit record JSON as stored ('' unless applied now).
+--       10 audit cap, 11 the request's fingerprint, 12 idempotency TTL ms,
+--       13 watermark retention ms, 14 audit retention ms
+-- Returns {sessions revoked, audit id, replayed, record, capped}: replayed 0 applied now, 1 the
+-- stored answer of the same request under this idempotency key, 2 the key was used for another
+-- request (nothing changed); record is the audit record JSON as stored ('' unless applied now);
+-- capped is how many old audit entries the cap dropped (audit.lua).
+--
+-- audit.lua (append_audit) is prepended.
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local retention = tonumber(ARGV[3])
@@ -20,8 +23,8 @@ redis.call('HSETNX', p .. 'gen', 'id', ARGV[2])
 if ARGV[8] ~= '' then
   local previous = redis.call('HMGET', p .. 'idem:' .. ARGV[8], 'count', 'audit', 'fp')
   if previous[1] then
-    if previous[3] ~= ARGV[11] then return {0, '', 2, ''} end
-    return {tonumber(previous[1]), previous[2], 1, ''}
+    if previous[3] ~= ARGV[11] then return {0, '', 2, '', 0} end
+    return {tonumber(previous[1]), previous[2], 1, '', 0}
   end
 end
 
@@ -77,9 +80,9 @@ end
 
 record.sessionsRevoked = count
 local stored = cjson.encode(record)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[10], '*', 'id', record.id, 'record', stored)
+local capped = append_audit(KEYS[1], now, tonumber(ARGV[14]), tonumber(ARGV[10]), record.id, stored)
 if ARGV[8] ~= '' then
   redis.call('HSET', p .. 'idem:' .. ARGV[8], 'count', count, 'audit', record.id, 'fp', ARGV[11])
   redis.call('PEXPIRE', p .. 'idem:' .. ARGV[8], tonumber(ARGV[12]))
 end
-return {count, record.id, 0, stored}
+return {count, record.id, 0, stored, capped}

@@ -1,6 +1,9 @@
 -- GrantFlow: expire a tenant's live sessions past its max age (tombstone + publish) and drop
--- index entries whose session key has gone. KEYS[1] the tenant's policy hash.
--- ARGV: 1 prefix, 2 now ms, 3 default max age ms, 4 retention ms, 5 publish command
+-- index entries whose session key has gone, and forget audit entries older than the audit
+-- retention (exactly: ids are the store's time, see audit.lua). KEYS[1] the tenant's policy
+-- hash, KEYS[2] its audit stream.
+-- ARGV: 1 prefix, 2 now ms, 3 default max age ms, 4 retention ms, 5 publish command,
+--       6 audit retention ms
 -- Returns the number of sessions expired.
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -23,4 +26,5 @@ for i = 1, #old, 2 do
     expired = expired + 1
   end
 end
+redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', math.max(0, now - tonumber(ARGV[6]) + 1)))
 return expired

@@ -1,9 +1,10 @@
 -- GrantFlow: lift a user's revoke-all watermark and lock, and append the audit record when
 -- they still kept the user out. KEYS[1] is the tenant's audit stream (declared for routing).
 --
--- ARGV: 1 prefix, 2 now ms, 3 user, 4 audit record JSON, 5 audit capacity,
---       6 watermark retention ms
--- Returns 1 when the user was blocked (and is no more), else 0.
+-- ARGV: 1 prefix, 2 now ms, 3 user, 4 audit record JSON, 5 audit cap,
+--       6 watermark retention ms, 7 audit retention ms
+-- Returns {lifted, capped}: lifted 1 when the user was blocked (and is no more), else 0;
+-- capped is how many old audit entries the cap dropped (audit.lua, prepended).
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local marks = p .. 'u:' .. ARGV[3]
@@ -12,7 +13,6 @@ local blocked = (m[2] and tonumber(m[2]) > now)
   or (m[1] and now - tonumber(m[1]) < tonumber(ARGV[6]))
 redis.call('DEL', marks)
 redis.call('ZREM', p .. 'blocked', ARGV[3])
-if not blocked then return 0 end
+if not blocked then return {0, 0} end
 local record = cjson.decode(ARGV[4])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'id', record.id, 'record', ARGV[4])
-return 1
+return {1, append_audit(KEYS[1], now, tonumber(ARGV[7]), tonumber(ARGV[5]), record.id, ARGV[4])}
