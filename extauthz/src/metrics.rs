@@ -1,5 +1,6 @@
-//! Prometheus metrics of the request path and the store. Labels are bounded: outcomes, refusal reasons and
-//! error kinds — never a tenant, user or error text.
+//! Prometheus metrics of the request path, the store and the admin API's rate limit. Labels are
+//! bounded: outcomes, refusal reasons, error kinds and write operations — never a tenant, user
+//! or error text.
 
 use std::time::Duration;
 
@@ -16,6 +17,11 @@ struct OutcomeLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -27,6 +33,7 @@ pub struct Metrics {
     token_rejections: Family<ReasonLabel, Counter>,
     store_errors: Family<ReasonLabel, Counter>,
     store_resets: Gauge,
+    admin_writes_rate_limited: Family<OperationLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,6 +72,13 @@ impl Default for Metrics {
              /readyz lists them",
             store_resets.clone(),
         );
+        // Labelled by operation (four writes and `other`), never by tenant or administrator.
+        let admin_writes_rate_limited = Family::<OperationLabel, Counter>::default();
+        registry.register(
+            "admin_writes_rate_limited",
+            "Admin API writes refused (429) by the per-administrator rate limit, by operation",
+            admin_writes_rate_limited.clone(),
+        );
         Self {
             registry,
             checks,
@@ -72,6 +86,7 @@ impl Default for Metrics {
             token_rejections,
             store_errors,
             store_resets,
+            admin_writes_rate_limited,
         }
     }
 }
@@ -98,6 +113,13 @@ impl Metrics {
     pub fn set_store_resets(&self, losses: usize) {
         self.store_resets
             .set(i64::try_from(losses).unwrap_or(i64::MAX));
+    }
+
+    /// An admin API write refused by the per-administrator rate limit.
+    pub fn admin_write_rate_limited(&self, operation: &'static str) {
+        self.admin_writes_rate_limited
+            .get_or_create(&OperationLabel { operation })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -1,5 +1,6 @@
 //! The tenant administrators' JSON API under `/api/v1/`. Every handler takes a [`Caller`]
 //! and reads or writes only the caller's tenant; an id of another tenant is simply not found.
+//! The writes take a [`Writer`] instead: the caller, held to the per-administrator rate limit.
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
 use super::problem::Problem;
+use super::rate_limit::Writer;
 use super::{ADMIN_STORE_TIMEOUT, AdminState, events};
 
 /// The OpenAPI 3.1 document of this API (served at `/api/v1/openapi.json`). A test holds it
@@ -367,7 +369,7 @@ fn revocation_answer(outcome: &RevocationOutcome, body: impl Serialize) -> Respo
 }
 
 async fn revoke_session(
-    caller: Caller,
+    Writer(caller): Writer,
     State(state): State<AdminState>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
@@ -432,7 +434,7 @@ async fn revoked_by_caller(
 }
 
 async fn revoke_user(
-    caller: Caller,
+    Writer(caller): Writer,
     State(state): State<AdminState>,
     user: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
@@ -668,7 +670,7 @@ struct LiftResult {
 /// not prove a sign-in after the revocation open sessions again. Sessions that were ended
 /// stay ended.
 async fn lift_revocation(
-    caller: Caller,
+    Writer(caller): Writer,
     State(state): State<AdminState>,
     user: Result<Path<String>, PathRejection>,
     body: Bytes,
@@ -813,7 +815,7 @@ struct PolicyBody {
 }
 
 async fn put_policy(
-    caller: Caller,
+    Writer(caller): Writer,
     State(state): State<AdminState>,
     body: Bytes,
 ) -> Result<Json<PolicyView>, Problem> {

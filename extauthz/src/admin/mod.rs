@@ -10,6 +10,9 @@
 //! /api/v1/events (SSE) ◄── events:: ◄── SessionStore::subscribe(caller's tenant)
 //! ```
 //!
+//! The API's writes are held to a per-administrator rate limit (`rate_limit`) before the store
+//! is touched; reads are not.
+//!
 //! The caller's tenant is always the validated token's tenant, never a parameter; every
 //! response carries the security headers of [`security_headers`].
 
@@ -18,20 +21,25 @@ mod caller;
 mod dashboard;
 mod events;
 mod problem;
+mod rate_limit;
 
 pub use api::{API_ROUTES, OPENAPI_JSON};
 pub use caller::{CLIENT_HEADER, Caller};
 pub use problem::Problem;
+pub use rate_limit::{
+    HOUSEKEEPING_INTERVAL, REPLAY_MEMORY, WRITE_BURST, WRITE_OPERATIONS, WRITE_REFILL,
+    WriteLimiter, WriteOperation, WriteRequest, Writer,
+};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use grantflow_core::clock::{Clock, rfc3339};
 use grantflow_core::jwks::KeySet;
 use grantflow_core::store::SessionStore;
@@ -60,6 +68,8 @@ pub struct AdminState {
 
 pub fn router(state: AdminState) -> Router {
     let csp = dashboard::content_security_policy(&state.admin);
+    // The API's writes are held to a per-administrator budget (see `rate_limit`).
+    let writes = Arc::new(WriteLimiter::new(state.clock.clone()));
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -72,6 +82,7 @@ pub fn router(state: AdminState) -> Router {
     }
     router
         .with_state(state)
+        .layer(Extension(writes))
         .layer(middleware::from_fn(move |request, next| {
             security_headers(csp.clone(), request, next)
         }))

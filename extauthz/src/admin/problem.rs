@@ -17,6 +17,8 @@ pub struct Problem {
     pub detail: String,
     /// What a parser said about a bad body or query, kept apart from the fixed wording.
     pub parser: Option<String>,
+    /// Whole seconds to wait before trying again (the `Retry-After` header).
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -27,6 +29,7 @@ impl Problem {
             title,
             detail,
             parser: None,
+            retry_after: None,
         }
     }
 
@@ -59,9 +62,25 @@ impl Problem {
         )
     }
 
+    /// Too many writes by this administrator in a short time: nothing was changed. The wait
+    /// is only in `Retry-After`, so the wording stays fixed.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut problem = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many changes",
+            "You have made more changes in a short time than this API takes from one \
+             administrator. Nothing was changed by this request. Wait the number of seconds in \
+             the Retry-After header, then send it again."
+                .into(),
+        );
+        problem.retry_after = Some(retry_after_secs.max(1));
+        problem
+    }
+
     /// Any other refusal that did not come from a handler (a body too large, say): fixed
     /// wording by status, never the framework's text.
-    fn of_status(status: StatusCode) -> Self {
+    pub(super) fn of_status(status: StatusCode) -> Self {
         match status {
             StatusCode::NOT_FOUND => Self::no_such_route(),
             StatusCode::METHOD_NOT_ALLOWED => Self::method_not_allowed(),
@@ -182,6 +201,9 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,
