@@ -256,7 +256,10 @@ async fn audit_trail_is_kept_by_time_not_by_count(mut ctx: Ctx) {
     ctx.advance(MS);
     ctx.maintain().await;
     let ids = |trail: Vec<AuditRecord>| trail.into_iter().map(|r| r.id).collect::<Vec<_>>();
-    assert_eq!(ids(ctx.audit(&t, everything).await), [young.audit_id.as_str()]);
+    assert_eq!(
+        ids(ctx.audit(&t, everything).await),
+        [young.audit_id.as_str()]
+    );
     if ctx.kind == StoreKind::Embedded {
         // The records forgotten are gone from the data folder too.
         ctx.restart().await;
