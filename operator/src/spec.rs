@@ -67,6 +67,9 @@ pub fn session_policy(spec: &SessionPolicySpec) -> Result<(String, Duration), In
     Ok((tenant, age))
 }
 
+/// The longest reason kept, as the CRD's schema allows.
+const MAX_REASON_CHARS: usize = 1024;
+
 /// The domain revocation a Revocation asks for. `requested_by` is the Kubernetes user the
 /// webhook recorded; `idempotency_key` makes the store apply it at most once.
 pub fn revocation(
@@ -104,14 +107,18 @@ pub fn revocation(
             ));
         }
     };
-    let reason = spec.reason.trim();
+    // As the admin API does: no control characters, no Unicode format characters (bidi
+    // overrides, zero-width characters) in what the audit trail and the dashboard show.
+    let reason = grantflow_core::text::clean(&spec.reason, MAX_REASON_CHARS);
     if reason.is_empty() {
-        return Err(invalid("reason must not be blank"));
+        return Err(invalid(
+            "reason must not be blank (nor only invisible characters)",
+        ));
     }
     Ok(Revocation {
         tenant,
         target,
-        reason: reason.to_owned(),
+        reason,
         actor: Actor {
             kind: ActorKind::Kubernetes,
             id: requested_by.to_owned(),
@@ -176,5 +183,27 @@ mod tests {
         assert!(revocation(&spec(Some("s"), Some("u")), "alice", "k").is_err());
         assert!(revocation(&spec(None, None), "alice", "k").is_err());
         assert!(revocation(&spec(Some("a b"), None), "alice", "k").is_err());
+    }
+
+    #[test]
+    fn revocation_reasons_lose_control_and_format_characters() {
+        let spec = |reason: &str| RevocationSpec {
+            tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+            target: Target {
+                session_id: None,
+                user_id: Some("u-1".into()),
+            },
+            reason: reason.into(),
+            lock_until: None,
+        };
+        let r = revocation(
+            &spec("INC-1\u{202E}txt.exe\u{200B}\r\nforged"),
+            "alice",
+            "k",
+        )
+        .unwrap();
+        assert_eq!(r.reason, "INC-1txt.exe  forged");
+        let err = revocation(&spec("\u{200B}\u{202E} "), "alice", "k").unwrap_err();
+        assert!(err.0.contains("invisible"), "{err}");
     }
 }
