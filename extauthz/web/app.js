@@ -686,6 +686,11 @@ function handleEvent(name, data) {
       if (data.reason === 'revoked') refreshBlockedSoon();
       if (state.view === 'audit') loadAudit().catch(() => {});
       break;
+    case 'user.blocks':
+      // A revoke-all, lock or lift (here, through another replica, the API or Kubernetes).
+      refreshBlockedSoon();
+      if (state.view === 'audit') loadAudit().catch(() => {});
+      break;
     case 'policy.changed':
       state.policyEvents += 1;
       state.policy = data;

@@ -336,6 +336,14 @@ impl SessionStore for MemoryStore {
         for session in ended {
             self.ended(&revocation.tenant, session, EndReason::Revoked);
         }
+        if let RevocationTarget::User { user, .. } = &revocation.target
+            && !outcome.replayed
+        {
+            self.publish(ChangeEvent::UserBlocksChanged {
+                tenant: revocation.tenant.clone(),
+                user: user.clone(),
+            });
+        }
         self.durable(wait_for).await?;
         Ok(outcome)
     }
@@ -366,6 +374,10 @@ impl SessionStore for MemoryStore {
                 return Ok(false);
             }
             self.record_marks(tenant_id, tenant, user);
+            self.publish(ChangeEvent::UserBlocksChanged {
+                tenant: tenant_id.to_owned(),
+                user: user.to_owned(),
+            });
             audit.log();
             self.push_audit(tenant_id, tenant, audit, now);
             self.queued()

@@ -87,6 +87,10 @@ pub enum ChangeEvent {
         user: Option<String>,
         reason: EndReason,
     },
+    /// A user's revoke-all watermark or lock was set or lifted (the tenant's blocked users
+    /// changed).
+    #[serde(rename_all = "camelCase")]
+    UserBlocksChanged { tenant: String, user: String },
     /// The tenant's policy changed (`policy` is the one now in force).
     #[serde(rename_all = "camelCase")]
     PolicyChanged { tenant: String, policy: Policy },
@@ -101,6 +105,7 @@ impl ChangeEvent {
             Self::SessionCreated { tenant, .. }
             | Self::SessionEnded { tenant, .. }
             | Self::PolicyChanged { tenant, .. }
+            | Self::UserBlocksChanged { tenant, .. }
             | Self::Resync { tenant } => tenant,
         }
     }

@@ -649,6 +649,10 @@ fn decode_push(data: &[Value]) -> Option<ChangeEvent> {
             },
             tenant,
         }),
+        "blocks" => Some(ChangeEvent::UserBlocksChanged {
+            user: message.user.filter(|u| !u.is_empty())?,
+            tenant,
+        }),
         "policy" => Some(ChangeEvent::PolicyChanged {
             policy: Policy {
                 max_session_age: Duration::from_millis(message.max_age_ms?.parse().ok()?),
@@ -912,6 +916,7 @@ impl SessionStore for RedisStore {
                 .arg(AUDIT_CAP)
                 .arg(millis(self.limits.watermark_retention))
                 .arg(millis(self.limits.audit_retention))
+                .arg(self.publish)
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;

@@ -134,6 +134,9 @@ impl Feed {
             ChangeEvent::PolicyChanged { policy, .. } => {
                 event("policy.changed", PolicyView::new(&policy))
             }
+            ChangeEvent::UserBlocksChanged { user, .. } => {
+                event("user.blocks", json!({ "user": user }))
+            }
             ChangeEvent::Resync { .. } => event("resync", json!({})),
         }
     }

@@ -14,6 +14,7 @@ use crate::harness::*;
 
 cases! {
     the_change_feed_tells_creations_ends_and_policy_changes;
+    the_change_feed_tells_blocks_and_lifts;
     housekeeping_expires_old_sessions_and_tells_the_feed [; exclusive];
     housekeeping_expires_old_sessions_and_forgets_after_the_retention [; exclusive];
     housekeeping_does_not_touch_live_young_sessions_or_policies [; exclusive];
@@ -81,6 +82,55 @@ pub(crate) async fn the_change_feed_tells_creations_ends_and_policy_changes(ctx:
         }
         other => panic!("expected PolicyChanged, got {other:?}"),
     }
+}
+
+/// A revoke-all and a lift tell the feed that the tenant's blocked users changed (after the
+/// sessions the revoke-all ended), so every replica's dashboard shows them at once; a lift
+/// that lifted nothing, and a replayed revoke-all, say nothing.
+async fn the_change_feed_tells_blocks_and_lifts(ctx: Ctx) {
+    let t = &ctx.tenant;
+    ctx.check(&ctx.token("u1", "s1")).await;
+    let mut feed = ctx.store().subscribe(t).await.unwrap();
+    let blocks = |user: &str| ChangeEvent::UserBlocksChanged {
+        tenant: t.clone(),
+        user: user.into(),
+    };
+    let mut revoke_all = revocation(t, user("u1"), "INC-2");
+    revoke_all.idempotency_key = Some("k-feed".into());
+    ctx.revoke(revoke_all.clone()).await;
+    assert_eq!(
+        next_event(&mut feed).await,
+        ended(t, "s1", "u1", EndReason::Revoked)
+    );
+    assert_eq!(next_event(&mut feed).await, blocks("u1"));
+    assert!(ctx.revoke(revoke_all).await.replayed);
+
+    ctx.advance(SEC);
+    let lift = |user: &str| AuditRecord {
+        id: grantflow_core::audit::new_audit_id(),
+        time: rfc3339(ctx.now()),
+        tenant: t.clone(),
+        actor: admin(),
+        action: Action::UserUnblock,
+        target: Target {
+            user: Some(user.into()),
+            session: None,
+        },
+        reason: Some("false positive".into()),
+        source: Source::Api,
+        sessions_revoked: None,
+        detail: None,
+    };
+    assert_eq!(
+        ctx.store().unblock_user(t, "u2", lift("u2")).await,
+        Ok(false)
+    );
+    assert_eq!(
+        ctx.store().unblock_user(t, "u1", lift("u1")).await,
+        Ok(true)
+    );
+    // The next event is the lift: neither the replay nor the empty lift said anything.
+    assert_eq!(next_event(&mut feed).await, blocks("u1"));
 }
 
 async fn housekeeping_expires_old_sessions_and_tells_the_feed(ctx: Ctx) {

@@ -76,6 +76,7 @@ else
   -- The tenant's blocked users, by the instant their marks stop keeping them out.
   redis.call('ZADD', p .. 'blocked', holds, user)
   redis.call('ZREMRANGEBYSCORE', p .. 'blocked', '-inf', now)
+  redis.call(ARGV[9], channel, cjson.encode({t = 'blocks', user = user}))
 end
 
 record.sessionsRevoked = count

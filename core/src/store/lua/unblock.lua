@@ -2,7 +2,7 @@
 -- they still kept the user out. KEYS[1] is the tenant's audit stream (declared for routing).
 --
 -- ARGV: 1 prefix, 2 now ms, 3 user, 4 audit record JSON, 5 audit cap,
---       6 watermark retention ms, 7 audit retention ms
+--       6 watermark retention ms, 7 audit retention ms, 8 publish command
 -- Returns {lifted, capped}: lifted 1 when the user was blocked (and is no more), else 0;
 -- capped is how many old audit entries the cap dropped (audit.lua, prepended).
 local p = ARGV[1]
@@ -14,5 +14,6 @@ local blocked = (m[2] and tonumber(m[2]) > now)
 redis.call('DEL', marks)
 redis.call('ZREM', p .. 'blocked', ARGV[3])
 if not blocked then return {0, 0} end
+redis.call(ARGV[8], p .. 'changes', cjson.encode({t = 'blocks', user = ARGV[3]}))
 local record = cjson.decode(ARGV[4])
 return {1, append_audit(KEYS[1], now, tonumber(ARGV[7]), tonumber(ARGV[5]), record.id, ARGV[4])}
