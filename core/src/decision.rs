@@ -113,13 +113,10 @@ impl UserMarks {
         limits: &Limits,
         now: UnixMillis,
     ) -> Option<EndReason> {
-        if self.lock_until.is_some_and(|until| until > now) {
+        if self.running_lock(now).is_some() {
             return Some(EndReason::Revoked);
         }
-        let not_before = self.not_before?;
-        if now.saturating_sub(not_before) >= millis(limits.watermark_retention) {
-            return None;
-        }
+        let not_before = self.live_watermark(limits, now)?;
         match identity.auth_time {
             None => Some(EndReason::Reauthenticate),
             Some(secs) if secs.saturating_mul(1000) <= not_before => Some(EndReason::Revoked),
@@ -127,12 +124,35 @@ impl UserMarks {
         }
     }
 
+    /// The lock, while it runs at `now`.
+    pub fn running_lock(&self, now: UnixMillis) -> Option<UnixMillis> {
+        self.lock_until.filter(|until| *until > now)
+    }
+
+    /// The watermark, while it still refuses tokens at `now` (younger than the watermark
+    /// retention).
+    pub fn live_watermark(&self, limits: &Limits, now: UnixMillis) -> Option<UnixMillis> {
+        self.not_before
+            .filter(|at| now.saturating_sub(*at) < millis(limits.watermark_retention))
+    }
+
     /// Whether they still keep anyone out at `now` (else they can be forgotten).
     pub fn in_force(&self, limits: &Limits, now: UnixMillis) -> bool {
-        self.lock_until.is_some_and(|until| until > now)
-            || self
-                .not_before
-                .is_some_and(|at| now.saturating_sub(at) < millis(limits.watermark_retention))
+        self.running_lock(now).is_some() || self.live_watermark(limits, now).is_some()
+    }
+
+    /// `user` as a blocked user at `now`, with only the marks still in force (a watermark past
+    /// its retention is not listed beside a lock that outlasts it); `None` when nothing keeps
+    /// the user out. Every store lists blocked users through this.
+    pub fn blocked(&self, user: &str, limits: &Limits, now: UnixMillis) -> Option<BlockedUser> {
+        let not_before = self.live_watermark(limits, now);
+        let lock_until = self.running_lock(now);
+        (not_before.is_some() || lock_until.is_some()).then(|| BlockedUser {
+            user: user.to_owned(),
+            not_before,
+            lock_until,
+            holds_until: self.holds_until(limits),
+        })
     }
 
     /// Until when they keep anyone out.
@@ -354,19 +374,10 @@ impl TenantSessions {
     /// The users the marks still keep out at `now`, by user id, with the marks still in
     /// force (a watermark past its retention is not listed beside a lock that outlasts it).
     pub fn blocked_users(&self, limits: &Limits, now: UnixMillis) -> Vec<BlockedUser> {
-        let watermark_retention = millis(limits.watermark_retention);
         let mut blocked: Vec<BlockedUser> = self
             .users
             .iter()
-            .filter(|(_, marks)| marks.in_force(limits, now))
-            .map(|(user, marks)| BlockedUser {
-                user: user.clone(),
-                not_before: marks
-                    .not_before
-                    .filter(|at| now.saturating_sub(*at) < watermark_retention),
-                lock_until: marks.lock_until.filter(|until| *until > now),
-                holds_until: marks.holds_until(limits),
-            })
+            .filter_map(|(user, marks)| marks.blocked(user, limits, now))
             .collect();
         blocked.sort_by(|a, b| a.user.cmp(&b.user));
         blocked

@@ -26,14 +26,6 @@ pub struct Identity {
     pub roles: Vec<String>,
 }
 
-impl Identity {
-    /// The instant the user authenticated, as far as the token tells: `auth_time`, else
-    /// `iat`. A user's `not_before` watermark is compared with this.
-    pub fn auth_instant(&self) -> Option<i64> {
-        self.auth_time.or(self.issued_at)
-    }
-}
-
 /// The key a session is stored under, and what it was derived from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionKey {

@@ -42,7 +42,7 @@ use tokio::sync::{Mutex as AsyncMutex, broadcast, mpsc};
 use super::{AUDIT_CAP, ChangeEvent, ChangeStream, SessionStore, StoreError, StoreReset};
 use crate::audit::AuditRecord;
 use crate::clock::{Clock, millis};
-use crate::decision::{Limits, TOUCH_INTERVAL_MS};
+use crate::decision::{Limits, TOUCH_INTERVAL_MS, UserMarks};
 use crate::identity::SessionAnchor;
 use crate::policy::{Policy, PolicySource};
 use crate::revocation::{
@@ -855,15 +855,15 @@ impl SessionStore for RedisStore {
         let now = self.clock.now_ms();
         let call = async {
             let mut connection = self.connection().await?;
-            let users: Vec<(String, i64)> = connection
-                .zrangebyscore_withscores(format!("{p}blocked"), now + 1, "+inf")
+            let users: Vec<String> = connection
+                .zrangebyscore(format!("{p}blocked"), now + 1, "+inf")
                 .await
                 .map_err(unavailable)?;
             if users.is_empty() {
                 return Ok((users, Vec::new()));
             }
             let mut pipe = redis::pipe();
-            for (user, _) in &users {
+            for user in &users {
                 pipe.cmd("HMGET")
                     .arg(format!("{p}u:{user}"))
                     .arg("nb")
@@ -876,19 +876,16 @@ impl SessionStore for RedisStore {
             Ok((users, marks))
         };
         let (users, marks) = self.within(self.settings.write_timeout, call).await?;
-        let watermark = millis(self.limits.watermark_retention);
+        // The same rule as the in-process stores: only marks still in force are listed.
         let mut blocked: Vec<BlockedUser> = users
-            .into_iter()
+            .iter()
             .zip(marks)
-            .filter_map(|((user, holds_until), (not_before, lock_until))| {
-                let lock_until = lock_until.filter(|until| *until > now);
-                let not_before = not_before.filter(|at| now - at < watermark);
-                (not_before.is_some() || lock_until.is_some()).then_some(BlockedUser {
-                    user,
+            .filter_map(|(user, (not_before, lock_until))| {
+                let marks = UserMarks {
                     not_before,
                     lock_until,
-                    holds_until,
-                })
+                };
+                marks.blocked(user, &self.limits, now)
             })
             .collect();
         blocked.sort_by(|a, b| a.user.cmp(&b.user));
