@@ -694,23 +694,38 @@ fn key(suffix: &str) -> String {
     format!("gf:{{{TENANT}}}:{suffix}")
 }
 
-/// With `redis_wait_replicas: 1`, a 200 means the replica has it: promoted after the
-/// primary dies, it refuses the revoked session.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_failover_after_a_wait_confirmed_revocation_keeps_it_refused() {
-    let mut redis = Replicated::start().await;
-    let fault = replicated_fault(&redis).await;
+/// Ann's and Bob's tokens (issued a minute ago; Ann's with that `auth_time` when
+/// `ann_signed_in`), each with a live session, and a watcher sending Ann's from now on.
+async fn ann_and_bob_with_ann_watched(
+    fault: &Fault,
+    ann_signed_in: bool,
+) -> (String, String, Watcher) {
     let issued = now_secs() - 60;
     let ann = fault
-        .token_issued("user-ann", Some("sid-ann"), None, issued)
+        .token_issued(
+            "user-ann",
+            Some("sid-ann"),
+            ann_signed_in.then_some(issued),
+            issued,
+        )
         .await;
     let bob = fault
         .token_issued("user-bob", Some("sid-bob"), None, issued)
         .await;
     assert_eq!(fault.got(&ann).await, Got::Allowed);
     assert_eq!(fault.got(&bob).await, Got::Allowed);
-    let watch = Watcher::start(&fault, &ann);
+    let watch = Watcher::start(fault, &ann);
     tokio::time::sleep(Duration::from_millis(200)).await;
+    (ann, bob, watch)
+}
+
+/// With `redis_wait_replicas: 1`, a 200 means the replica has it: promoted after the
+/// primary dies, it refuses the revoked session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_failover_after_a_wait_confirmed_revocation_keeps_it_refused() {
+    let mut redis = Replicated::start().await;
+    let fault = replicated_fault(&redis).await;
+    let (ann, bob, watch) = ann_and_bob_with_ann_watched(&fault, false).await;
     // 200: the replica acknowledged it (WAIT 1).
     acknowledged(fault.revoke_session("sid-ann", "INC-4").await).await;
     let acked = Instant::now();
@@ -780,17 +795,7 @@ async fn unconfirmed_revoke_all(
 async fn redis_failover_after_an_unconfirmed_revocation_loses_it_until_the_call_is_retried() {
     let mut redis = Replicated::start().await;
     let fault = replicated_fault(&redis).await;
-    let issued = now_secs() - 60;
-    let ann = fault
-        .token_issued("user-ann", Some("sid-ann"), Some(issued), issued)
-        .await;
-    let bob = fault
-        .token_issued("user-bob", Some("sid-bob"), None, issued)
-        .await;
-    assert_eq!(fault.got(&ann).await, Got::Allowed);
-    assert_eq!(fault.got(&bob).await, Got::Allowed);
-    let watch = Watcher::start(&fault, &ann);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (ann, bob, watch) = ann_and_bob_with_ann_watched(&fault, true).await;
 
     let unconfirmed = unconfirmed_revoke_all(&fault, &redis, "end-all-ann-1").await;
     // In effect on the primary.
@@ -858,17 +863,7 @@ async fn redis_failover_after_an_unconfirmed_revocation_loses_it_until_the_call_
 async fn redis_failover_after_an_unconfirmed_revocation_keeps_it_once_the_replica_caught_up() {
     let mut redis = Replicated::start().await;
     let fault = replicated_fault(&redis).await;
-    let issued = now_secs() - 60;
-    let ann = fault
-        .token_issued("user-ann", Some("sid-ann"), Some(issued), issued)
-        .await;
-    let bob = fault
-        .token_issued("user-bob", Some("sid-bob"), None, issued)
-        .await;
-    assert_eq!(fault.got(&ann).await, Got::Allowed);
-    assert_eq!(fault.got(&bob).await, Got::Allowed);
-    let watch = Watcher::start(&fault, &ann);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (ann, bob, watch) = ann_and_bob_with_ann_watched(&fault, true).await;
 
     let unconfirmed = unconfirmed_revoke_all(&fault, &redis, "end-all-ann-2").await;
     assert_eq!(fault.got(&ann).await, Got::Revoked);

@@ -1,8 +1,7 @@
 //! A store never forgets silently (DESIGN §3 Failure): restarts keep every verdict-deciding
 //! fact; a store that lost data (or is new) refuses tokens issued before the loss time L.
 
-use grantflow_core::audit::{Action, ActorKind, AuditRecord, Source, Target};
-use grantflow_core::clock::rfc3339;
+use grantflow_core::audit::{Action, ActorKind, AuditRecord, Source};
 use grantflow_core::policy::Policy;
 use grantflow_core::revocation::BlockedUser;
 use grantflow_core::session::SessionRecord;
@@ -58,18 +57,7 @@ async fn a_new_store_refuses_tokens_issued_before_it_began(mut ctx: Ctx) {
 /// tombstones, watermarks, locks, policies, the audit trail, idempotency records and L.
 async fn a_reopened_data_folder_keeps_every_fact(mut ctx: Ctx) {
     let (t, other) = (ctx.tenant.clone(), ctx.other_tenant.clone());
-    let policy_record = AuditRecord {
-        id: grantflow_core::audit::new_audit_id(),
-        time: rfc3339(ctx.now()),
-        tenant: t.clone(),
-        actor: admin(),
-        action: Action::PolicyUpdate,
-        target: Target::default(),
-        reason: None,
-        source: Source::Api,
-        sessions_revoked: None,
-        detail: Some("maxSessionAge=30m".into()),
-    };
+    let policy_record = policy_record(&t, ctx.now());
     ctx.store()
         .set_policy(&t, policy(mins(30)), Some(policy_record))
         .await

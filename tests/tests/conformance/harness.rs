@@ -29,8 +29,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grantflow_core::audit::{Actor, ActorKind, Source};
-use grantflow_core::clock::{Clock, ManualClock, UnixMillis};
+use grantflow_core::audit::{Action, Actor, ActorKind, AuditRecord, Source, Target};
+use grantflow_core::clock::{Clock, ManualClock, UnixMillis, rfc3339};
 use grantflow_core::decision::Limits;
 use grantflow_core::identity::{Identity, SessionKey};
 use grantflow_core::policy::{Policy, PolicySource};
@@ -113,6 +113,41 @@ pub fn admin() -> Actor {
         kind: ActorKind::Admin,
         id: "ad000000-0000-0000-0000-0000000000ad".into(),
         name: Some("Grace".into()),
+    }
+}
+
+/// The audit record of an administrator's policy change in `tenant` at `now` (max age 30m).
+pub fn policy_record(tenant: &str, now: UnixMillis) -> AuditRecord {
+    AuditRecord {
+        id: grantflow_core::audit::new_audit_id(),
+        time: rfc3339(now),
+        tenant: tenant.into(),
+        actor: admin(),
+        action: Action::PolicyUpdate,
+        target: Target::default(),
+        reason: None,
+        source: Source::Api,
+        sessions_revoked: None,
+        detail: Some("maxSessionAge=30m".into()),
+    }
+}
+
+/// The audit record of an administrator lifting `user`'s block in `tenant` at `now`.
+pub fn unblock_record(tenant: &str, user: &str, now: UnixMillis) -> AuditRecord {
+    AuditRecord {
+        id: grantflow_core::audit::new_audit_id(),
+        time: rfc3339(now),
+        tenant: tenant.into(),
+        actor: admin(),
+        action: Action::UserUnblock,
+        target: Target {
+            user: Some(user.into()),
+            session: None,
+        },
+        reason: Some("false positive".into()),
+        source: Source::Dashboard,
+        sessions_revoked: None,
+        detail: None,
     }
 }
 

@@ -106,21 +106,7 @@ async fn the_change_feed_tells_blocks_and_lifts(ctx: Ctx) {
     assert!(ctx.revoke(revoke_all).await.replayed);
 
     ctx.advance(SEC);
-    let lift = |user: &str| AuditRecord {
-        id: grantflow_core::audit::new_audit_id(),
-        time: rfc3339(ctx.now()),
-        tenant: t.clone(),
-        actor: admin(),
-        action: Action::UserUnblock,
-        target: Target {
-            user: Some(user.into()),
-            session: None,
-        },
-        reason: Some("false positive".into()),
-        source: Source::Api,
-        sessions_revoked: None,
-        detail: None,
-    };
+    let lift = |user: &str| unblock_record(t, user, ctx.now());
     assert_eq!(
         ctx.store().unblock_user(t, "u2", lift("u2")).await,
         Ok(false)

@@ -1,8 +1,6 @@
 //! Step 1 of the decision: the tenant's policy (max age), and policy changes applying to
 //! existing sessions at once.
 
-use grantflow_core::audit::{Action, AuditRecord, Source, Target};
-use grantflow_core::clock::rfc3339;
 use grantflow_core::decision::Limits;
 use grantflow_core::policy::{Policy, PolicySource};
 
@@ -125,18 +123,7 @@ async fn configured_default_max_age_applies_to_tenants_without_a_policy(ctx: Ctx
 }
 
 async fn policy_update_with_an_audit_record_is_appended(ctx: Ctx) {
-    let record = AuditRecord {
-        id: grantflow_core::audit::new_audit_id(),
-        time: rfc3339(ctx.now()),
-        tenant: ctx.tenant.clone(),
-        actor: admin(),
-        action: Action::PolicyUpdate,
-        target: Target::default(),
-        reason: None,
-        source: Source::Api,
-        sessions_revoked: None,
-        detail: Some("maxSessionAge=30m".into()),
-    };
+    let record = policy_record(&ctx.tenant, ctx.now());
     ctx.store()
         .set_policy(&ctx.tenant, policy(mins(30)), Some(record.clone()))
         .await

@@ -2,8 +2,6 @@
 //! `auth_time` (without one: sign in again; `iat` proves nothing), for the watermark retention;
 //! the blocked users and lifting their marks.
 
-use grantflow_core::audit::{Action, AuditRecord, Source, Target};
-use grantflow_core::clock::rfc3339;
 use grantflow_core::decision::{DEFAULT_WATERMARK_RETENTION, Limits};
 use grantflow_core::revocation::BlockedUser;
 
@@ -214,21 +212,7 @@ pub(crate) async fn blocked_users_lists_watermarks_and_locks_and_unblock_lifts_t
     assert_eq!(ctx.audit(t, 10).await.len(), 2);
 
     ctx.advance(SEC);
-    let unblock = |user: &str| AuditRecord {
-        id: grantflow_core::audit::new_audit_id(),
-        time: rfc3339(ctx.now()),
-        tenant: t.clone(),
-        actor: admin(),
-        action: Action::UserUnblock,
-        target: Target {
-            user: Some(user.into()),
-            session: None,
-        },
-        reason: Some("false positive".into()),
-        source: Source::Dashboard,
-        sessions_revoked: None,
-        detail: None,
-    };
+    let unblock = |user: &str| unblock_record(t, user, ctx.now());
     let record = unblock(ALICE);
     let lifted = ctx.store().unblock_user(t, ALICE, record.clone()).await;
     assert_eq!(lifted, Ok(true));
