@@ -10,6 +10,7 @@
 //! /api/v1/events (SSE) ◄── events:: ◄── SessionStore::subscribe(caller's tenant)
 //! ```
 //!
+//! `api` and `events` show sessions, blocked users and the policy in the shapes of `views`.
 //! The API's writes are held to a per-administrator rate limit (`rate_limit`) before the store
 //! is touched; reads are not.
 //!

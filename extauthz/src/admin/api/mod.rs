@@ -1,6 +1,8 @@
 //! The tenant administrators' JSON API under `/api/v1/`. Every handler takes a [`Caller`]
 //! and reads or writes only the caller's tenant; an id of another tenant is simply not found.
-//! The writes take a [`Writer`] instead: the caller, held to the per-administrator rate limit.//!
+//! The writes take a [`Writer`](super::Writer) instead: the caller, held to the
+//! per-administrator rate limit.
+//!
 //! By subject: `sessions` (list, read, revoke one), `users` (revoke-all and lock, blocked
 //! users, lifting), `audit`, `policy`; the SSE stream is `admin::events`. The shapes shown
 //! are in `admin::views`; this module keeps the routes and what every handler uses: body,
