@@ -4,44 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grantflow_core::identity::Identity;
 use grantflow_core::session::{AccessRequest, EndReason, Verdict};
 use grantflow_core::store::{SessionStore, StoreError};
 use grantflow_core::token::{TokenError, TokenValidator};
 
 use crate::metrics::Metrics;
-use crate::pages::Denial;
+use crate::outcome::{Denial, Outcome};
 use crate::request::{Credential, HttpRequest};
-
-/// The answer for one request.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Allow {
-        identity: Arc<Identity>,
-        created: bool,
-    },
-    Deny {
-        denial: Denial,
-        identity: Option<Arc<Identity>>,
-    },
-}
-
-impl Outcome {
-    /// A short, bounded label for metrics and logs.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Allow { .. } => "allow",
-            Outcome::Deny { denial, .. } => match denial {
-                Denial::MissingToken => "missing_token",
-                Denial::InvalidToken => "invalid_token",
-                Denial::SessionExpired => "session_expired",
-                Denial::SessionRevoked => "session_revoked",
-                Denial::SignInAgain => "sign_in_again",
-                Denial::Unavailable => "unavailable",
-            },
-        }
-    }
-}
 
 /// Decides requests: token, then session.
 pub struct Authorizer {

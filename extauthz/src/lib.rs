@@ -8,7 +8,7 @@
 //!                 (token, accept, client)          │ token::TokenValidator (grantflow-core)
 //!                                                  │ SessionStore::check   (grantflow-core)
 //!                                                  ▼
-//!              response::check_response ◄── authorize::Outcome
+//!              response::check_response ◄── outcome::Outcome
 //!              (allow + identity headers | deny + pages::render)
 //! ```
 //! `server` wires it together with `admin` (health, readiness, metrics) and `config`.
@@ -22,6 +22,7 @@ pub mod config;
 pub mod dev;
 pub mod grpc;
 pub mod metrics;
+pub mod outcome;
 pub mod pages;
 pub mod request;
 pub mod response;

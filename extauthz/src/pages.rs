@@ -10,18 +10,7 @@
 
 use serde_json::{Map, Value};
 
-/// Why a request was refused, as shown to the person or client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denial {
-    MissingToken,
-    InvalidToken,
-    SessionExpired,
-    SessionRevoked,
-    /// Every session of the user was ended and the token cannot prove a sign-in since (it has
-    /// no `auth_time`): only a new interactive sign-in gets the user back in.
-    SignInAgain,
-    Unavailable,
-}
+use crate::outcome::Denial;
 
 /// A rendered refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,8 +8,8 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 
-use crate::authorize::Outcome;
-use crate::pages::{self, Denial};
+use crate::outcome::{Denial, Outcome};
+use crate::pages;
 use crate::request::HttpRequest;
 
 pub const TENANT_HEADER: &str = "x-grantflow-tenant";

@@ -15,20 +15,37 @@ use super::AdminState;
 use crate::config::AdminSettings;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
-const APP_JS: &str = include_str!("../../web/app.js");
 const APP_CSS: &str = include_str!("../../web/app.css");
 const FAVICON_SVG: &str = include_str!("../../web/favicon.svg");
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
+/// The page's ES modules (`app.js` imports the others), each served at `/admin/<name>`.
+const SCRIPTS: &[(&str, &str)] = &[
+    ("/admin/app.js", include_str!("../../web/app.js")),
+    ("/admin/api.js", include_str!("../../web/api.js")),
+    ("/admin/audit.js", include_str!("../../web/audit.js")),
+    ("/admin/blocked.js", include_str!("../../web/blocked.js")),
+    ("/admin/live.js", include_str!("../../web/live.js")),
+    ("/admin/policy.js", include_str!("../../web/policy.js")),
+    ("/admin/sessions.js", include_str!("../../web/sessions.js")),
+    ("/admin/signin.js", include_str!("../../web/signin.js")),
+    ("/admin/state.js", include_str!("../../web/state.js")),
+    ("/admin/ui.js", include_str!("../../web/ui.js")),
+];
 
 pub(super) fn routes() -> Router<AdminState> {
-    Router::new()
+    let mut router = Router::new();
+    for &(path, script) in SCRIPTS {
+        router = router.route(
+            path,
+            get(move || async move { asset(script, JAVASCRIPT, "no-cache") }),
+        );
+    }
+    router
         .route("/admin", get(|| async { Redirect::permanent("/admin/") }))
         .route(
             "/admin/",
             get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8", "no-store") }),
-        )
-        .route(
-            "/admin/app.js",
-            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8", "no-cache") }),
         )
         .route(
             "/admin/app.css",

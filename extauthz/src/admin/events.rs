@@ -27,10 +27,10 @@ use grantflow_core::store::{ChangeEvent, ChangeStream};
 use serde_json::json;
 use tokio::time::Sleep;
 
-use super::AdminState;
-use super::api::{PolicyView, SessionView, within};
 use super::caller::Caller;
 use super::problem::Problem;
+use super::views::{PolicyView, SessionView};
+use super::{AdminState, within};
 
 /// Interval of the keep-alive comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -10,6 +10,7 @@
 //! /api/v1/events (SSE) ◄── events:: ◄── SessionStore::subscribe(caller's tenant)
 //! ```
 //!
+//! `api` and `events` show sessions, blocked users and the policy in the shapes of `views`.
 //! The API's writes are held to a per-administrator rate limit (`rate_limit`) before the store
 //! is touched; reads are not.
 //!
@@ -22,6 +23,7 @@ mod dashboard;
 mod events;
 mod problem;
 mod rate_limit;
+mod views;
 
 pub use api::{API_ROUTES, OPENAPI_JSON};
 pub use caller::{CLIENT_HEADER, Caller};
@@ -42,7 +44,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use grantflow_core::clock::{Clock, rfc3339};
 use grantflow_core::jwks::KeySet;
-use grantflow_core::store::SessionStore;
+use grantflow_core::store::{SessionStore, StoreError};
 use grantflow_core::token::TokenValidator;
 
 use crate::config::AdminSettings;
@@ -52,6 +54,28 @@ use crate::metrics::Metrics;
 /// Deadline of one store call made for the admin API (listing, revoking, policy). Longer than
 /// the request path's budget: an administrator waits, a proxy does not.
 pub const ADMIN_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a store call within the admin deadline; a failure is a 503 and never detail.
+async fn within<T>(
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, Problem> {
+    match tokio::time::timeout(ADMIN_STORE_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(StoreError::IdempotencyKeyReused)) => Err(Problem::idempotency_key_mismatch()),
+        Ok(Err(error @ StoreError::NotReplicated { .. })) => {
+            tracing::warn!(%error, "session store replicas did not confirm an admin change");
+            Err(Problem::not_replicated())
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "session store failed on an admin request");
+            Err(Problem::unavailable())
+        }
+        Err(_) => {
+            tracing::warn!("session store timed out on an admin request");
+            Err(Problem::unavailable())
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct AdminState {

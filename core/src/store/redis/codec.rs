@@ -1,0 +1,63 @@
+//! Key names and the values read back from Redis: a tenant's key prefix, and sessions and
+//! policies decoded from their hashes. A value of the wrong shape is [`StoreError::Malformed`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::identity::SessionAnchor;
+use crate::policy::{Policy, PolicySource};
+use crate::session::{SessionRecord, client_label};
+use crate::store::StoreError;
+
+pub(super) fn malformed(what: &str) -> StoreError {
+    StoreError::Malformed(what.to_owned())
+}
+
+/// The key prefix of a tenant, with its hash tag.
+pub(super) fn prefix(tenant: &str) -> String {
+    format!("gf:{{{tenant}}}:")
+}
+
+pub(super) fn parse_anchor(anchor: &str) -> Option<SessionAnchor> {
+    serde_json::from_value(serde_json::Value::String(anchor.to_owned())).ok()
+}
+
+pub(super) fn parse_policy(
+    fields: &HashMap<String, String>,
+    default: Duration,
+) -> Result<Policy, StoreError> {
+    let Some(max_age) = fields.get("max_age_ms") else {
+        return Ok(Policy::default_with(default));
+    };
+    let max_age: u64 = max_age.parse().map_err(|_| malformed("policy max age"))?;
+    let source: PolicySource = fields
+        .get("source")
+        .map(|s| serde_json::from_str(s))
+        .transpose()
+        .map_err(|_| malformed("policy source"))?
+        .unwrap_or(PolicySource::Admin);
+    Ok(Policy {
+        max_session_age: Duration::from_millis(max_age),
+        source,
+    })
+}
+
+pub(super) fn parse_session(
+    tenant: &str,
+    id: &str,
+    fields: HashMap<String, String>,
+) -> Option<SessionRecord> {
+    let user_agent = fields.get("ua").filter(|ua| !ua.is_empty()).cloned();
+    Some(SessionRecord {
+        tenant: tenant.to_owned(),
+        user: fields.get("user")?.clone(),
+        display_name: fields.get("dn").filter(|d| !d.is_empty()).cloned(),
+        id: id.to_owned(),
+        anchor: parse_anchor(fields.get("anchor")?)?,
+        started_at: fields.get("started")?.parse().ok()?,
+        last_seen: fields.get("seen")?.parse().ok()?,
+        client_ip: fields.get("ip").and_then(|ip| ip.parse().ok()),
+        client_label: user_agent.as_deref().and_then(client_label),
+        user_agent,
+    })
+}

@@ -1,0 +1,49 @@
+//! The decision vocabulary: the [`Outcome`] of a request and, when refused, its [`Denial`].
+//! `authorize` decides them; `response` and `pages` render them.
+
+use std::sync::Arc;
+
+use grantflow_core::identity::Identity;
+
+/// Why a request was refused, as shown to the person or client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    MissingToken,
+    InvalidToken,
+    SessionExpired,
+    SessionRevoked,
+    /// Every session of the user was ended and the token cannot prove a sign-in since (it has
+    /// no `auth_time`): only a new interactive sign-in gets the user back in.
+    SignInAgain,
+    Unavailable,
+}
+
+/// The answer for one request.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Allow {
+        identity: Arc<Identity>,
+        created: bool,
+    },
+    Deny {
+        denial: Denial,
+        identity: Option<Arc<Identity>>,
+    },
+}
+
+impl Outcome {
+    /// A short, bounded label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Allow { .. } => "allow",
+            Outcome::Deny { denial, .. } => match denial {
+                Denial::MissingToken => "missing_token",
+                Denial::InvalidToken => "invalid_token",
+                Denial::SessionExpired => "session_expired",
+                Denial::SessionRevoked => "session_revoked",
+                Denial::SignInAgain => "sign_in_again",
+                Denial::Unavailable => "unavailable",
+            },
+        }
+    }
+}
