@@ -2,7 +2,6 @@
 //! a memory store and a clock the test moves.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -12,15 +11,15 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use futures::StreamExt;
-use grantflow_core::audit::{Action, AuditRecord, Source};
+use grantflow_core::audit::{Action, Source};
 use grantflow_core::clock::{Clock, ManualClock, rfc3339};
 use grantflow_core::decision::Limits;
 use grantflow_core::identity::{Identity, SessionKey};
 use grantflow_core::jwks::{KeySet, StaticJwks};
 use grantflow_core::policy::{Policy, PolicySource};
-use grantflow_core::revocation::{BlockedUser, Revocation, RevocationOutcome};
-use grantflow_core::session::{AccessRequest, EndReason, SessionRecord, Verdict};
-use grantflow_core::store::{ChangeStream, MemoryStore, SessionStore, StoreError, StoreReset};
+use grantflow_core::session::{AccessRequest, EndReason, Verdict};
+use grantflow_core::store::{MemoryStore, SessionStore, StoreError, StoreReset};
+use grantflow_core::testing::{Fault, FaultyStore, Operation};
 use grantflow_core::token::{TokenRules, TokenValidator};
 use grantflow_extauthz::admin::{self, API_ROUTES, AdminState, OPENAPI_JSON};
 use grantflow_extauthz::config::{
@@ -1172,88 +1171,23 @@ async fn development_mode_signs_the_dashboard_in_with_the_built_in_issuer() {
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
-/// A store whose first `unconfirmed` revocations take effect but are not confirmed by
-/// replicas (Redis `WAIT` with a lagging replica), and which reports `resets` as losses of
-/// data it found.
-struct Unreplicated {
-    inner: Arc<dyn SessionStore>,
-    unconfirmed: AtomicU32,
-    resets: Vec<StoreReset>,
-}
-
-impl Unreplicated {
-    fn new(inner: Arc<dyn SessionStore>, unconfirmed: u32) -> Self {
-        Self {
-            inner,
-            unconfirmed: AtomicU32::new(unconfirmed),
-            resets: Vec::new(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl SessionStore for Unreplicated {
-    async fn check(&self, request: &AccessRequest) -> Result<Verdict, StoreError> {
-        self.inner.check(request).await
-    }
-    async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError> {
-        let outcome = self.inner.revoke(revocation).await?;
-        let unconfirmed = self
-            .unconfirmed
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if unconfirmed.is_err() {
-            return Ok(outcome);
-        }
-        Err(StoreError::NotReplicated {
-            acknowledged: 0,
-            wanted: 1,
-        })
-    }
-    fn resets(&self) -> Vec<StoreReset> {
-        self.resets.clone()
-    }
-    async fn blocked_users(&self, tenant: &str) -> Result<Vec<BlockedUser>, StoreError> {
-        self.inner.blocked_users(tenant).await
-    }
-    async fn unblock_user(
-        &self,
-        tenant: &str,
-        user: &str,
-        audit: AuditRecord,
-    ) -> Result<bool, StoreError> {
-        self.inner.unblock_user(tenant, user, audit).await
-    }
-    async fn policy(&self, tenant: &str) -> Result<Policy, StoreError> {
-        self.inner.policy(tenant).await
-    }
-    async fn set_policy(
-        &self,
-        tenant: &str,
-        policy: Policy,
-        audit: Option<AuditRecord>,
-    ) -> Result<(), StoreError> {
-        self.inner.set_policy(tenant, policy, audit).await
-    }
-    async fn clear_policy(&self, tenant: &str) -> Result<(), StoreError> {
-        self.inner.clear_policy(tenant).await
-    }
-    async fn sessions(&self, tenant: &str) -> Result<Vec<SessionRecord>, StoreError> {
-        self.inner.sessions(tenant).await
-    }
-    async fn audit(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        self.inner.audit(tenant, limit).await
-    }
-    async fn subscribe(&self, tenant: &str) -> Result<ChangeStream, StoreError> {
-        self.inner.subscribe(tenant).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
+/// `store` whose revocations take effect but are not confirmed by replicas (Redis `WAIT`
+/// with a lagging replica): the first `times` of them, or every one.
+fn unconfirmed_revocations(store: Arc<dyn SessionStore>, times: Option<u32>) -> FaultyStore {
+    let fault = Fault::FailAfter(StoreError::NotReplicated {
+        acknowledged: 0,
+        wanted: 1,
+    });
+    let store = FaultyStore::new(store);
+    match times {
+        Some(times) => store.with_fault_times([Operation::Revoke], fault, times),
+        None => store.with_fault([Operation::Revoke], fault),
     }
 }
 
 #[tokio::test]
 async fn a_revocation_the_replicas_did_not_confirm_is_a_503_that_says_so() {
-    let h = harness_over(None, |store| Arc::new(Unreplicated::new(store, u32::MAX)));
+    let h = harness_over(None, |store| Arc::new(unconfirmed_revocations(store, None)));
     h.session(CONTOSO, "user-a", "sid-a").await;
     let admin = h.admin(CONTOSO, "admin-ann");
     let (status, problem) = h
@@ -1417,7 +1351,9 @@ async fn a_replayed_session_revocation_answers_the_first_outcome_though_the_sess
 async fn a_retry_after_an_unconfirmed_revocation_is_answered_as_a_replay() {
     // The dashboard's case: the first submit answers 503 (in effect, not confirmed by the
     // replicas); submitting again with the dialog's key answers the first outcome.
-    let h = harness_over(None, |store| Arc::new(Unreplicated::new(store, 1)));
+    let h = harness_over(None, |store| {
+        Arc::new(unconfirmed_revocations(store, Some(1)))
+    });
     h.session(CONTOSO, "user-a", "sid-a").await;
     let admin = h.admin(CONTOSO, "admin-ann");
     let uri = "/api/v1/sessions/sid-a/revoke";
@@ -1686,8 +1622,7 @@ async fn blocked_users_are_listed_per_tenant_and_lifted_with_an_audit_record() {
 async fn readiness_lists_the_stores_resets_and_metrics_count_the_losses() {
     const LOST: i64 = START - 3_600_000;
     let h = harness_over(None, |store| {
-        let mut wrapped = Unreplicated::new(store, 0);
-        wrapped.resets = vec![
+        let wrapped = FaultyStore::new(store).with_resets(vec![
             StoreReset {
                 tenant: None,
                 lost_at: START - 86_400_000,
@@ -1698,7 +1633,7 @@ async fn readiness_lists_the_stores_resets_and_metrics_count_the_losses() {
                 lost_at: LOST,
                 generation: LOST.to_string(),
             },
-        ];
+        ]);
         Arc::new(wrapped)
     });
     // An admin call loads the issuer's keys.
@@ -1844,80 +1779,6 @@ async fn every_api_error_is_a_problem_document_with_fixed_wording() {
     );
 }
 
-/// A store that counts every call made to it.
-struct Counted {
-    inner: Arc<dyn SessionStore>,
-    calls: Arc<AtomicU32>,
-}
-
-impl Counted {
-    fn count(&self) {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-#[async_trait::async_trait]
-impl SessionStore for Counted {
-    async fn check(&self, request: &AccessRequest) -> Result<Verdict, StoreError> {
-        self.count();
-        self.inner.check(request).await
-    }
-    async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError> {
-        self.count();
-        self.inner.revoke(revocation).await
-    }
-    fn resets(&self) -> Vec<StoreReset> {
-        self.count();
-        self.inner.resets()
-    }
-    async fn blocked_users(&self, tenant: &str) -> Result<Vec<BlockedUser>, StoreError> {
-        self.count();
-        self.inner.blocked_users(tenant).await
-    }
-    async fn unblock_user(
-        &self,
-        tenant: &str,
-        user: &str,
-        audit: AuditRecord,
-    ) -> Result<bool, StoreError> {
-        self.count();
-        self.inner.unblock_user(tenant, user, audit).await
-    }
-    async fn policy(&self, tenant: &str) -> Result<Policy, StoreError> {
-        self.count();
-        self.inner.policy(tenant).await
-    }
-    async fn set_policy(
-        &self,
-        tenant: &str,
-        policy: Policy,
-        audit: Option<AuditRecord>,
-    ) -> Result<(), StoreError> {
-        self.count();
-        self.inner.set_policy(tenant, policy, audit).await
-    }
-    async fn clear_policy(&self, tenant: &str) -> Result<(), StoreError> {
-        self.count();
-        self.inner.clear_policy(tenant).await
-    }
-    async fn sessions(&self, tenant: &str) -> Result<Vec<SessionRecord>, StoreError> {
-        self.count();
-        self.inner.sessions(tenant).await
-    }
-    async fn audit(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        self.count();
-        self.inner.audit(tenant, limit).await
-    }
-    async fn subscribe(&self, tenant: &str) -> Result<ChangeStream, StoreError> {
-        self.count();
-        self.inner.subscribe(tenant).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.count();
-        self.inner.ping().await
-    }
-}
-
 const RATE_LIMITED: &str = "https://grantflow.io/problems/rate-limited";
 
 /// The status, `Retry-After` and body of a call.
@@ -1940,14 +1801,14 @@ async fn limited_call(
 
 #[tokio::test]
 async fn an_administrators_writes_over_the_rate_limit_are_429_and_change_nothing() {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counter = calls.clone();
-    let h = harness_over(None, move |store| {
-        Arc::new(Counted {
-            inner: store,
-            calls: counter,
-        })
+    // A store that counts every call made to it.
+    let mut counted = None;
+    let h = harness_over(None, |store| {
+        let store = Arc::new(FaultyStore::new(store));
+        counted = Some(store.clone());
+        store
     });
+    let calls = counted.unwrap();
     let burst = admin::WRITE_BURST.get() as usize;
     assert_eq!(burst, 60);
     assert_eq!(admin::WRITE_REFILL, Duration::from_secs(1));
@@ -1978,7 +1839,7 @@ async fn an_administrators_writes_over_the_rate_limit_are_429_and_change_nothing
 
     // Over the budget, every write is refused before the store is asked anything (not even
     // about the caller's own session), with the same fixed wording and Retry-After.
-    let before = calls.load(Ordering::SeqCst);
+    let before = calls.calls();
     let mut details = BTreeSet::new();
     for (method, uri, body) in [
         ("POST", "/api/v1/users/user-x/revoke", reason.clone()),
@@ -2004,11 +1865,7 @@ async fn an_administrators_writes_over_the_rate_limit_are_429_and_change_nothing
             .unwrap()
             .contains("Nothing was changed by this request")
     );
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        before,
-        "the store was not called"
-    );
+    assert_eq!(calls.calls(), before, "the store was not called");
     assert_eq!(h.store.audit(CONTOSO, 1_000).await.unwrap().len(), burst);
     assert_eq!(h.store.blocked_users(CONTOSO).await.unwrap(), blocked);
     assert_eq!(h.store.policy(CONTOSO).await.unwrap(), policy);
@@ -2121,7 +1978,7 @@ async fn an_administrators_writes_over_the_rate_limit_are_429_and_change_nothing
 async fn retries_of_an_idempotent_revocation_after_a_503_are_not_rate_limited() {
     // Every revocation is in effect but unconfirmed (503); the client retries each with its
     // key. The retries pass however many there are, and change nothing.
-    let h = harness_over(None, |store| Arc::new(Unreplicated::new(store, u32::MAX)));
+    let h = harness_over(None, |store| Arc::new(unconfirmed_revocations(store, None)));
     let ann = h.admin(CONTOSO, "admin-ann");
     let burst = admin::WRITE_BURST.get() as usize;
     for n in 0..burst {

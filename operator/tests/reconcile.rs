@@ -3,18 +3,16 @@
 //! fails when a request is missing or one too many arrives.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use grantflow_core::audit::{Action as AuditAction, ActorKind, AuditRecord, Source};
+use grantflow_core::audit::{Action as AuditAction, ActorKind, Source};
 use grantflow_core::clock::{Clock, ManualClock};
 use grantflow_core::decision::Limits;
 use grantflow_core::identity::{Identity, SessionAnchor, SessionKey};
 use grantflow_core::policy::{Policy, PolicySource};
-use grantflow_core::revocation::{BlockedUser, Revocation as DomainRevocation, RevocationOutcome};
-use grantflow_core::session::{AccessRequest, SessionRecord, Verdict};
-use grantflow_core::store::{ChangeStream, MemoryStore, SessionStore, StoreError};
+use grantflow_core::session::{AccessRequest, Verdict};
+use grantflow_core::store::{MemoryStore, SessionStore, StoreError};
+use grantflow_core::testing::{Fault, FaultyStore, Operation};
 use grantflow_crds::{
     REQUESTED_BY_ANNOTATION, Revocation, RevocationSpec, RevocationStatus, RevocationTarget,
     SessionPolicy, SessionPolicySpec,
@@ -432,63 +430,14 @@ async fn an_invalid_spec_is_reported_and_not_applied() {
 }
 
 /// A store that is down: every call fails, and says so.
-struct DownStore(AtomicUsize);
-
-#[async_trait]
-impl SessionStore for DownStore {
-    async fn check(&self, _: &AccessRequest) -> Result<Verdict, StoreError> {
-        Err(self.fail())
-    }
-    async fn revoke(&self, _: &DomainRevocation) -> Result<RevocationOutcome, StoreError> {
-        Err(self.fail())
-    }
-    async fn blocked_users(&self, _: &str) -> Result<Vec<BlockedUser>, StoreError> {
-        Err(self.fail())
-    }
-    async fn unblock_user(&self, _: &str, _: &str, _: AuditRecord) -> Result<bool, StoreError> {
-        Err(self.fail())
-    }
-    async fn policy(&self, _: &str) -> Result<Policy, StoreError> {
-        Err(self.fail())
-    }
-    async fn set_policy(
-        &self,
-        _: &str,
-        _: Policy,
-        _: Option<AuditRecord>,
-    ) -> Result<(), StoreError> {
-        Err(self.fail())
-    }
-    async fn clear_policy(&self, _: &str) -> Result<(), StoreError> {
-        Err(self.fail())
-    }
-    async fn sessions(&self, _: &str) -> Result<Vec<SessionRecord>, StoreError> {
-        Err(self.fail())
-    }
-    async fn audit(&self, _: &str, _: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        Err(self.fail())
-    }
-    async fn subscribe(&self, _: &str) -> Result<ChangeStream, StoreError> {
-        Err(self.fail())
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        Err(self.fail())
-    }
-}
-
-impl DownStore {
-    fn new() -> Arc<Self> {
-        Arc::new(Self(AtomicUsize::new(0)))
-    }
-    fn fail(&self) -> StoreError {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        StoreError::Unavailable("connection refused".into())
-    }
+fn down_store() -> Arc<FaultyStore> {
+    let refused = StoreError::Unavailable("connection refused".into());
+    Arc::new(FaultyStore::memory().with_fault(Operation::ALL, Fault::Fail(refused)))
 }
 
 #[tokio::test]
 async fn a_store_outage_is_reported_and_retried() {
-    let store = DownStore::new();
+    let store = down_store();
     let contoso = session_policy("contoso", TENANT, "30m", NOW);
     let Harness {
         ctx,
@@ -535,7 +484,7 @@ async fn a_store_outage_is_reported_and_retried() {
     );
     drop(ctx);
     server.await.unwrap().no_more().await;
-    assert!(store.0.load(Ordering::SeqCst) >= 1);
+    assert!(store.calls() >= 1);
     let rendered = metrics.render();
     assert!(
         rendered.contains(r#"grantflow_operator_reconcile_errors_total{controller="sessionpolicy",error="store_unavailable"} 2"#),
@@ -864,7 +813,7 @@ async fn a_revocation_without_a_recorded_requester_is_not_applied() {
 
 #[tokio::test]
 async fn a_revocation_during_a_store_outage_is_reported_and_retried() {
-    let store = DownStore::new();
+    let store = down_store();
     let revocation = Arc::new(user_revocation("inc-2041", Some("alice@contoso.com")));
     let Harness { ctx, mut api, .. } = harness(store, cache(&[]));
     let message =
