@@ -23,5 +23,7 @@ pub mod policy;
 pub mod revocation;
 pub mod session;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod text;
 pub mod token;

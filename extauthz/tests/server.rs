@@ -4,67 +4,29 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use grantflow_core::audit::AuditRecord;
 use grantflow_core::clock::SystemClock;
 use grantflow_core::decision::Limits;
-use grantflow_core::policy::Policy;
-use grantflow_core::revocation::{BlockedUser, Revocation, RevocationOutcome};
-use grantflow_core::session::{AccessRequest, SessionRecord, Verdict};
-use grantflow_core::store::{ChangeStream, MemoryStore, SessionStore, StoreError};
+use grantflow_core::store::{MemoryStore, SessionStore, StoreError};
+use grantflow_core::testing::{Fault, FaultyStore, Operation};
 use grantflow_extauthz::config::{Cli, Settings};
 use grantflow_extauthz::server::{self, Running};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// A store that never answers in time, like a frozen Redis.
-struct HangingStore;
-
-#[async_trait]
-impl SessionStore for HangingStore {
-    async fn check(&self, _: &AccessRequest) -> Result<Verdict, StoreError> {
-        std::future::pending().await
-    }
-    async fn revoke(&self, _: &Revocation) -> Result<RevocationOutcome, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn blocked_users(&self, _: &str) -> Result<Vec<BlockedUser>, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn unblock_user(&self, _: &str, _: &str, _: AuditRecord) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn policy(&self, _: &str) -> Result<Policy, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn set_policy(
-        &self,
-        _: &str,
-        _: Policy,
-        _: Option<AuditRecord>,
-    ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn clear_policy(&self, _: &str) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn sessions(&self, _: &str) -> Result<Vec<SessionRecord>, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn audit(&self, _: &str, _: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn subscribe(&self, _: &str) -> Result<ChangeStream, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        std::future::pending().await
-    }
+/// A store that never answers in time, like a frozen Redis: requests and pings hang, every
+/// other call fails; housekeeping is left to the memory store underneath.
+fn hanging_store() -> FaultyStore {
+    let others = Operation::ALL.into_iter().filter(|operation| {
+        ![Operation::Check, Operation::Ping, Operation::Maintain].contains(operation)
+    });
+    FaultyStore::memory()
+        .with_fault([Operation::Check, Operation::Ping], Fault::Hang)
+        .with_fault(others, Fault::Fail(StoreError::Unavailable("down".into())))
 }
 
 fn dev_settings() -> Settings {
@@ -179,7 +141,7 @@ async fn health_check_ready_and_metrics() {
 
 #[tokio::test]
 async fn a_store_that_does_not_answer_refuses_with_503_and_is_not_ready() {
-    let running = start(Arc::new(HangingStore)).await;
+    let running = start(Arc::new(hanging_store())).await;
     let admin = running.admin_addr;
     let (_, token) = http_get(format!("http://{admin}/dev/token?user=bob")).await;
     let mut client = AuthorizationClient::connect(format!("http://{}", running.grpc_addr))

@@ -1,0 +1,109 @@
+//! The tenant's settings (its session policy): edited, audited, applied, and Kubernetes wins.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use grantflow_core::audit::{Action, Source};
+use grantflow_core::policy::{Policy, PolicySource};
+use grantflow_core::session::{EndReason, Verdict};
+use grantflow_core::store::SessionStore;
+use serde_json::json;
+
+use crate::support::{CONTOSO, FABRIKAM, detail, harness, read_json};
+
+#[tokio::test]
+async fn tenant_settings_are_edited_audited_applied_and_kubernetes_wins() {
+    let h = harness();
+    let admin = h.admin(CONTOSO, "admin-ann");
+    let (status, policy) = h.get("/api/v1/policy", Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        policy,
+        json!({"maxSessionAgeSeconds": 900, "source": "default", "managedBy": null,
+               "editable": true, "minSeconds": 60, "maxSeconds": 86400})
+    );
+
+    h.session(CONTOSO, "user-old", "sid-old").await;
+    h.clock.advance(Duration::from_secs(5 * 60));
+    let out_of_range = "between 1 minute and 24 hours";
+    for (body, what) in [
+        (json!({"maxSessionAgeSeconds": 120}), "reason"),
+        (
+            json!({"maxSessionAgeSeconds": 30, "reason": "x"}),
+            out_of_range,
+        ),
+        (
+            json!({"maxSessionAgeSeconds": 90000, "reason": "x"}),
+            out_of_range,
+        ),
+        (json!({"reason": "x"}), "maxSessionAgeSeconds"),
+        (
+            json!({"maxSessionAgeSeconds": "2m", "reason": "x"}),
+            "invalid type",
+        ),
+    ] {
+        let (status, problem) = h.send("PUT", "/api/v1/policy", &admin, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        // The handler's own words in `detail`; what the JSON parser said in `parser`.
+        let said = format!(
+            "{} {}",
+            detail(&problem),
+            problem["parser"].as_str().unwrap_or("")
+        );
+        assert!(said.contains(what), "{body}: {problem}");
+    }
+    let response = h
+        .call(
+            "PUT",
+            "/api/v1/policy",
+            Some(&admin),
+            Some(json!({"maxSessionAgeSeconds": 120, "reason": "CAB-12 tighten"})),
+            &[("x-grantflow-client", "dashboard")],
+        )
+        .await;
+    let (status, policy) = read_json(response).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(policy["maxSessionAgeSeconds"], 120);
+    assert_eq!(policy["source"], "admin");
+    // Applies at once: the 5-minute-old session is over the new age.
+    assert_eq!(
+        h.session(CONTOSO, "user-old", "sid-old").await,
+        Verdict::Deny(EndReason::Expired)
+    );
+    let audit = h.store.audit(CONTOSO, 10).await.unwrap();
+    assert_eq!(audit[0].action, Action::PolicyUpdate);
+    assert_eq!(
+        audit[0].detail.as_deref(),
+        Some("max session age 15m -> 2m")
+    );
+    assert_eq!(audit[0].reason.as_deref(), Some("CAB-12 tighten"));
+    assert_eq!(audit[0].actor.id, "admin-ann");
+    assert_eq!(audit[0].source, Source::Dashboard);
+    // Fabrikam is untouched.
+    assert_eq!(
+        h.store.policy(FABRIKAM).await.unwrap().max_session_age,
+        Duration::from_secs(900)
+    );
+
+    // A tenant managed by a Kubernetes SessionPolicy refuses edits.
+    let managed = Policy {
+        max_session_age: Duration::from_secs(600),
+        source: PolicySource::Kubernetes("security/contoso".into()),
+    };
+    h.store
+        .set_policy(CONTOSO, managed.clone(), None)
+        .await
+        .unwrap();
+    // (The admin's session is 5 minutes old, past the 2 minutes set above: sign in again.)
+    let admin = h.sign(&h.claims(CONTOSO, "admin-ann", "sid-admin-ann-2", true));
+    let (_, policy) = h.get("/api/v1/policy", Some(&admin)).await;
+    assert_eq!(policy["source"], "kubernetes");
+    assert_eq!(policy["managedBy"], "security/contoso");
+    assert_eq!(policy["editable"], false);
+    let body = json!({"maxSessionAgeSeconds": 3600, "reason": "x"});
+    let (status, problem) = h.send("PUT", "/api/v1/policy", &admin, body).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(problem["title"], "Managed by Kubernetes");
+    assert!(detail(&problem).contains("security/contoso"));
+    assert_eq!(h.store.policy(CONTOSO).await.unwrap(), managed);
+}

@@ -1,0 +1,351 @@
+//! The Revocation reconciler: applied once as its requester and reported, retried without
+//! revoking twice, refused without a recorded requester, store outages, and deletion after
+//! the retention.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use grantflow_core::audit::{Action as AuditAction, ActorKind, Source};
+use grantflow_core::clock::{Clock, ManualClock};
+use grantflow_core::identity::{Identity, SessionAnchor, SessionKey};
+use grantflow_core::session::{AccessRequest, Verdict};
+use grantflow_core::store::{MemoryStore, SessionStore};
+use grantflow_crds::{
+    REQUESTED_BY_ANNOTATION, Revocation, RevocationSpec, RevocationStatus, RevocationTarget,
+};
+use grantflow_operator::revocation;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Resource;
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+use crate::harness::{
+    Harness, NOW, NOW_MS, NS, TENANT, assert_event, cache, condition, down_store, harness,
+    harness_with, memory_store,
+};
+
+fn user_revocation(name: &str, requested_by: Option<&str>) -> Revocation {
+    let mut r = Revocation::new(
+        name,
+        RevocationSpec {
+            tenant_id: TENANT.into(),
+            target: RevocationTarget {
+                session_id: None,
+                user_id: Some("user-mallory".into()),
+            },
+            reason: "INC-2041 credential theft".into(),
+            lock_until: None,
+        },
+    );
+    r.metadata.namespace = Some(NS.into());
+    r.metadata.uid = Some(format!("uid-{name}"));
+    r.metadata.generation = Some(2);
+    if let Some(user) = requested_by {
+        r.metadata.annotations =
+            Some([(REQUESTED_BY_ANNOTATION.to_owned(), user.to_owned())].into());
+    }
+    r
+}
+
+fn revocation_status_url(name: &str) -> String {
+    format!(
+        "/apis/session.grantflow.io/v1alpha1/namespaces/{NS}/revocations/{name}/status?&force=true&fieldManager=grantflow-operator"
+    )
+}
+
+/// Opens a session for `user` in the test tenant.
+async fn open_session(store: &MemoryStore, user: &str, sid: &str, clock: &ManualClock) {
+    let identity = Identity {
+        tenant: TENANT.into(),
+        user: user.into(),
+        display_name: None,
+        session: SessionKey {
+            id: sid.into(),
+            anchor: SessionAnchor::Sid,
+        },
+        // A sign-in now: after a revoke-all only a token with a later `auth_time` gets in.
+        auth_time: Some(clock.now_secs()),
+        issued_at: Some(clock.now_secs()),
+        not_before: None,
+        expires_at: clock.now_secs() + 3600,
+        roles: Vec::new(),
+    };
+    let verdict = store
+        .check(&AccessRequest {
+            identity: Arc::new(identity),
+            client_ip: None,
+            user_agent: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(verdict, Verdict::Allow { created: true, .. }));
+}
+
+#[tokio::test]
+async fn a_revocation_is_applied_once_as_its_requester_and_reported() {
+    let clock = ManualClock::new(NOW_MS);
+    let store = memory_store(&clock);
+    open_session(&store, "user-mallory", "sid-1", &clock).await;
+    open_session(&store, "user-mallory", "sid-2", &clock).await;
+    let revocation = user_revocation("inc-2041", Some("alice@contoso.com"));
+    let Harness { ctx, mut api, .. } = harness(store.clone(), cache(&[]));
+    let audit_store = store.clone();
+    let reply = serde_json::to_value(&revocation).unwrap();
+    let server = tokio::spawn(async move {
+        let call = api.next().await;
+        call.assert("PATCH", &revocation_status_url("inc-2041"));
+        let audit = audit_store.audit(TENANT, 10).await.unwrap();
+        assert_eq!(
+            audit.len(),
+            1,
+            "the status is written after the store acknowledged"
+        );
+        let audit_id = &audit[0].id;
+        let message = format!(
+            "ended the sessions of user user-mallory in tenant {TENANT}: 2 live session(s) revoked (audit record {audit_id})"
+        );
+        assert_eq!(
+            call.body,
+            json!({
+                "apiVersion": "session.grantflow.io/v1alpha1",
+                "kind": "Revocation",
+                "status": {
+                    "observedGeneration": 2,
+                    "conditions": [condition("Applied", "True", "Revoked", &message)],
+                    "appliedAt": NOW,
+                    "sessionsRevoked": 2,
+                    "requestedBy": "alice@contoso.com",
+                    "auditId": audit_id,
+                },
+            })
+        );
+        let status = call.body["status"].clone();
+        call.answer(&reply);
+        assert_event(
+            api.next().await,
+            "Revocation",
+            "inc-2041",
+            "Normal",
+            "Revoked",
+            &message,
+        );
+        (api, status)
+    });
+    let action = revocation::reconcile(Arc::new(revocation.clone()), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    let (api, status) = server.await.unwrap();
+
+    let audit = store.audit(TENANT, 10).await.unwrap();
+    assert_eq!(audit[0].action, AuditAction::UserRevoke);
+    assert_eq!(audit[0].actor.kind, ActorKind::Kubernetes);
+    assert_eq!(audit[0].actor.id, "alice@contoso.com");
+    assert_eq!(audit[0].source, Source::Kubernetes);
+    assert_eq!(
+        audit[0].reason.as_deref(),
+        Some("INC-2041 credential theft")
+    );
+    assert!(store.sessions(TENANT).await.unwrap().is_empty());
+
+    // Re-reconciled (a resync, an operator restart) with its status: nothing happens at all.
+    clock.advance(std::time::Duration::from_secs(1));
+    open_session(&store, "user-mallory", "sid-3", &clock).await;
+    let mut applied = revocation;
+    applied.status = Some(serde_json::from_value::<RevocationStatus>(status).unwrap());
+    assert!(applied.is_applied());
+    let action = revocation::reconcile(Arc::new(applied), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    drop(ctx);
+    api.no_more().await;
+    assert_eq!(
+        store.audit(TENANT, 10).await.unwrap().len(),
+        1,
+        "no second audit record"
+    );
+    assert_eq!(
+        store.sessions(TENANT).await.unwrap().len(),
+        1,
+        "no second revocation"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_status_write_is_retried_without_revoking_twice() {
+    // The crash window: the store acknowledged, the status write did not land.
+    let clock = ManualClock::new(NOW_MS);
+    let store = memory_store(&clock);
+    open_session(&store, "user-mallory", "sid-1", &clock).await;
+    let revocation = Arc::new(user_revocation("inc-2041", Some("alice@contoso.com")));
+    let Harness { ctx, mut api, .. } = harness(store.clone(), cache(&[]));
+    let reply = serde_json::to_value(&*revocation).unwrap();
+    let server = tokio::spawn(async move {
+        let call = api.next().await;
+        call.assert("PATCH", &revocation_status_url("inc-2041"));
+        let first = call.body["status"].clone();
+        call.reply(
+            500,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500, "reason": "InternalError", "message": "etcd leader changed"}),
+        );
+        // The retry after a restart: the same outcome, from the store's idempotency key.
+        let call = api.next().await;
+        call.assert("PATCH", &revocation_status_url("inc-2041"));
+        assert_eq!(call.body["status"], first);
+        assert_eq!(call.body["status"]["sessionsRevoked"], 1);
+        call.answer(&reply);
+        let event = api.next().await;
+        assert_eq!(event.body["reason"], "Revoked");
+        event.echo();
+        api
+    });
+    let error = revocation::reconcile(revocation.clone(), ctx.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(error.metric_label(), "kubernetes");
+    clock.advance(std::time::Duration::from_secs(1));
+    open_session(&store, "user-mallory", "sid-after", &clock).await;
+    revocation::reconcile(revocation, ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    server.await.unwrap().no_more().await;
+    assert_eq!(
+        store.audit(TENANT, 10).await.unwrap().len(),
+        1,
+        "one audit record"
+    );
+    // Applied once: the watermark did not move, so a session opened after it lives on.
+    assert_eq!(store.sessions(TENANT).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_revocation_without_a_recorded_requester_is_not_applied() {
+    let clock = ManualClock::new(NOW_MS);
+    let store = memory_store(&clock);
+    let revocation = user_revocation("typed-by-hand", None);
+    let Harness { ctx, mut api, .. } = harness(store.clone(), cache(&[]));
+    let reply = serde_json::to_value(&revocation).unwrap();
+    let server = tokio::spawn(async move {
+        let call = api.next().await;
+        call.assert("PATCH", &revocation_status_url("typed-by-hand"));
+        let conditions = &call.body["status"]["conditions"];
+        assert_eq!(conditions[0]["status"], "False");
+        assert_eq!(conditions[0]["reason"], "RequesterUnknown");
+        assert!(call.body["status"].get("appliedAt").is_none());
+        call.answer(&reply);
+        let event = api.next().await;
+        assert_eq!(
+            (event.body["type"].as_str(), event.body["reason"].as_str()),
+            (Some("Warning"), Some("RequesterUnknown"))
+        );
+        event.echo();
+        api
+    });
+    revocation::reconcile(Arc::new(revocation), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    server.await.unwrap().no_more().await;
+    assert!(store.audit(TENANT, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_revocation_during_a_store_outage_is_reported_and_retried() {
+    let store = down_store();
+    let revocation = Arc::new(user_revocation("inc-2041", Some("alice@contoso.com")));
+    let Harness { ctx, mut api, .. } = harness(store, cache(&[]));
+    let message =
+        "not applied yet, will retry: the session store is unavailable: connection refused";
+    let reply = serde_json::to_value(&*revocation).unwrap();
+    let server = tokio::spawn(async move {
+        let call = api.next().await;
+        call.assert("PATCH", &revocation_status_url("inc-2041"));
+        assert_eq!(
+            call.body,
+            json!({
+                "apiVersion": "session.grantflow.io/v1alpha1",
+                "kind": "Revocation",
+                "status": {
+                    "observedGeneration": 2,
+                    "conditions": [condition("Applied", "False", "StoreUnavailable", message)],
+                },
+            })
+        );
+        call.answer(&reply);
+        assert_event(
+            api.next().await,
+            "Revocation",
+            "inc-2041",
+            "Warning",
+            "StoreUnavailable",
+            message,
+        );
+        api
+    });
+    let error = revocation::reconcile(revocation.clone(), ctx.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(error.metric_label(), "store_unavailable");
+    assert_eq!(
+        revocation::error_policy(revocation, &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(1))
+    );
+    drop(ctx);
+    server.await.unwrap().no_more().await;
+}
+
+#[tokio::test]
+async fn an_applied_revocation_is_deleted_after_the_retention() {
+    let clock = ManualClock::new(NOW_MS);
+    let store = memory_store(&clock);
+    let mut applied = user_revocation("inc-2041", Some("alice@contoso.com"));
+    applied.status = Some(RevocationStatus {
+        applied_at: Some(Time(NOW.parse().unwrap())),
+        audit_id: Some("audit-1".into()),
+        sessions_revoked: Some(0),
+        requested_by: Some("alice@contoso.com".into()),
+        ..RevocationStatus::default()
+    });
+    let applied = Arc::new(applied);
+    let retention = Duration::from_secs(7 * 24 * 3600);
+    let Harness {
+        ctx,
+        mut api,
+        clock,
+        ..
+    } = harness_with(store, cache(&[]), Some(retention));
+    // Not yet due: it comes back when it is.
+    clock.advance(Duration::from_secs(24 * 3600));
+    let action = revocation::reconcile(applied.clone(), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(retention - Duration::from_secs(24 * 3600))
+    );
+    clock.advance(retention);
+    let reply = serde_json::to_value(&*applied).unwrap();
+    let server = tokio::spawn(async move {
+        let call = api.next().await;
+        call.assert(
+            "DELETE",
+            "/apis/session.grantflow.io/v1alpha1/namespaces/team/revocations/inc-2041?",
+        );
+        call.answer(&reply);
+        api
+    });
+    revocation::reconcile(applied, ctx.clone()).await.unwrap();
+    drop(ctx);
+    server.await.unwrap().no_more().await;
+}
+
+#[test]
+fn the_revocation_object_key_is_the_stores_idempotency_key() {
+    let r = user_revocation("inc-2041", Some("alice"));
+    let request =
+        grantflow_operator::spec::revocation(&r.spec, "alice", r.meta().uid.as_deref().unwrap())
+            .unwrap();
+    assert_eq!(request.idempotency_key.as_deref(), Some("uid-inc-2041"));
+}
