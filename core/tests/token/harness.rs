@@ -53,7 +53,7 @@ pub static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
     rotated: rsa_key("k2"),
 });
 
-pub fn rsa_key(kid: &'static str) -> TestKey {
+fn rsa_key(kid: &'static str) -> TestKey {
     let pair = KeyPair::generate(KeySize::Rsa2048).expect("RSA key generation");
     let pkcs8: Pkcs8V1Der<'static> = pair.as_der().expect("PKCS#8 export");
     // `EncodingKey::from_rsa_der` wants PKCS#1; the PEM loader unwraps PKCS#8 for us.
@@ -107,7 +107,7 @@ pub fn b64url(bytes: &[u8]) -> String {
     b64(bytes, true)
 }
 
-pub fn pem(label: &str, der: &[u8]) -> String {
+fn pem(label: &str, der: &[u8]) -> String {
     let body = b64(der, false);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {
@@ -168,9 +168,9 @@ pub fn sign(claims: &Value) -> String {
 }
 
 /// Counts fetches of the wrapped JWKS.
-pub struct Counting {
-    pub inner: StaticJwks,
-    pub fetches: Arc<AtomicUsize>,
+struct Counting {
+    inner: StaticJwks,
+    fetches: Arc<AtomicUsize>,
 }
 
 #[async_trait]

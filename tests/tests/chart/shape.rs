@@ -1,13 +1,25 @@
 //! The shape of what is rendered: what every combination must have (extauthz, and the
 //! operator when it is deployed), and how a Redis CA Secret is mounted.
 
-use grantflow_e2e::chart::{NAMESPACE, Rendered, secret_value};
-use serde_json::json;
+use grantflow_e2e::chart::{self, NAMESPACE, Rendered, secret_value, venv_bin};
+use grantflow_e2e::repo_root;
+use serde_json::{Value, json};
 
-use crate::support::{
-    CONFIG_FILE, EXTAUTHZ, OPERATOR, REDIS_CA_FILE, args_of, chart_metadata, config_map_text,
-    env_of, flag,
-};
+use crate::support::{CONFIG_FILE, EXTAUTHZ, OPERATOR, args_of, config_map_text, env_of, flag};
+
+/// Where the chart mounts the CA of redis.external.tls.caSecret.
+const REDIS_CA_FILE: &str = "/etc/grantflow/redis-ca/ca.crt";
+
+fn chart_metadata() -> Value {
+    let out = chart::run(
+        std::process::Command::new(venv_bin("python"))
+            .arg(repo_root().join("tests/chart/helm.py"))
+            .arg("crds")
+            .arg(chart::chart_dir()),
+    );
+    let value: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    value["metadata"].clone()
+}
 
 /// What every combination must have, whatever else it renders.
 pub fn check_common_shape(file: &str, r: &Rendered) {

@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use grantflow_e2e::chart::{self, Rendered, ci_values, venv_bin};
-use grantflow_e2e::repo_root;
+use grantflow_e2e::chart::{self, Rendered, ci_values};
 use serde_json::Value;
 
 /// Every value combination the chart is tested with (`charts/grantflow-session/ci/`).
@@ -19,14 +18,6 @@ pub const COMBINATIONS: &[&str] = &[
     "memory-values.yaml",
     "embedded-values.yaml",
     "external-redis-tls-values.yaml",
-];
-
-/// Kinds defined by third-party CRDs: `kubernetes-validate` has no schema for them.
-pub const THIRD_PARTY_KINDS: &[&str] = &[
-    "ServiceMonitor",
-    "Certificate",
-    "Issuer",
-    "AuthorizationPolicy",
 ];
 
 pub const EXTAUTHZ: &str = "grantflow-session-extauthz";
@@ -65,26 +56,12 @@ pub fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-pub fn chart_metadata() -> Value {
-    let out = chart::run(
-        std::process::Command::new(venv_bin("python"))
-            .arg(repo_root().join("tests/chart/helm.py"))
-            .arg("crds")
-            .arg(chart::chart_dir()),
-    );
-    let value: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    value["metadata"].clone()
-}
-
 pub fn config_map_text(rendered: &Rendered) -> String {
     rendered.get("ConfigMap", EXTAUTHZ)["data"]["extauthz.yaml"]
         .as_str()
         .expect("extauthz.yaml in the ConfigMap")
         .to_owned()
 }
-
-/// Where the chart mounts the CA of redis.external.tls.caSecret.
-pub const REDIS_CA_FILE: &str = "/etc/grantflow/redis-ca/ca.crt";
 
 /// `redis://[user:password@]host:port` with host:port replaced by 127.0.0.1:`port`.
 pub fn redis_url_to(url: &str, port: u16) -> String {

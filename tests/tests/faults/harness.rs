@@ -17,9 +17,9 @@ use grantflow_e2e::upstream::Upstream;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-pub const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
-pub const ADMIN_ROLE: &str = "GrantFlow.SessionAdmin";
-pub const ADMIN_USER: &str = "admin-oid-0001";
+const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+const ADMIN_ROLE: &str = "GrantFlow.SessionAdmin";
+const ADMIN_USER: &str = "admin-oid-0001";
 pub const PROBLEMS: &str = "https://grantflow.io/problems/";
 /// Every wait for a recovery (a restarted process, Redis back, a failover) is bounded by this.
 pub const RECOVERY: Duration = Duration::from_secs(30);
