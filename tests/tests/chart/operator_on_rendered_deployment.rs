@@ -1,0 +1,266 @@
+//! The operator binary starts with the exact arguments and environment of the chart's
+//! Deployment against kmock and a real Redis, wins the chart's Lease, and answers an
+//! AdmissionReview over TLS with the chart-generated certificate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use grantflow_e2e::chart::{self, Kmock, NAMESPACE, RELEASE, TempDir, base64_decode, secret_value};
+use grantflow_e2e::redis::{RedisServer, redis_cli};
+use grantflow_e2e::stack::TENANT;
+use grantflow_e2e::{free_port, loopback, repo_root};
+use serde_json::{Value, json};
+
+use crate::support::{OPERATOR, args_of, env_of, flag, redis_url_to, render};
+
+/// The newest modification time among the files under `dirs` (recursively).
+fn newest_mtime(dirs: &[PathBuf]) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if path
+                .file_name()
+                .is_some_and(|n| n == "target" || n == "tests")
+            {
+                continue;
+            }
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+            }
+        } else if let Ok(modified) = meta.modified() {
+            newest = newest.max(modified);
+        }
+    }
+    newest
+}
+
+/// The operator binary. `cargo test --workspace` builds it next to this test (for the
+/// operator's own integration tests); when that one is missing or older than the sources it
+/// is built from, cargo builds it.
+fn operator_binary() -> PathBuf {
+    let root = repo_root();
+    let sources: Vec<PathBuf> = ["operator", "core", "crds", "Cargo.lock"]
+        .iter()
+        .map(|p| root.join(p))
+        .collect();
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("grantflow-operator")));
+    if let Some(binary) = beside
+        && let Ok(built) = std::fs::metadata(&binary).and_then(|m| m.modified())
+        && built >= newest_mtime(&sources)
+    {
+        return binary;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = chart::run(
+        std::process::Command::new(cargo)
+            .current_dir(&root)
+            .args([
+                "build",
+                "--locked",
+                "-p",
+                "grantflow-operator",
+                "--bin",
+                "grantflow-operator",
+                "--message-format",
+                "json-render-diagnostics",
+            ])
+            .stderr(Stdio::inherit()),
+    );
+    assert!(output.status.success(), "cargo build -p grantflow-operator");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|m| {
+            m["reason"] == "compiler-artifact" && m["target"]["name"] == "grantflow-operator"
+        })
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reports the operator executable")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_runs_with_the_rendered_deployment() {
+    let binary = operator_binary();
+    let rendered = render("default-values.yaml");
+    let redis = RedisServer::start().await;
+    let kmock = Kmock::start(&rendered.crd_files).await;
+    let dir = TempDir::new("operator");
+
+    let deployment = rendered.get("Deployment", OPERATOR);
+    let container = rendered.container(deployment, "operator");
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    // The files of the mounted webhook Secret, as the kubelet would write them.
+    let file_of = |path: &str| -> PathBuf {
+        let mount = mounts
+            .iter()
+            .find(|m| path.starts_with(m["mountPath"].as_str().unwrap()))
+            .unwrap_or_else(|| panic!("{path} is on a mounted volume"));
+        let volume = volumes.iter().find(|v| v["name"] == mount["name"]).unwrap();
+        let secret = rendered.get("Secret", volume["secret"]["secretName"].as_str().unwrap());
+        let relative = &path[mount["mountPath"].as_str().unwrap().len() + 1..];
+        let item = volume["secret"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["path"] == relative)
+            .unwrap();
+        let local = dir.path().join(relative);
+        std::fs::write(&local, secret_value(secret, item["key"].as_str().unwrap())).unwrap();
+        local
+    };
+    let admin = loopback(free_port());
+    let webhook = loopback(free_port());
+    let mut args = args_of(container);
+    for i in 0..args.len() {
+        let rewritten = match i.checked_sub(1).map(|p| args[p].as_str()) {
+            Some("--admin-addr") => admin.to_string(),
+            Some("--webhook-addr") => webhook.to_string(),
+            Some("--webhook-cert" | "--webhook-key") => file_of(&args[i]).display().to_string(),
+            _ => continue,
+        };
+        args[i] = rewritten;
+    }
+    let pod_name = format!("{OPERATOR}-7d9c5b6f4-x2x9q");
+    let mut command = tokio::process::Command::new(&binary);
+    command
+        .args(&args)
+        .env_clear()
+        .env("KUBECONFIG", kmock.kubeconfig(dir.path()))
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (name, var) in env_of(container) {
+        let value = if let Some(value) = var["value"].as_str() {
+            value.to_owned()
+        } else if let Some(field) = var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            match field {
+                "metadata.namespace" => NAMESPACE.to_owned(),
+                "metadata.name" => pod_name.clone(),
+                other => panic!("unexpected fieldRef {other}"),
+            }
+        } else {
+            let source = &var["valueFrom"]["secretKeyRef"];
+            let secret = rendered.get("Secret", source["name"].as_str().unwrap());
+            let url = secret_value(secret, source["key"].as_str().unwrap());
+            assert_eq!(name, "GRANTFLOW_REDIS_URL");
+            let password = secret_value(secret, "password");
+            redis_cli(redis.port, &["CONFIG", "SET", "requirepass", &password])
+                .expect("set the chart's password on the test Redis");
+            redis_url_to(&url, redis.port)
+        };
+        command.env(name, value);
+    }
+    let _operator = command.spawn().expect("start grantflow-operator");
+
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = http.get(format!("http://{admin}/readyz")).send().await;
+        if let Ok(response) = ready
+            && response.status() == 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operator's /readyz (store reachable with the chart's password) never answered 200"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The API server's call: https://<service>.<namespace>.svc:<port><path>, trusting caBundle.
+    let hooks = rendered.of_kind("MutatingWebhookConfiguration");
+    let hook = &hooks[0]["webhooks"][0];
+    let service = &hook["clientConfig"]["service"];
+    let host = format!(
+        "{}.{}.svc",
+        service["name"].as_str().unwrap(),
+        service["namespace"].as_str().unwrap()
+    );
+    let ca = base64_decode(hook["clientConfig"]["caBundle"].as_str().unwrap());
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("caBundle is PEM")])
+        .resolve(&host, SocketAddr::new(webhook.ip(), webhook.port()))
+        .build()
+        .unwrap();
+    let url = format!(
+        "https://{host}:{}{}",
+        webhook.port(),
+        service["path"].as_str().unwrap()
+    );
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "session.grantflow.io", "version": "v1alpha1", "kind": "Revocation"},
+            "resource": {"group": "session.grantflow.io", "version": "v1alpha1", "resource": "revocations"},
+            "name": "inc-2041-alice",
+            "namespace": "grantflow",
+            "operation": "CREATE",
+            "userInfo": {"username": "alice@contoso.com", "groups": ["system:authenticated"]},
+            "object": {
+                "apiVersion": "session.grantflow.io/v1alpha1",
+                "kind": "Revocation",
+                "metadata": {"name": "inc-2041-alice", "namespace": "grantflow",
+                             "annotations": {"session.grantflow.io/requested-by": "somebody-else"}},
+                "spec": {"tenantId": TENANT, "target": {"userId": "3f2504e0-4f89-41d3-9a0c-0305e82c3301"},
+                         "reason": "INC-2041 credential theft"}
+            },
+            "oldObject": null,
+            "dryRun": false
+        }
+    });
+    let answer: Value = client
+        .post(&url)
+        .json(&review)
+        .send()
+        .await
+        .expect("the webhook answers over TLS for the Service's DNS name")
+        .json()
+        .await
+        .expect("an AdmissionReview");
+    let response = &answer["response"];
+    assert_eq!(response["allowed"], true, "{answer}");
+    assert_eq!(response["uid"], review["request"]["uid"]);
+    let patch: Value = serde_json::from_slice(&base64_decode(
+        response["patch"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a patch: {answer}")),
+    ))
+    .unwrap();
+    assert!(
+        patch.to_string().contains("alice@contoso.com"),
+        "the requester is recorded: {patch}"
+    );
+
+    // Leader election on the chart's Lease, in the release namespace, as this pod.
+    let lease = flag(&args_of(container), "--lease-name")
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = kmock.kubectl(&["get", "lease", &lease, "-n", NAMESPACE, "-o", "json"]);
+        if got.status.success() {
+            let lease: Value = serde_json::from_slice(&got.stdout).unwrap();
+            if lease["spec"]["holderIdentity"] == pod_name.as_str() {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operator never held Lease {NAMESPACE}/{lease}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = RELEASE;
+}
