@@ -21,7 +21,6 @@ use crate::settings::Plan;
 use crate::{BoxError, TENANT, USER_AGENT};
 
 /// What one run of [`session_footprint`] measured.
-
 pub struct Footprint {
     pub sessions: usize,
     pub created: usize,

@@ -8,7 +8,6 @@ use crate::measure::StoreRun;
 use crate::settings::Plan;
 
 /// The machine the benchmark ran on.
-
 pub struct Machine {
     pub cpu: String,
     pub cores: usize,
