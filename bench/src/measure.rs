@@ -29,6 +29,8 @@ pub struct StoreRun {
     pub envoy: Option<EnvoyRun>,
 }
 
+/// Both loops against `grantflow-extauthz` (`binary`) on `store`, started for this and stopped
+/// after.
 pub async fn bench_store(
     plan: &Plan,
     binary: &Path,
@@ -72,12 +74,12 @@ pub async fn bench_noop(plan: &Plan) -> Result<StoreRun, BoxError> {
 
 /// An ext_authz server to measure.
 pub struct Target<'a> {
-    pub name: &'static str,
+    name: &'static str,
     pub grpc: SocketAddr,
     pub cpu: CpuSource,
     pub redis_port: Option<u16>,
     pub tokens: &'a [String],
-    pub log: Option<&'a Path>,
+    log: Option<&'a Path>,
 }
 
 async fn measure(plan: &Plan, target: &Target<'_>) -> Result<StoreRun, BoxError> {
