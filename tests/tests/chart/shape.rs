@@ -287,7 +287,7 @@ fn check_operator_shape(file: &str, r: &Rendered, app_version: &str) {
         ]),
         "{file}"
     );
-    // Its CRDs, their status and finalizers, Events — nothing else.
+    // Its CRDs (finalizers are set by patching the object), their status, Events — nothing else.
     let watch = flag(&args, "--watch-namespace");
     let (kind, name) = match watch {
         Some(_) => ("Role", OPERATOR.to_owned()),
@@ -312,7 +312,6 @@ fn check_operator_shape(file: &str, r: &Rendered, app_version: &str) {
             {"apiGroups": ["session.grantflow.io"], "resources": ["sessionpolicies"], "verbs": ["get", "list", "watch", "patch"]},
             {"apiGroups": ["session.grantflow.io"], "resources": ["revocations"], "verbs": ["get", "list", "watch", "delete"]},
             {"apiGroups": ["session.grantflow.io"], "resources": ["sessionpolicies/status", "revocations/status"], "verbs": ["get", "patch"]},
-            {"apiGroups": ["session.grantflow.io"], "resources": ["sessionpolicies/finalizers"], "verbs": ["update"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
         ]),
         "{file}"
