@@ -167,7 +167,8 @@ async fn a_kubectl_revocation_is_enforced_through_envoy_and_records_the_kubectl_
     let started = Instant::now();
     let alice = operated.alice.clone();
     let apply = tokio::spawn(async move {
-        kubectl_output(&alice, &["apply", "-f", file.to_str().unwrap()]).await
+        let output = kubectl_output(&alice, &["apply", "-f", file.to_str().unwrap()]).await;
+        (output, started.elapsed())
     });
     let refused_after = loop {
         if stack.status(&laptop).await == 401 {
@@ -179,15 +180,55 @@ async fn a_kubectl_revocation_is_enforced_through_envoy_and_records_the_kubectl_
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let applied = apply.await.unwrap();
+    let (applied, kubectl_took) = apply.await.unwrap();
     assert!(
         applied.status.success(),
         "{}",
         String::from_utf8_lossy(&applied.stderr)
     );
+    // Reported, not asserted (a shared machine): docs/kubernetes.md has the measured values.
     println!(
-        "kubectl apply of a Revocation → first refused request through Envoy: {} ms",
-        refused_after.as_millis()
+        "kubectl apply of a Revocation → first refused request through Envoy: {} ms \
+         (the kubectl process itself ran {} ms)",
+        refused_after.as_millis(),
+        kubectl_took.as_millis()
+    );
+
+    // The same path without kubectl's own start-up and discovery: a client that already
+    // talks to the API server creates the Revocation.
+    let gina = stack.token("user-gina", "sid-gina").await;
+    assert_eq!(stack.status(&gina).await, 200);
+    let client = operated.cluster.plane.client(&operated.alice).await;
+    let api: kube::Api<kube::core::DynamicObject> = kube::Api::namespaced_with(
+        client,
+        NAMESPACE,
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("session.grantflow.io", "v1alpha1", "Revocation"),
+            "revocations",
+        ),
+    );
+    let object: kube::core::DynamicObject =
+        serde_yaml::from_str(&revocation("inc-2041-gina", "userId: user-gina", "")).unwrap();
+    let started = Instant::now();
+    api.create(&Default::default(), &object)
+        .await
+        .expect("alice creates a Revocation");
+    let created_after = started.elapsed();
+    let refused = loop {
+        if stack.status(&gina).await == 401 {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not enforced within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!(
+        "API create of a Revocation → first refused request through Envoy: {} ms (the create, \
+         webhook included, answered after {} ms)",
+        refused.as_millis(),
+        created_after.as_millis()
     );
 
     let cluster = &operated.cluster;
@@ -209,8 +250,11 @@ async fn a_kubectl_revocation_is_enforced_through_envoy_and_records_the_kubectl_
     assert_eq!(stack.status(&erin).await, 200, "another user is untouched");
 
     let audit = stack.store.audit(TENANT, 10).await.unwrap();
+    let audit: Vec<_> = audit
+        .into_iter()
+        .filter(|record| record.id == audit_id)
+        .collect();
     assert_eq!(audit.len(), 1, "{audit:?}");
-    assert_eq!(audit[0].id, audit_id);
     assert_eq!(audit[0].actor.kind, ActorKind::Kubernetes);
     assert_eq!(audit[0].actor.id, ALICE);
     assert_eq!(audit[0].source, Source::Kubernetes);
@@ -276,7 +320,8 @@ async fn a_kubectl_revocation_is_enforced_through_envoy_and_records_the_kubectl_
     assert_eq!(operated.stack.status(&erin).await, 401);
     assert_eq!(
         operated.stack.store.audit(TENANT, 10).await.unwrap().len(),
-        2
+        3,
+        "dave's, gina's and erin's Revocations, each applied once"
     );
 
     // Deleting a Revocation does not bring its sessions back.
