@@ -8,11 +8,11 @@ use futures::{FutureExt, StreamExt};
 use grantflow_core::clock::Clock;
 use grantflow_core::store::SessionStore;
 use grantflow_crds::{Revocation, SessionPolicy};
+use grantflow_runtime::{BindError, bind};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -25,11 +25,8 @@ use crate::{MANAGER, leader, policy, revocation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("webhook TLS: {0}")]
     Tls(#[from] TlsError),
 }
@@ -51,11 +48,6 @@ pub async fn start(
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })
-    };
     let metrics = Arc::new(Metrics::default());
     let (shutdown, signal) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -23,7 +23,7 @@ impl fmt::Display for Shown {
             ("m", 60_000),
             ("s", 1_000),
         ] {
-            if millis >= size && millis % size == 0 {
+            if millis >= size && millis.is_multiple_of(size) {
                 return write!(f, "{}{unit}", millis / size);
             }
         }

@@ -345,24 +345,37 @@ mod tests {
             parse(&["--redis-cluster", "false"]).redis_cluster,
             Some(false)
         );
-        assert_eq!(parse(&["--redis-cluster", "true"]).redis_cluster, Some(true));
+        assert_eq!(
+            parse(&["--redis-cluster", "true"]).redis_cluster,
+            Some(true)
+        );
         assert_eq!(parse(&[]).redis_cluster, None);
     }
 
     #[test]
     fn redis_needs_urls() {
         let err = parse(&[])
-            .store_config(StoreKind::Redis, None, Duration::from_millis(50), Naming::Flag)
-            .unwrap_err();
-        assert_eq!(err, "--store redis needs --redis-url");
-        match parse(&["--redis-url", "redis://a:6379", "--store-write-timeout", "1s"])
             .store_config(
                 StoreKind::Redis,
                 None,
                 Duration::from_millis(50),
-                Naming::FileKey,
+                Naming::Flag,
             )
-            .unwrap()
+            .unwrap_err();
+        assert_eq!(err, "--store redis needs --redis-url");
+        match parse(&[
+            "--redis-url",
+            "redis://a:6379",
+            "--store-write-timeout",
+            "1s",
+        ])
+        .store_config(
+            StoreKind::Redis,
+            None,
+            Duration::from_millis(50),
+            Naming::FileKey,
+        )
+        .unwrap()
         {
             StoreConfig::Redis(redis) => {
                 assert_eq!(redis.timeout, Duration::from_millis(50));
