@@ -5,8 +5,12 @@ use std::fmt;
 use std::time::Duration;
 
 /// `text [default: default]`, the help line of a setting whose default the code fills in.
+/// (A final full stop of `text` is dropped, as clap drops it from doc comments.)
 pub fn with_default(text: &str, default: impl fmt::Display) -> String {
-    format!("{text} [default: {default}]")
+    format!(
+        "{} [default: {default}]",
+        text.strip_suffix('.').unwrap_or(text)
+    )
 }
 
 /// A duration in the largest unit that divides it (`90d`, `15m`, `50ms`), as the flags

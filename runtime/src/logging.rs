@@ -16,10 +16,8 @@ pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
 
 impl std::fmt::Display for LogFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        })
+        let value = self.to_possible_value().expect("no value is skipped");
+        f.write_str(value.get_name())
     }
 }
 

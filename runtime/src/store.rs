@@ -44,6 +44,13 @@ pub enum StoreKind {
     Redis,
 }
 
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = self.to_possible_value().expect("no value is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
 /// The store flags both binaries share, each optional so a configuration file can fill it
 /// in; [`StoreArgs::resolve`] applies the defaults.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
