@@ -20,7 +20,8 @@ use crate::admin::{self, AdminState};
 use crate::config::Settings;
 use crate::context::Context;
 use crate::metrics::Metrics;
-use crate::webhook::{self, TlsError};
+use crate::tls::{self, TlsError};
+use crate::webhook;
 use crate::{MANAGER, leader, policy, revocation};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,11 +74,11 @@ pub async fn start(
 
     let webhook_addr = match &settings.webhook_tls {
         Some(files) => {
-            let tls = webhook::tls_from_files(&files.cert, &files.key, webhook::CERT_RECHECK)?;
+            let tls = tls::tls_from_files(&files.cert, &files.key, tls::CERT_RECHECK)?;
             let listener = bind(settings.webhook_addr).await?;
             let addr = listener.local_addr().expect("bound socket");
             let router = webhook::router(metrics.clone());
-            tasks.push(tokio::spawn(webhook::serve_tls(
+            tasks.push(tokio::spawn(tls::serve_tls(
                 listener,
                 tls,
                 router,
