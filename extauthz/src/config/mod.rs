@@ -27,7 +27,7 @@ pub mod resolve;
 mod tests;
 
 pub use grantflow_runtime::LogFormat;
-pub use grantflow_runtime::store::{DEFAULT_DATA_DIR, StoreKind};
+pub use grantflow_runtime::store::{DEFAULT_DATA_DIR, StoreArgs, StoreKind};
 pub use options::{DEFAULT_ADMIN_ROLE, Options};
 
 #[derive(Debug, Parser)]
