@@ -52,7 +52,9 @@ impl std::fmt::Display for StoreKind {
 }
 
 /// The store flags both binaries share, each optional so a configuration file can fill it
-/// in; [`StoreArgs::resolve`] applies the defaults.
+/// in; [`StoreArgs::limits`] and [`StoreArgs::store_config`] apply the defaults. A setting
+/// with a default is described by its `help`, which shows the default from its constant
+/// ([`with_default`]), the others by their doc comment.
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 pub struct StoreArgs {
     /// Redis URL(s), comma separated: `redis://[user:password@]host:port[/db]` or `rediss://`
@@ -66,7 +68,6 @@ pub struct StoreArgs {
     )]
     pub redis_url: Option<Vec<String>>,
 
-    /// The Redis URLs are Redis Cluster nodes (`--redis-cluster` alone means true).
     #[arg(
         long,
         env = "GRANTFLOW_REDIS_CLUSTER",
@@ -74,7 +75,10 @@ pub struct StoreArgs {
         num_args = 0..=1,
         default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new(),
-        help = with_default("The Redis URLs are Redis Cluster nodes (`--redis-cluster` alone means true).", DEFAULT_REDIS_CLUSTER)
+        help = with_default(
+            "The Redis URLs are Redis Cluster nodes (`--redis-cluster` alone means true).",
+            DEFAULT_REDIS_CLUSTER,
+        )
     )]
     pub redis_cluster: Option<bool>,
 
@@ -84,8 +88,6 @@ pub struct StoreArgs {
     #[arg(long, env = "GRANTFLOW_REDIS_CA_FILE", value_name = "FILE")]
     pub redis_ca_file: Option<PathBuf>,
 
-    /// Redis replicas that must acknowledge each revocation and policy change (`WAIT`)
-    /// before it is reported done; 0 trusts the primary alone.
     #[arg(
         long,
         env = "GRANTFLOW_REDIS_WAIT_REPLICAS",
@@ -99,7 +101,6 @@ pub struct StoreArgs {
     )]
     pub redis_wait_replicas: Option<u32>,
 
-    /// Deadline of store writes an administrator waits for (revocations, policy changes).
     #[arg(
         long,
         env = "GRANTFLOW_STORE_WRITE_TIMEOUT",
@@ -113,7 +114,6 @@ pub struct StoreArgs {
     #[serde(default, with = "humantime_serde")]
     pub store_write_timeout: Option<Duration>,
 
-    /// Maximum session age of tenants without a SessionPolicy, 1m..24h.
     #[arg(
         long,
         env = "GRANTFLOW_MAX_SESSION_AGE",
@@ -127,8 +127,6 @@ pub struct StoreArgs {
     #[serde(default, with = "humantime_serde")]
     pub max_session_age: Option<Duration>,
 
-    /// How long expired and revoked sessions (tombstones), user marks and applied revocation
-    /// keys are remembered. Must exceed the lifetime of the issuer's tokens.
     #[arg(
         long,
         env = "GRANTFLOW_RETENTION",
@@ -143,9 +141,6 @@ pub struct StoreArgs {
     #[serde(default, with = "humantime_serde")]
     pub retention: Option<Duration>,
 
-    /// How long a revoke-all of a user keeps refusing that user's tokens that cannot prove a
-    /// sign-in after it (no `auth_time`, or an older one), unless an administrator lifts it
-    /// (the default is the inactivity lifetime of an Entra refresh token).
     #[arg(
         long,
         env = "GRANTFLOW_WATERMARK_RETENTION",
@@ -162,8 +157,6 @@ pub struct StoreArgs {
     #[serde(default, with = "humantime_serde")]
     pub watermark_retention: Option<Duration>,
 
-    /// How long audit records are kept in the store (the dashboard's and API's audit trail),
-    /// at least 1d. The JSON audit log line is the durable copy.
     #[arg(
         long,
         env = "GRANTFLOW_AUDIT_RETENTION",

@@ -52,6 +52,8 @@ pub fn default_admin_scope(first_audience: &str) -> String {
 }
 
 /// Every setting, each optional here; [`Settings`](super::Settings) fills in the defaults.
+/// A setting with a default is described by its `help`, which shows the default from its
+/// `DEFAULT_*` constant ([`with_default`]), the others by their doc comment.
 #[derive(Debug, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
@@ -60,7 +62,6 @@ pub struct Options {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Address of the ext_authz gRPC API and gRPC health service.
     #[arg(
         long,
         env = "GRANTFLOW_GRPC_ADDR",
@@ -72,8 +73,6 @@ pub struct Options {
     )]
     pub grpc_addr: Option<SocketAddr>,
 
-    /// Address of the admin HTTP side: /healthz, /readyz, /metrics, the dashboard (/admin/)
-    /// and its API (/api/v1/).
     #[arg(
         long,
         env = "GRANTFLOW_ADMIN_ADDR",
@@ -86,7 +85,6 @@ pub struct Options {
     )]
     pub admin_addr: Option<SocketAddr>,
 
-    /// Session store.
     #[arg(
         long,
         env = "GRANTFLOW_STORE",
@@ -95,7 +93,6 @@ pub struct Options {
     )]
     pub store: Option<StoreKind>,
 
-    /// Data folder of the embedded store (created when missing; one process per folder).
     #[arg(
         long,
         env = "GRANTFLOW_DATA_DIR",
@@ -113,7 +110,6 @@ pub struct Options {
     #[serde(flatten)]
     pub store_args: StoreArgs,
 
-    /// Deadline of every store call; past it the request is refused with 503.
     #[arg(
         long,
         env = "GRANTFLOW_STORE_TIMEOUT",
@@ -169,7 +165,6 @@ pub struct Options {
     )]
     pub allowed_tenants: Option<Vec<String>>,
 
-    /// The claim that names the tenant.
     #[arg(
         long,
         env = "GRANTFLOW_TENANT_CLAIM",
@@ -178,7 +173,6 @@ pub struct Options {
     )]
     pub tenant_claim: Option<String>,
 
-    /// Clock skew allowed on token `exp` and `nbf`.
     #[arg(
         long,
         env = "GRANTFLOW_TOKEN_LEEWAY",
@@ -192,8 +186,6 @@ pub struct Options {
     #[serde(default, with = "humantime_serde")]
     pub token_leeway: Option<Duration>,
 
-    /// Refuse tokens without a `sid` claim (without it every access token is its own
-    /// session, so a silent refresh starts a new one).
     #[arg(
         long,
         env = "GRANTFLOW_REQUIRE_SID",
@@ -206,7 +198,6 @@ pub struct Options {
     )]
     pub require_sid: Option<bool>,
 
-    /// How often the JWKS is refreshed in the background.
     #[arg(
         long,
         env = "GRANTFLOW_JWKS_REFRESH_INTERVAL",
@@ -220,7 +211,6 @@ pub struct Options {
     #[serde(default, with = "humantime_serde")]
     pub jwks_refresh_interval: Option<Duration>,
 
-    /// Least time between two JWKS fetches caused by unknown key ids.
     #[arg(
         long,
         env = "GRANTFLOW_JWKS_MIN_REFETCH_INTERVAL",
@@ -234,7 +224,6 @@ pub struct Options {
     #[serde(default, with = "humantime_serde")]
     pub jwks_min_refetch_interval: Option<Duration>,
 
-    /// Where the "Sign in again" link of the refusal pages points.
     #[arg(
         long,
         env = "GRANTFLOW_SIGN_IN_URL",
@@ -246,8 +235,6 @@ pub struct Options {
     )]
     pub sign_in_url: Option<String>,
 
-    /// Number of trusted proxies in front of Envoy that append to `x-forwarded-for`; 0 uses
-    /// the peer address Envoy reports.
     #[arg(
         long,
         env = "GRANTFLOW_TRUSTED_PROXY_HOPS",
@@ -260,7 +247,6 @@ pub struct Options {
     )]
     pub trusted_proxy_hops: Option<usize>,
 
-    /// Log format.
     #[arg(
         long,
         env = "GRANTFLOW_LOG_FORMAT",
@@ -269,7 +255,6 @@ pub struct Options {
     )]
     pub log_format: Option<LogFormat>,
 
-    /// The app role a token must carry to use the admin API and dashboard.
     #[arg(
         long,
         env = "GRANTFLOW_ADMIN_ROLE",
@@ -293,7 +278,6 @@ pub struct Options {
     #[arg(long, env = "GRANTFLOW_ADMIN_CLIENT_ID", value_name = "ID")]
     pub admin_client_id: Option<String>,
 
-    /// Scopes the dashboard asks for; the access token must be for an accepted audience.
     #[arg(
         long,
         env = "GRANTFLOW_ADMIN_SCOPE",
