@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use grantflow_core::clock::SystemClock;
-use grantflow_extauthz::config::{Cli, Command, LogFormat, Settings};
+use grantflow_extauthz::config::{Cli, Command, Settings};
 use grantflow_extauthz::{check_client, server};
+use grantflow_runtime::{init_tracing, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -58,29 +59,4 @@ async fn serve(options: grantflow_extauthz::config::Options) -> ExitCode {
     tracing::info!("shutting down");
     running.stop().await;
     ExitCode::SUCCESS
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use grantflow_core::decision::Limits;
-use grantflow_core::policy::{DEFAULT_MAX_SESSION_AGE, check_max_age};
-use grantflow_core::store::{RedisSettings, StoreConfig};
+use grantflow_core::policy::DEFAULT_MAX_SESSION_AGE;
+use grantflow_core::store::StoreConfig;
+pub use grantflow_runtime::LogFormat;
+use grantflow_runtime::logging::DEFAULT_LOG_FORMAT;
+use grantflow_runtime::store::{Naming, StoreArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
@@ -20,10 +23,13 @@ pub enum StoreKind {
     Redis,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
+impl From<StoreKind> for grantflow_runtime::store::StoreKind {
+    fn from(kind: StoreKind) -> Self {
+        match kind {
+            StoreKind::Memory => Self::Memory,
+            StoreKind::Redis => Self::Redis,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -68,52 +74,9 @@ pub struct Options {
     #[arg(long, env = "GRANTFLOW_STORE", value_enum, default_value = "memory")]
     pub store: StoreKind,
 
-    /// Redis URL(s), comma separated (one for standalone; the seed nodes of a cluster).
-    #[arg(
-        long,
-        env = "GRANTFLOW_REDIS_URL",
-        value_delimiter = ',',
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub redis_url: Vec<String>,
-
-    /// The Redis URLs are Redis Cluster nodes.
-    #[arg(long, env = "GRANTFLOW_REDIS_CLUSTER", default_value_t = false)]
-    pub redis_cluster: bool,
-
-    /// PEM file of the CA certificate(s) that sign the Redis servers' certificates (a private
-    /// CA); replaces the system's root certificates. Only with `rediss://` URLs
-    /// [default: the system's roots].
-    #[arg(long, env = "GRANTFLOW_REDIS_CA_FILE", value_name = "FILE")]
-    pub redis_ca_file: Option<PathBuf>,
-
-    /// Redis replicas that must acknowledge each revocation and policy change (`WAIT`)
-    /// before it counts as done (else it is retried); 0 trusts the primary alone.
-    #[arg(long, env = "GRANTFLOW_REDIS_WAIT_REPLICAS", default_value_t = 0)]
-    pub redis_wait_replicas: u32,
-
-    /// Deadline of one store call (policy writes, revocations).
-    #[arg(long, env = "GRANTFLOW_STORE_WRITE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "2s")]
-    pub store_write_timeout: Duration,
-
-    /// Maximum session age of tenants without a SessionPolicy; as extauthz's.
-    #[arg(long, env = "GRANTFLOW_MAX_SESSION_AGE", value_parser = humantime::parse_duration, default_value = "15m")]
-    pub max_session_age: Duration,
-
-    /// How long ended sessions, user marks and applied revocation keys are remembered; as
-    /// extauthz's.
-    #[arg(long, env = "GRANTFLOW_RETENTION", value_parser = humantime::parse_duration, default_value = "24h")]
-    pub retention: Duration,
-
-    /// How long a revoke-all keeps refusing the user's tokens that cannot prove a later
-    /// sign-in; as extauthz's.
-    #[arg(long, env = "GRANTFLOW_WATERMARK_RETENTION", value_parser = humantime::parse_duration, default_value = "90d")]
-    pub watermark_retention: Duration,
-
-    /// How long audit records are kept in the store, at least 1d; as extauthz's.
-    #[arg(long, env = "GRANTFLOW_AUDIT_RETENTION", value_parser = humantime::parse_duration, default_value = "90d")]
-    pub audit_retention: Duration,
+    /// The store settings extauthz takes too (same flags, environment variables, defaults).
+    #[command(flatten)]
+    pub store_args: StoreArgs,
 
     /// Watch only this namespace [default: every namespace].
     #[arg(long, env = "GRANTFLOW_WATCH_NAMESPACE")]
@@ -153,7 +116,7 @@ pub struct Options {
     pub revocation_retention: Option<Duration>,
 
     /// Log format.
-    #[arg(long, env = "GRANTFLOW_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(long, env = "GRANTFLOW_LOG_FORMAT", value_enum, default_value_t = DEFAULT_LOG_FORMAT)]
     pub log_format: LogFormat,
 }
 
@@ -196,42 +159,23 @@ pub struct ConfigError(String);
 
 impl Settings {
     pub fn from_options(o: Options) -> Result<Self, ConfigError> {
-        let store = match o.store {
-            StoreKind::Memory => StoreConfig::Memory,
-            StoreKind::Redis if o.redis_url.is_empty() => {
-                return Err(ConfigError("--store redis needs --redis-url".into()));
-            }
-            StoreKind::Redis => {
-                let redis = RedisSettings {
-                    urls: o.redis_url,
-                    cluster: o.redis_cluster,
-                    timeout: o.store_write_timeout,
-                    write_timeout: o.store_write_timeout,
-                    ca_pem: None,
-                    wait_replicas: o.redis_wait_replicas,
-                };
-                StoreConfig::Redis(match &o.redis_ca_file {
-                    Some(path) => redis
-                        .trust_ca_file(path)
-                        .map_err(|e| ConfigError(format!("--redis-ca-file: {e}")))?,
-                    None => redis,
-                })
-            }
-        };
-        if o.store_write_timeout.is_zero() {
+        // The operator has one store deadline: every call is a write.
+        let store_timeout = o.store_args.store_write_timeout();
+        let limits = o.store_args.limits(Naming::Flag).map_err(ConfigError)?;
+        let store = o
+            .store_args
+            .store_config(o.store.into(), None, store_timeout, Naming::Flag)
+            .map_err(ConfigError)?;
+        if store_timeout.is_zero() {
             return Err(ConfigError(
                 "--store-write-timeout must be more than zero".into(),
             ));
         }
-        check_max_age(o.max_session_age)
-            .map_err(|e| ConfigError(format!("--max-session-age: {e}")))?;
-        if o.retention < o.max_session_age.max(DEFAULT_MAX_SESSION_AGE) {
+        // Stricter than extauthz: the retention covers the default maximum age too.
+        if limits.retention < DEFAULT_MAX_SESSION_AGE {
             return Err(ConfigError(
                 "--retention must be at least the maximum session age".into(),
             ));
-        }
-        if o.audit_retention < Duration::from_secs(24 * 60 * 60) {
-            return Err(ConfigError("--audit-retention must be at least 1d".into()));
         }
         let duration = o.lease_duration.as_secs();
         let grace = o.lease_grace.as_secs();
@@ -254,13 +198,8 @@ impl Settings {
             webhook_addr: o.webhook_addr,
             webhook_tls,
             store,
-            store_timeout: o.store_write_timeout,
-            limits: Limits {
-                default_max_age: o.max_session_age,
-                retention: o.retention,
-                watermark_retention: o.watermark_retention,
-                audit_retention: o.audit_retention,
-            },
+            store_timeout,
+            limits,
             watch_namespace: o.watch_namespace.filter(|n| !n.is_empty()),
             lease: LeaseSettings {
                 name: o.lease_name,

@@ -19,7 +19,8 @@
 //!   checks, since a CRD can be installed without its rules);
 //! - [`status`]: conditions, computed in one place, written only when they change;
 //! - [`policy`], [`revocation`]: the reconcilers; [`context`]: what they share;
-//! - [`webhook`]: the mutating admission webhook; [`admin`]: health and metrics;
+//! - [`webhook`]: the mutating admission webhook, served over [`tls`]; [`admin`]: health and
+//!   metrics;
 //! - [`leader`]: runs the controllers only while this replica holds the Lease;
 //! - [`config`], [`server`]: settings and wiring; `main.rs` only calls them.
 
@@ -35,6 +36,7 @@ pub mod revocation;
 pub mod server;
 pub mod spec;
 pub mod status;
+pub mod tls;
 pub mod webhook;
 
 /// The operator's name: field manager of its writes, reporter of its Events.

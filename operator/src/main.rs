@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use grantflow_core::clock::SystemClock;
-use grantflow_operator::config::{LogFormat, Options, Settings};
+use grantflow_operator::config::{Options, Settings};
 use grantflow_operator::server;
+use grantflow_runtime::{init_tracing, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -45,29 +46,4 @@ async fn main() -> ExitCode {
     tracing::info!("shutting down");
     running.stop().await;
     ExitCode::SUCCESS
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

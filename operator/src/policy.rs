@@ -14,18 +14,16 @@ use grantflow_core::clock::rfc3339;
 use grantflow_core::policy::{Policy, PolicySource};
 use grantflow_core::store::StoreError;
 use grantflow_crds::{SessionPolicy, SessionPolicyStatus};
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Resource, ResourceExt};
-use serde_json::json;
 
-use crate::MANAGER;
 use crate::context::{Context, Error, object_key};
 use crate::spec;
-use crate::status::{Verdict, reason, same_conditions, transitioned, with_condition};
+use crate::status::{Verdict, reason, write_status};
 
 /// The controller's name in metrics.
 pub const CONTROLLER: &str = "sessionpolicy";
@@ -33,7 +31,7 @@ pub const CONTROLLER: &str = "sessionpolicy";
 pub const FINALIZER: &str = "session.grantflow.io/policy";
 
 /// The `action` of this controller's Events.
-const ACTION: &str = "ApplyPolicy";
+pub(crate) const ACTION: &str = "ApplyPolicy";
 
 /// `namespace/name`, also the policy's name in the store (`PolicySource::Kubernetes`).
 fn key(policy: &SessionPolicy) -> String {
@@ -123,7 +121,18 @@ async fn apply(
         },
     };
     ctx.metrics.outcome(CONTROLLER, verdict.reason);
-    write_status(api, policy, ctx, &verdict).await?;
+    write_status(
+        api,
+        policy,
+        ctx,
+        &verdict,
+        false,
+        |observed_generation, conditions| SessionPolicyStatus {
+            observed_generation,
+            conditions,
+        },
+    )
+    .await?;
     match store_error {
         Some(error) => Err(error.into()),
         // Conflicts and invalid specs wait for a change (of this policy, or of another policy
@@ -228,45 +237,4 @@ pub fn same_tenant(
         .filter(|other| spec::tenant(&other.spec.tenant_id).is_ok_and(|t| t == tenant))
         .map(|other| ObjectRef::from_obj(other.as_ref()))
         .collect()
-}
-
-/// Writes the `Ready` condition when it changed, and an Event when it transitioned.
-async fn write_status(
-    api: &Api<SessionPolicy>,
-    policy: &SessionPolicy,
-    ctx: &Context,
-    verdict: &Verdict,
-) -> Result<(), Error> {
-    let before = policy.status.clone().unwrap_or_default();
-    let generation = policy.metadata.generation;
-    let conditions = with_condition(
-        &before.conditions,
-        reason::READY,
-        verdict,
-        generation,
-        ctx.clock.now_ms(),
-    );
-    if before.observed_generation == generation && same_conditions(&before.conditions, &conditions)
-    {
-        return Ok(());
-    }
-    let status = SessionPolicyStatus {
-        observed_generation: generation,
-        conditions,
-    };
-    let patch = json!({
-        "apiVersion": SessionPolicy::api_version(&()),
-        "kind": SessionPolicy::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &policy.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    if transitioned(&before.conditions, &status.conditions, reason::READY) {
-        ctx.publish_verdict(policy, verdict, ACTION).await;
-    }
-    Ok(())
 }

@@ -20,21 +20,19 @@ use std::time::{Duration, Instant};
 use grantflow_core::clock::millis;
 use grantflow_core::revocation::RevocationTarget;
 use grantflow_crds::{REQUESTED_BY_ANNOTATION, Revocation, RevocationStatus};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
-use serde_json::json;
 
-use crate::MANAGER;
 use crate::context::{Context, Error, object_key};
 use crate::spec;
-use crate::status::{Verdict, reason, same_conditions, time, transitioned, with_condition};
+use crate::status::{Verdict, reason, time, write_status};
 
 /// The controller's name in metrics.
 pub const CONTROLLER: &str = "revocation";
 
 /// The `action` of this controller's Events.
-const ACTION: &str = "Revoke";
+pub(crate) const ACTION: &str = "Revoke";
 
 fn key(revocation: &Revocation) -> String {
     object_key(revocation)
@@ -82,7 +80,7 @@ async fn reconcile_inner(revocation: &Revocation, ctx: &Context) -> Result<Actio
             ),
         );
         ctx.metrics.outcome(CONTROLLER, verdict.reason);
-        write_status(&api, revocation, ctx, &verdict, None).await?;
+        report(&api, revocation, ctx, &verdict, None).await?;
         return Ok(Action::await_change());
     };
     let request = match spec::revocation(&revocation.spec, requested_by, &uid) {
@@ -90,7 +88,7 @@ async fn reconcile_inner(revocation: &Revocation, ctx: &Context) -> Result<Actio
         Err(invalid) => {
             let verdict = Verdict::failed(reason::INVALID_SPEC, invalid.0);
             ctx.metrics.outcome(CONTROLLER, verdict.reason);
-            write_status(&api, revocation, ctx, &verdict, None).await?;
+            report(&api, revocation, ctx, &verdict, None).await?;
             return Ok(Action::await_change());
         }
     };
@@ -114,7 +112,7 @@ async fn reconcile_inner(revocation: &Revocation, ctx: &Context) -> Result<Actio
                 audit_id: outcome.audit_id,
             };
             ctx.metrics.outcome(CONTROLLER, verdict.reason);
-            write_status(&api, revocation, ctx, &verdict, Some(applied)).await?;
+            report(&api, revocation, ctx, &verdict, Some(applied)).await?;
             Ok(match ctx.revocation_retention {
                 Some(retention) => Action::requeue(retention),
                 None => Action::await_change(),
@@ -126,7 +124,7 @@ async fn reconcile_inner(revocation: &Revocation, ctx: &Context) -> Result<Actio
                 format!("not applied yet, will retry: {error}"),
             );
             ctx.metrics.outcome(CONTROLLER, verdict.reason);
-            write_status(&api, revocation, ctx, &verdict, None).await?;
+            report(&api, revocation, ctx, &verdict, None).await?;
             Err(error.into())
         }
     }
@@ -160,57 +158,38 @@ async fn expire(
     Ok(Action::await_change())
 }
 
-/// The facts of a successful apply.
-struct Applied {
-    at: i64,
-    sessions_revoked: u32,
-    requested_by: String,
-    audit_id: String,
-}
-
-async fn write_status(
+/// Writes the `Applied` condition through [`write_status`]; once applied, also what was
+/// applied (always written then).
+async fn report(
     api: &Api<Revocation>,
     revocation: &Revocation,
     ctx: &Context,
     verdict: &Verdict,
     applied: Option<Applied>,
 ) -> Result<(), Error> {
-    let before = revocation.status.clone().unwrap_or_default();
-    let generation = revocation.metadata.generation;
-    let conditions = with_condition(
-        &before.conditions,
-        reason::APPLIED_TYPE,
+    let changed = applied.is_some();
+    write_status(
+        api,
+        revocation,
+        ctx,
         verdict,
-        generation,
-        ctx.clock.now_ms(),
-    );
-    if applied.is_none()
-        && before.observed_generation == generation
-        && same_conditions(&before.conditions, &conditions)
-    {
-        return Ok(());
-    }
-    let status = RevocationStatus {
-        observed_generation: generation,
-        conditions,
-        applied_at: applied.as_ref().map(|a| time(a.at)),
-        sessions_revoked: applied.as_ref().map(|a| a.sessions_revoked),
-        requested_by: applied.as_ref().map(|a| a.requested_by.clone()),
-        audit_id: applied.as_ref().map(|a| a.audit_id.clone()),
-    };
-    let patch = json!({
-        "apiVersion": Revocation::api_version(&()),
-        "kind": Revocation::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &revocation.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
+        changed,
+        |observed_generation, conditions| RevocationStatus {
+            observed_generation,
+            conditions,
+            applied_at: applied.as_ref().map(|a| time(a.at)),
+            sessions_revoked: applied.as_ref().map(|a| a.sessions_revoked),
+            requested_by: applied.as_ref().map(|a| a.requested_by.clone()),
+            audit_id: applied.as_ref().map(|a| a.audit_id.clone()),
+        },
     )
-    .await?;
-    if transitioned(&before.conditions, &status.conditions, reason::APPLIED_TYPE) {
-        ctx.publish_verdict(revocation, verdict, ACTION).await;
-    }
-    Ok(())
+    .await
+}
+
+/// The facts of a successful apply.
+struct Applied {
+    at: i64,
+    sessions_revoked: u32,
+    requested_by: String,
+    audit_id: String,
 }

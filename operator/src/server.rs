@@ -8,11 +8,11 @@ use futures::{FutureExt, StreamExt};
 use grantflow_core::clock::Clock;
 use grantflow_core::store::SessionStore;
 use grantflow_crds::{Revocation, SessionPolicy};
+use grantflow_runtime::{BindError, bind};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -20,16 +20,14 @@ use crate::admin::{self, AdminState};
 use crate::config::Settings;
 use crate::context::Context;
 use crate::metrics::Metrics;
-use crate::webhook::{self, TlsError};
+use crate::tls::{self, TlsError};
+use crate::webhook;
 use crate::{MANAGER, leader, policy, revocation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("webhook TLS: {0}")]
     Tls(#[from] TlsError),
 }
@@ -51,11 +49,6 @@ pub async fn start(
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })
-    };
     let metrics = Arc::new(Metrics::default());
     let (shutdown, signal) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -81,11 +74,11 @@ pub async fn start(
 
     let webhook_addr = match &settings.webhook_tls {
         Some(files) => {
-            let tls = webhook::tls_from_files(&files.cert, &files.key, webhook::CERT_RECHECK)?;
+            let tls = tls::tls_from_files(&files.cert, &files.key, tls::CERT_RECHECK)?;
             let listener = bind(settings.webhook_addr).await?;
             let addr = listener.local_addr().expect("bound socket");
             let router = webhook::router(metrics.clone());
-            tasks.push(tokio::spawn(webhook::serve_tls(
+            tasks.push(tokio::spawn(tls::serve_tls(
                 listener,
                 tls,
                 router,

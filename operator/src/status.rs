@@ -1,10 +1,21 @@
-//! Status conditions, computed in one place. A condition keeps its `lastTransitionTime` while
-//! its status stays the same, and a status is written only when something other than a
-//! timestamp changed.
+//! Status conditions, computed in one place, and [`write_status`], the one status write of
+//! both reconcilers. A condition keeps its `lastTransitionTime` while its status stays the
+//! same, and a status is written only when something other than a timestamp changed.
+
+use std::fmt::Debug;
 
 use grantflow_core::clock::UnixMillis;
+use grantflow_crds::{Revocation, RevocationStatus, SessionPolicy, SessionPolicyStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::MANAGER;
+use crate::context::{Context, Error};
 
 /// Condition types and reasons: the operator's vocabulary in `status.conditions`.
 pub mod reason {
@@ -111,6 +122,81 @@ pub fn transitioned(before: &[Condition], after: &[Condition], type_: &str) -> b
             .map(|c| (c.status.clone(), c.reason.clone()))
     };
     find(before) != find(after)
+}
+
+/// A custom resource whose status carries conditions the operator reports.
+pub trait Reported: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned {
+    /// The status written back.
+    type Status: Serialize;
+    /// The condition type its reconciler sets ([`reason::READY`], [`reason::APPLIED_TYPE`]).
+    const CONDITION: &'static str;
+    /// The `action` of the Events its reconciler publishes.
+    const ACTION: &'static str;
+    /// The status's observed generation and conditions as they are now.
+    fn reported(&self) -> (Option<i64>, Vec<Condition>);
+}
+
+impl Reported for SessionPolicy {
+    type Status = SessionPolicyStatus;
+    const CONDITION: &'static str = reason::READY;
+    const ACTION: &'static str = crate::policy::ACTION;
+    fn reported(&self) -> (Option<i64>, Vec<Condition>) {
+        let status = self.status.clone().unwrap_or_default();
+        (status.observed_generation, status.conditions)
+    }
+}
+
+impl Reported for Revocation {
+    type Status = RevocationStatus;
+    const CONDITION: &'static str = reason::APPLIED_TYPE;
+    const ACTION: &'static str = crate::revocation::ACTION;
+    fn reported(&self) -> (Option<i64>, Vec<Condition>) {
+        let status = self.status.clone().unwrap_or_default();
+        (status.observed_generation, status.conditions)
+    }
+}
+
+/// Records `verdict` as the object's condition and writes the status (server-side apply,
+/// forced, as [`MANAGER`]) unless it says what it already says; `changed` forces the write
+/// (fields besides the conditions are new). `status` builds the status from the observed
+/// generation and the conditions. Publishes an Event when the condition changed status or
+/// reason.
+pub async fn write_status<K: Reported>(
+    api: &Api<K>,
+    object: &K,
+    ctx: &Context,
+    verdict: &Verdict,
+    changed: bool,
+    status: impl FnOnce(Option<i64>, Vec<Condition>) -> K::Status,
+) -> Result<(), Error> {
+    let (observed_before, before) = object.reported();
+    let generation = object.meta().generation;
+    let conditions = with_condition(
+        &before,
+        K::CONDITION,
+        verdict,
+        generation,
+        ctx.clock.now_ms(),
+    );
+    if !changed && observed_before == generation && same_conditions(&before, &conditions) {
+        return Ok(());
+    }
+    let after = conditions.clone();
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status(generation, conditions),
+    });
+    api.patch_status(
+        &object.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    if transitioned(&before, &after, K::CONDITION) {
+        ctx.publish_verdict(object, verdict, K::ACTION).await;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -185,8 +185,11 @@ async fn serve_the_rendered_config(
     // environment, the rest from the file.
     let options = Options {
         config: Some(path),
-        redis_url,
-        redis_ca_file,
+        store_args: grantflow_extauthz::config::StoreArgs {
+            redis_url,
+            redis_ca_file,
+            ..Default::default()
+        },
         ..Options::default()
     };
     let settings = Settings::resolve(options)
