@@ -129,3 +129,8 @@ pub fn machine_cpu() -> f64 {
     let idle = values.get(3).copied().unwrap_or(0.0) + values.get(4).copied().unwrap_or(0.0);
     (total - idle) / clock_ticks()
 }
+
+/// Microseconds of CPU per call.
+pub fn micros_per(seconds: f64, calls: u64) -> f64 {
+    seconds * 1e6 / calls.max(1) as f64
+}

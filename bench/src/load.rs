@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cpu::CpuUse;
+use crate::cpu::{CpuSource, CpuUse};
 use crate::{BoxError, USER_AGENT};
 
 /// The longest any single gRPC call may take before it counts as an error.
@@ -270,4 +271,14 @@ pub async fn open_loop(
     measured.send_lag_p99 = Some(lag.value_at_quantile(0.99));
     measured.dropped = dropped;
     measured
+}
+
+/// An ext_authz server to measure.
+pub struct Target<'a> {
+    pub name: &'static str,
+    pub grpc: SocketAddr,
+    pub cpu: CpuSource,
+    pub redis_port: Option<u16>,
+    pub tokens: &'a [String],
+    pub log: Option<&'a Path>,
 }

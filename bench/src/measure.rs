@@ -1,7 +1,6 @@
 //! One server measured: fresh tokens first seen, a warm-up, the closed loop and the open loop
 //! with CPU and Redis command counts around each, then the same server through Envoy.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +8,12 @@ use std::time::Duration;
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 
 use crate::BoxError;
-use crate::cpu::{CpuSample, CpuSource};
+use crate::cpu::{CpuSample, CpuSource, micros_per};
 use crate::envoy::{EnvoyRun, through_envoy};
 use crate::extauthz::{Extauthz, StoreUnderTest};
-use crate::load::{Answer, Measured, call, check_request, closed_loop, connect, open_loop};
+use crate::load::{Answer, Measured, Target, call, check_request, closed_loop, connect, open_loop};
 use crate::noop::{NOOP_THREADS, NoopServer};
 use crate::redis_info::{command_delta, command_stats};
-use crate::report::micros_per;
 use crate::settings::Plan;
 
 /// Both loops against one store.
@@ -70,16 +68,6 @@ pub async fn bench_noop(plan: &Plan) -> Result<StoreRun, BoxError> {
     let measured = measure(plan, &target).await;
     server.stop();
     measured
-}
-
-/// An ext_authz server to measure.
-pub struct Target<'a> {
-    name: &'static str,
-    pub grpc: SocketAddr,
-    pub cpu: CpuSource,
-    pub redis_port: Option<u16>,
-    pub tokens: &'a [String],
-    log: Option<&'a Path>,
 }
 
 async fn measure(plan: &Plan, target: &Target<'_>) -> Result<StoreRun, BoxError> {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use crate::cpu::micros_per;
 use crate::envoy::EnvoyRun;
 use crate::footprint::Footprint;
 use crate::measure::StoreRun;
@@ -26,10 +27,6 @@ impl Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
-}
-
-pub fn micros_per(seconds: f64, calls: u64) -> f64 {
-    seconds * 1e6 / calls.max(1) as f64
 }
 
 pub fn print_report(

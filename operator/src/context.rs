@@ -13,7 +13,6 @@ use kube::{Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 
 use crate::metrics::Metrics;
-use crate::status::Verdict;
 
 /// `namespace/name`: how logs, the backoff and the store (policy source) name an object.
 pub fn object_key<K: ResourceExt>(object: &K) -> String {
@@ -119,26 +118,6 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(object = %object_key(object), %error, "cannot publish an Event");
         }
-    }
-
-    /// Publishes a verdict as an Event: Normal when it is good, Warning otherwise.
-    pub async fn publish_verdict<K>(&self, object: &K, verdict: &Verdict, action: &str)
-    where
-        K: Resource<DynamicType = ()> + ResourceExt,
-    {
-        let type_ = if verdict.ok {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        self.publish(
-            object,
-            type_,
-            verdict.reason,
-            verdict.message.clone(),
-            action,
-        )
-        .await;
     }
 }
 

@@ -23,7 +23,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::context::{Context, Error, object_key};
 use crate::spec;
-use crate::status::{Verdict, reason, write_status};
+use crate::status::{Reported, Verdict, reason, write_status};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// The controller's name in metrics.
 pub const CONTROLLER: &str = "sessionpolicy";
@@ -237,4 +238,14 @@ pub fn same_tenant(
         .filter(|other| spec::tenant(&other.spec.tenant_id).is_ok_and(|t| t == tenant))
         .map(|other| ObjectRef::from_obj(other.as_ref()))
         .collect()
+}
+
+impl Reported for SessionPolicy {
+    type Status = SessionPolicyStatus;
+    const CONDITION: &'static str = reason::READY;
+    const ACTION: &'static str = ACTION;
+    fn reported(&self) -> (Option<i64>, Vec<Condition>) {
+        let status = self.status.clone().unwrap_or_default();
+        (status.observed_generation, status.conditions)
+    }
 }

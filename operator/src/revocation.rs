@@ -26,7 +26,8 @@ use kube::runtime::controller::Action;
 
 use crate::context::{Context, Error, object_key};
 use crate::spec;
-use crate::status::{Verdict, reason, time, write_status};
+use crate::status::{Reported, Verdict, reason, time, write_status};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// The controller's name in metrics.
 pub const CONTROLLER: &str = "revocation";
@@ -192,4 +193,14 @@ struct Applied {
     sessions_revoked: u32,
     requested_by: String,
     audit_id: String,
+}
+
+impl Reported for Revocation {
+    type Status = RevocationStatus;
+    const CONDITION: &'static str = reason::APPLIED_TYPE;
+    const ACTION: &'static str = ACTION;
+    fn reported(&self) -> (Option<i64>, Vec<Condition>) {
+        let status = self.status.clone().unwrap_or_default();
+        (status.observed_generation, status.conditions)
+    }
 }

@@ -5,10 +5,10 @@
 use std::fmt::Debug;
 
 use grantflow_core::clock::UnixMillis;
-use grantflow_crds::{Revocation, RevocationStatus, SessionPolicy, SessionPolicyStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -124,7 +124,8 @@ pub fn transitioned(before: &[Condition], after: &[Condition], type_: &str) -> b
     find(before) != find(after)
 }
 
-/// A custom resource whose status carries conditions the operator reports.
+/// A custom resource whose status carries conditions the operator reports (implemented beside
+/// its reconciler: `policy.rs`, `revocation.rs`).
 pub trait Reported: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned {
     /// The status written back.
     type Status: Serialize;
@@ -134,26 +135,6 @@ pub trait Reported: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwne
     const ACTION: &'static str;
     /// The status's observed generation and conditions as they are now.
     fn reported(&self) -> (Option<i64>, Vec<Condition>);
-}
-
-impl Reported for SessionPolicy {
-    type Status = SessionPolicyStatus;
-    const CONDITION: &'static str = reason::READY;
-    const ACTION: &'static str = crate::policy::ACTION;
-    fn reported(&self) -> (Option<i64>, Vec<Condition>) {
-        let status = self.status.clone().unwrap_or_default();
-        (status.observed_generation, status.conditions)
-    }
-}
-
-impl Reported for Revocation {
-    type Status = RevocationStatus;
-    const CONDITION: &'static str = reason::APPLIED_TYPE;
-    const ACTION: &'static str = crate::revocation::ACTION;
-    fn reported(&self) -> (Option<i64>, Vec<Condition>) {
-        let status = self.status.clone().unwrap_or_default();
-        (status.observed_generation, status.conditions)
-    }
 }
 
 /// Records `verdict` as the object's condition and writes the status (server-side apply,
@@ -194,7 +175,20 @@ pub async fn write_status<K: Reported>(
     )
     .await?;
     if transitioned(&before, &after, K::CONDITION) {
-        ctx.publish_verdict(object, verdict, K::ACTION).await;
+        // An Event of the verdict: Normal when it is good, Warning otherwise.
+        let type_ = if verdict.ok {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        ctx.publish(
+            object,
+            type_,
+            verdict.reason,
+            verdict.message.clone(),
+            K::ACTION,
+        )
+        .await;
     }
     Ok(())
 }
