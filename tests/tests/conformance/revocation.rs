@@ -492,7 +492,7 @@ async fn a_revoke_all_in_one_tenant_leaves_the_other_alone(ctx: Ctx) {
 /// bounds how long one access token is used, not how long ago the user signed in. Revoking
 /// one such session ends only that token; "revoke all of a user" (tombstones + watermark)
 /// still ends them all. Tenants that want the strict guarantee set `require_sid`, which token
-/// validation enforces (see `core/tests/token.rs`).
+/// validation enforces (see `core/tests/token/`).
 async fn without_sid_each_token_is_its_own_session(ctx: Ctx) {
     let t = &ctx.tenant;
     let first = ctx.token_without_sid(ALICE, Some("uti-1"), "header.payload-1.sig");
