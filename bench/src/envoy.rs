@@ -1,4 +1,4 @@
-//! Through a real Envoy, loaded by wrk (DESIGN §10's setup): Envoy alone against Envoy +
+//! Through a real Envoy, loaded by wrk (docs/design.md §10's setup): Envoy alone against Envoy +
 //! ext_authz, and Envoy's CPU per request.
 
 use std::net::SocketAddr;

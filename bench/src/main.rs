@@ -19,7 +19,7 @@
 //!
 //! When Envoy (`ENVOY_BIN`, else the one `scripts/install-test-tools.sh` installs) and `wrk`
 //! are there, it also loads Envoy alone and Envoy in front of each extauthz with wrk, and
-//! reports Envoy's CPU per request (DESIGN §10's setup; [`envoy`]).
+//! reports Envoy's CPU per request (docs/design.md §10's setup; [`envoy`]).
 //!
 //! Before the Redis run it creates 100k sessions through `SessionStore::check` (in this
 //! process, bounded concurrency) and reports Redis `used_memory` per live session

@@ -1,4 +1,4 @@
-//! The session engine: the per-request decision of DESIGN §3 and the revocation rules, as
+//! The session engine: the per-request decision of docs/design.md §3 and the revocation rules, as
 //! one synchronous state machine over a tenant's session state.
 //!
 //! The memory and embedded stores run it under a lock; Redis implements the same steps

@@ -1,7 +1,7 @@
 //! # grantflow-crds
 //!
-//! GrantFlow's Kubernetes API, `session.grantflow.io/v1alpha1` (DESIGN §5): the Rust types are
-//! the one source of truth; the CRD YAML under `crds/` (and the chart's `crds/`) is generated
+//! GrantFlow's Kubernetes API, `session.grantflow.io/v1alpha1` (docs/design.md §5): the Rust types
+//! are the one source of truth; the CRD YAML under `crds/` (and the chart's `crds/`) is generated
 //! from them by `crdgen` and a test fails when the committed files drift.
 //!
 //! ```text

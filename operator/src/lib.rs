@@ -1,6 +1,6 @@
 //! # grantflow-operator
 //!
-//! The Kubernetes side of the GrantFlow session layer (DESIGN §5). It turns two custom
+//! The Kubernetes side of the GrantFlow session layer (docs/design.md §5). It turns two custom
 //! resources into calls on the same [`SessionStore`](grantflow_core::store::SessionStore)
 //! that extauthz reads, so one place (the store) decides what a revocation or a policy does.
 //!

@@ -1,4 +1,4 @@
-//! One conformance suite, every store (DESIGN §8): each case is one `async fn(Ctx)`, and
+//! One conformance suite, every store (docs/design.md §8): each case is one `async fn(Ctx)`, and
 //! [`cases!`] runs it once per store — `embedded` (a fresh data folder per case), `memory`,
 //! `redis` (standalone) and `redis_cluster` (three masters) — as one test per store, named
 //! `<topic>::<case>::<store>`. The Rust engine (embedded, memory) and `check.lua` (Redis) face

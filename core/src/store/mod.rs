@@ -193,7 +193,7 @@ pub struct StoreReset {
 /// Where sessions, policies, revocations and the audit trail live.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Decides one request atomically (DESIGN §3): policy, user marks, tombstone, session
+    /// Decides one request atomically (docs/design.md §3): policy, user marks, tombstone, session
     /// create-or-touch, verdict.
     async fn check(&self, request: &AccessRequest) -> Result<Verdict, StoreError>;
 

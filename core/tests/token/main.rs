@@ -1,5 +1,5 @@
-//! Bearer token validation (DESIGN §3, §5 "Failure"): signature by the issuer's JWKS, the
-//! accepted algorithms, issuer / audience / expiry / tenant rules, the claims an identity is
+//! Bearer token validation (docs/design.md §3 and its "Failure"): signature by the issuer's JWKS,
+//! the accepted algorithms, issuer / audience / expiry / tenant rules, the claims an identity is
 //! made of, key rotation and the verified-token cache.
 //!
 //! Every refusal asserts the exact [`TokenError`] variant. Keys are real RSA-2048 keys generated

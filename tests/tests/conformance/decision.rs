@@ -1,4 +1,4 @@
-//! The per-request decision of DESIGN §3: create (6), touch (5), expiry (4) and what an
+//! The per-request decision of docs/design.md §3: create (6), touch (5), expiry (4) and what an
 //! ended session key still lets in (3).
 
 use std::net::IpAddr;

@@ -1,5 +1,6 @@
-//! A store never forgets silently (DESIGN §3 Failure): restarts keep every verdict-deciding
-//! fact; a store that lost data (or is new) refuses tokens issued before the loss time L.
+//! A store never forgets silently (docs/design.md §3, Failure): restarts keep every
+//! verdict-deciding fact; a store that lost data (or is new) refuses tokens issued before the loss
+//! time L.
 
 use grantflow_core::audit::{Action, ActorKind, AuditRecord, Source};
 use grantflow_core::policy::Policy;

@@ -133,7 +133,7 @@ async fn revoking_one_session_refuses_its_next_request_and_is_audited(ctx: Ctx) 
     assert_eq!(record.sessions_revoked, Some(1));
     assert_eq!(record.detail, None);
 
-    // The wire form of DESIGN §7.
+    // The wire form of docs/design.md §7.
     let json = serde_json::to_value(record).unwrap();
     assert_eq!(json["action"], "session.revoke");
     assert_eq!(json["actor"]["kind"], "admin");
@@ -485,7 +485,7 @@ async fn a_revoke_all_in_one_tenant_leaves_the_other_alone(ctx: Ctx) {
     assert_eq!(ctx.sessions(t2).await.len(), 1);
 }
 
-/// CAVEAT (DESIGN §3): in Entra access tokens `sid` and `auth_time` are optional claims.
+/// CAVEAT (docs/design.md §3): in Entra access tokens `sid` and `auth_time` are optional claims.
 /// Without `sid`, nothing ties two access tokens of one sign-in together, so each token is its
 /// own session (keyed by a hash of its `uti`/`jti`, else of the whole token). A silent refresh
 /// yields a new token and therefore a new session whose age starts again: the max age then

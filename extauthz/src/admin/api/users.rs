@@ -116,8 +116,8 @@ pub(super) async fn revoke_user(
     ))
 }
 
-/// What `user` must do to get back in, given what holds them out at `now` (DESIGN §3: a lock
-/// refuses every token until it ends; the watermark W refuses, until `holds_until`, tokens
+/// What `user` must do to get back in, given what holds them out at `now` (docs/design.md §3: a
+/// lock refuses every token until it ends; the watermark W refuses, until `holds_until`, tokens
 /// without `auth_time` and tokens whose `auth_time` is not after W).
 fn next_step(user: &str, blocked: Option<&BlockedUser>, now: UnixMillis) -> String {
     let lift = format!(
