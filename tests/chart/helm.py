@@ -1,4 +1,4 @@
-"""Helm's real engine for the chart tests (tests/tests/chart.rs), through helm-python-sdk.
+"""Helm's real engine for the chart tests (tests/tests/chart/), through helm-python-sdk.
 
     helm.py render CHART --values FILE... [--set-json JSON] [--name N] [--namespace NS] --out DIR
     helm.py lint   CHART --values FILE... [--set-json JSON]

@@ -1,19 +1,17 @@
 //! The Helm chart (`charts/grantflow-session`) under test: rendered by Helm's own engine
-//! (helm-python-sdk, through `tests/chart/helm.py`), checked by `kubernetes-validate`, applied
-//! with real `kubectl` to the `kmock` Kubernetes emulator (`tests/chart/kmock_server.py`).
-//! The Python tools come from `<repo>/.venv` (scripts/install-test-tools.sh).
+//! (helm-python-sdk, through `tests/chart/helm.py`) and checked by `kubernetes-validate`; the
+//! chart tests apply it with real `kubectl` to the real API server of
+//! [`crate::control_plane`]. The Python tools come from `<repo>/.venv`
+//! (scripts/install-test-tools.sh).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use base64::Engine;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdin};
 
 use crate::repo_root;
 
@@ -77,12 +75,18 @@ pub fn run(command: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
 }
 
-fn helm_py(command: &str, values: &[&Path], set: Option<&Value>, out: Option<&Path>) -> Value {
+fn helm_py(
+    command: &str,
+    namespace: &str,
+    values: &[&Path],
+    set: Option<&Value>,
+    out: Option<&Path>,
+) -> Value {
     let mut cmd = Command::new(venv_bin("python"));
     cmd.arg(repo_root().join("tests/chart/helm.py"))
         .arg(command)
         .arg(chart_dir())
-        .args(["--name", RELEASE, "--namespace", NAMESPACE]);
+        .args(["--name", RELEASE, "--namespace", namespace]);
     for file in values {
         cmd.arg("--values").arg(file);
     }
@@ -190,11 +194,20 @@ impl Rendered {
     }
 }
 
-/// Renders the chart with these values files (merged in order) and `set` merged last.
-/// Err: the message of a failing template or schema check.
+/// Renders the chart into [`NAMESPACE`] with these values files (merged in order) and `set`
+/// merged last. Err: the message of a failing template or schema check.
 pub fn render(values: &[&Path], set: Option<&Value>) -> Result<Rendered, String> {
+    render_in(NAMESPACE, values, set)
+}
+
+/// [`render`] with `namespace` as the release namespace.
+pub fn render_in(
+    namespace: &str,
+    values: &[&Path],
+    set: Option<&Value>,
+) -> Result<Rendered, String> {
     let dir = TempDir::new("render");
-    let result = helm_py("render", values, set, Some(dir.path()));
+    let result = helm_py("render", namespace, values, set, Some(dir.path()));
     if let Some(error) = result["error"].as_str() {
         return Err(error.to_owned());
     }
@@ -217,12 +230,12 @@ pub fn render(values: &[&Path], set: Option<&Value>) -> Result<Rendered, String>
 
 /// `helm lint --strict` with these values: `{messages: [{severity, path, error}], errors}`.
 pub fn lint(values: &[&Path], set: Option<&Value>) -> Value {
-    helm_py("lint", values, set, None)
+    helm_py("lint", NAMESPACE, values, set, None)
 }
 
 /// Validates the values against `values.schema.json`; Err: Helm's message.
 pub fn check_schema(values: &[&Path], set: Option<&Value>) -> Result<(), String> {
-    let result = helm_py("schema", values, set, None);
+    let result = helm_py("schema", NAMESPACE, values, set, None);
     match result["error"].as_str() {
         Some(error) => Err(error.to_owned()),
         None => Ok(()),
@@ -231,69 +244,10 @@ pub fn check_schema(values: &[&Path], set: Option<&Value>) -> Result<(), String>
 
 /// The CRDs Helm loads from the chart: `[{name, filename, data}]`.
 pub fn chart_crds() -> Vec<Value> {
-    helm_py("crds", &[], None, None)["crds"]
+    helm_py("crds", NAMESPACE, &[], None, None)["crds"]
         .as_array()
         .expect("crds")
         .clone()
-}
-
-/// The kmock Kubernetes API emulator, serving until dropped.
-pub struct Kmock {
-    pub url: String,
-    _child: Child,
-    /// The emulator exits when this pipe closes.
-    _stdin: ChildStdin,
-}
-
-impl Kmock {
-    /// Starts the emulator knowing the built-in resources, the resources of `crd_files` and
-    /// the third-party resources the chart may render.
-    pub async fn start(crd_files: &[PathBuf]) -> Kmock {
-        let mut child = tokio::process::Command::new(venv_bin("python"))
-            .arg(repo_root().join("tests/chart/kmock_server.py"))
-            .args(crd_files)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start tests/chart/kmock_server.py");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("kmock announces itself within 60 s")
-            .expect("read kmock's stdout")
-            .expect("kmock printed its address");
-        let ready: Value = serde_json::from_str(&line).expect("kmock prints JSON");
-        Kmock {
-            url: ready["url"].as_str().expect("a URL").to_owned(),
-            _child: child,
-            _stdin: stdin,
-        }
-    }
-
-    /// Runs `kubectl --server <emulator> args…`.
-    pub fn kubectl(&self, args: &[&str]) -> Output {
-        run(Command::new(venv_bin("kubectl"))
-            .args(["--server", &self.url, "--request-timeout", "30s"])
-            .args(args))
-    }
-
-    /// A kubeconfig file (in `dir`) that points at the emulator.
-    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
-        let config = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: kmock\n  cluster:\n    server: {url}\n\
-             users:\n- name: test\n  user:\n    token: test\n\
-             contexts:\n- name: kmock\n  context:\n    cluster: kmock\n    user: test\n    namespace: {NAMESPACE}\n\
-             current-context: kmock\n",
-            url = self.url
-        );
-        std::fs::write(&path, config).expect("write the kubeconfig");
-        path
-    }
 }
 
 /// The YAML documents of `file`, as JSON values.

@@ -7,15 +7,17 @@
 //! - the chart's CRDs are the generated ones;
 //! - a TLS Redis (`rediss://`) with a private CA: the CA Secret is mounted into extauthz and the
 //!   operator, GRANTFLOW_REDIS_CA_FILE names it, and the chart refuses it without TLS;
-//! - every combination applies with real `kubectl` to the kmock API emulator, twice (the
-//!   second apply changes nothing);
+//! - every combination applies with real `kubectl` to a real API server (etcd and
+//!   kube-apiserver, `grantflow_e2e::control_plane`) with the server's strict field
+//!   validation, twice (the second apply changes nothing);
 //! - extauthz starts in this process from the exact file the chart's ConfigMap holds (only
 //!   listen addresses and the Redis address rewritten) and serves real Envoy traffic, on the
 //!   in-chart Redis (URL and password from the chart's Secret), a plain external URL, a
 //!   Redis Cluster and a Redis over TLS with a private CA (the file GRANTFLOW_REDIS_CA_FILE
 //!   names, found through the Secret the Deployment mounts there);
 //! - the operator binary starts with the exact arguments and environment of the chart's
-//!   Deployment against kmock and a real Redis, wins the chart's Lease, and answers an
+//!   Deployment against a real API server (as the chart's ServiceAccount, with the chart's
+//!   RBAC) and a real Redis, wins the chart's Lease, and answers an
 //!   AdmissionReview over TLS with the chart-generated certificate, for the very host name and
 //!   path the MutatingWebhookConfiguration names.
 //!

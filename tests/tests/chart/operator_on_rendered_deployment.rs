@@ -1,13 +1,17 @@
 //! The operator binary starts with the exact arguments and environment of the chart's
-//! Deployment against kmock and a real Redis, wins the chart's Lease, and answers an
-//! AdmissionReview over TLS with the chart-generated certificate.
+//! Deployment against a real API server (etcd and kube-apiserver, [`ControlPlane`], with the
+//! chart's CRDs installed) and a real Redis, as the chart's ServiceAccount with exactly the
+//! chart's rendered RBAC (a token the server signs through TokenRequest), wins the chart's
+//! Lease, and answers an AdmissionReview over TLS with the chart-generated certificate.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use grantflow_e2e::chart::{self, Kmock, NAMESPACE, RELEASE, TempDir, base64_decode, secret_value};
+use grantflow_e2e::chart::{self, NAMESPACE, RELEASE, TempDir, base64_decode, secret_value};
+use grantflow_e2e::control_plane::ControlPlane;
+use grantflow_e2e::kubernetes::{kubectl, kubectl_output};
 use grantflow_e2e::redis::{RedisServer, redis_cli};
 use grantflow_e2e::stack::TENANT;
 use grantflow_e2e::{free_port, loopback, repo_root};
@@ -85,15 +89,94 @@ fn operator_binary() -> PathBuf {
         .expect("cargo reports the operator executable")
 }
 
+/// A control plane, and the kubeconfig the operator's pod would have there.
+struct ServiceAccountKubeconfig {
+    /// The chart's operator ServiceAccount's token.
+    token: PathBuf,
+    /// The cluster admin's (`system:masters`).
+    admin: PathBuf,
+    plane: ControlPlane,
+}
+
+impl ServiceAccountKubeconfig {
+    fn path(&self) -> &Path {
+        &self.token
+    }
+}
+
+/// Starts a control plane with the release namespace, the chart's CRDs (established) and the
+/// chart's rendered operator RBAC (its ServiceAccount, Role, ClusterRole and bindings, as
+/// they are) applied, and returns a kubeconfig that presents a token of the ServiceAccount
+/// `deployment` runs as, signed by the server (TokenRequest, `kubectl create token`).
+async fn as_the_charts_service_account(
+    rendered: &chart::Rendered,
+    deployment: &Value,
+) -> ServiceAccountKubeconfig {
+    let plane = ControlPlane::start().await;
+    let admin = plane.admin_kubeconfig(NAMESPACE);
+    kubectl(&admin, &["create", "namespace", NAMESPACE]).await;
+    let mut apply_crds = vec!["apply", "--validate=strict"];
+    let mut wait = vec!["wait", "--for=condition=Established", "--timeout=30s"];
+    for p in &rendered.crd_files {
+        for args in [&mut apply_crds, &mut wait] {
+            args.push("-f");
+            args.push(p.to_str().unwrap());
+        }
+    }
+    kubectl(&admin, &apply_crds).await;
+    kubectl(&admin, &wait).await;
+    let rbac: Vec<Value> = rendered
+        .objects
+        .iter()
+        .filter(|o| {
+            o["__template"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("operator-rbac.yaml"))
+        })
+        .map(|o| {
+            let mut o = o.clone();
+            o.as_object_mut().unwrap().remove("__template");
+            o
+        })
+        .collect();
+    assert!(
+        rbac.iter()
+            .any(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role"),
+        "the chart renders the operator's RBAC: {}",
+        rendered.summary()
+    );
+    let file = plane.dir().join("operator-rbac.json");
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": rbac});
+    std::fs::write(&file, list.to_string()).expect("write the chart's RBAC");
+    kubectl(
+        &admin,
+        &["apply", "--validate=strict", "-f", file.to_str().unwrap()],
+    )
+    .await;
+    let account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .expect("the operator Deployment names its ServiceAccount");
+    let token = kubectl(
+        &admin,
+        &["create", "token", account, "-n", NAMESPACE, "--duration=1h"],
+    )
+    .await;
+    let token = plane.token_kubeconfig(account, token.trim(), NAMESPACE);
+    ServiceAccountKubeconfig {
+        token,
+        admin,
+        plane,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_runs_with_the_rendered_deployment() {
     let binary = operator_binary();
     let rendered = render("default-values.yaml");
     let redis = RedisServer::start().await;
-    let kmock = Kmock::start(&rendered.crd_files).await;
     let dir = TempDir::new("operator");
-
     let deployment = rendered.get("Deployment", OPERATOR);
+    let kubeconfig = as_the_charts_service_account(&rendered, deployment).await;
     let container = rendered.container(deployment, "operator");
     let mounts = container["volumeMounts"].as_array().unwrap();
     let volumes = deployment["spec"]["template"]["spec"]["volumes"]
@@ -135,7 +218,7 @@ async fn the_operator_runs_with_the_rendered_deployment() {
     command
         .args(&args)
         .env_clear()
-        .env("KUBECONFIG", kmock.kubeconfig(dir.path()))
+        .env("KUBECONFIG", kubeconfig.path())
         .stdin(Stdio::null())
         .kill_on_drop(true);
     for (name, var) in env_of(container) {
@@ -249,7 +332,11 @@ async fn the_operator_runs_with_the_rendered_deployment() {
         .to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let got = kmock.kubectl(&["get", "lease", &lease, "-n", NAMESPACE, "-o", "json"]);
+        let got = kubectl_output(
+            &kubeconfig.admin,
+            &["get", "lease", &lease, "-n", NAMESPACE, "-o", "json"],
+        )
+        .await;
         if got.status.success() {
             let lease: Value = serde_json::from_slice(&got.stdout).unwrap();
             if lease["spec"]["holderIdentity"] == pod_name.as_str() {
@@ -258,7 +345,8 @@ async fn the_operator_runs_with_the_rendered_deployment() {
         }
         assert!(
             Instant::now() < deadline,
-            "the operator never held Lease {NAMESPACE}/{lease}"
+            "the operator never held Lease {NAMESPACE}/{lease}:\n{}",
+            kubeconfig.plane.logs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -1,5 +1,6 @@
 //! What the chart tests share: the value combinations, the names the chart gives its objects,
-//! rendering a combination, and reading containers, the extauthz ConfigMap and Redis URLs.
+//! the third-party kinds it may render, rendering a combination, and reading containers, the
+//! extauthz ConfigMap and Redis URLs.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,44 @@ pub const COMBINATIONS: &[&str] = &[
     "external-redis-tls-values.yaml",
 ];
 
+/// A kind defined by a third-party CRD (Prometheus Operator, cert-manager, Istio) that some
+/// combination renders.
+pub struct ThirdPartyKind {
+    pub kind: &'static str,
+    pub group: &'static str,
+    pub version: &'static str,
+    /// The resource name (the CRD's `spec.names.plural`).
+    pub plural: &'static str,
+}
+
+/// Every third-party kind the chart renders (all namespaced).
+pub const THIRD_PARTY: &[ThirdPartyKind] = &[
+    ThirdPartyKind {
+        kind: "ServiceMonitor",
+        group: "monitoring.coreos.com",
+        version: "v1",
+        plural: "servicemonitors",
+    },
+    ThirdPartyKind {
+        kind: "Certificate",
+        group: "cert-manager.io",
+        version: "v1",
+        plural: "certificates",
+    },
+    ThirdPartyKind {
+        kind: "Issuer",
+        group: "cert-manager.io",
+        version: "v1",
+        plural: "issuers",
+    },
+    ThirdPartyKind {
+        kind: "AuthorizationPolicy",
+        group: "security.istio.io",
+        version: "v1",
+        plural: "authorizationpolicies",
+    },
+];
+
 pub const EXTAUTHZ: &str = "grantflow-session-extauthz";
 pub const OPERATOR: &str = "grantflow-session-operator";
 pub const REDIS: &str = "grantflow-session-redis";
@@ -28,6 +67,13 @@ pub const CONFIG_FILE: &str = "/etc/grantflow/extauthz.yaml";
 pub fn render(file: &str) -> Rendered {
     let values = ci_values(file);
     chart::render(&[&values], None).unwrap_or_else(|e| panic!("{file} renders: {e}"))
+}
+
+/// [`render`] with `namespace` as the release namespace.
+pub fn render_in(namespace: &str, file: &str) -> Rendered {
+    let values = ci_values(file);
+    chart::render_in(namespace, &[&values], None)
+        .unwrap_or_else(|e| panic!("{file} renders into {namespace}: {e}"))
 }
 
 pub fn env_of(container: &Value) -> BTreeMap<String, Value> {
