@@ -7,7 +7,7 @@
 //!
 //! Decision, per request:
 //! 0. the store lost data at L (its generation marker vanished or changed, or it is new):
-//!    a token issued (`iat`) before L → expired ("sign in again");
+//!    a token issued before L (`iat`, else `auth_time`) → expired ("sign in again");
 //! 1. the tenant's policy (max age; the default when it has none);
 //! 2. the user's lock → revoked; a revoke-all watermark W (for `watermark_retention`): a token
 //!    without `auth_time` cannot prove a sign-in after W → reauthenticate; `auth_time` ≤ W →

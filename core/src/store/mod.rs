@@ -184,7 +184,7 @@ impl StoreError {
 pub struct StoreReset {
     /// The tenant whose data was lost; `None`: the whole store.
     pub tenant: Option<String>,
-    /// L: tokens issued (`iat`) before this instant are refused.
+    /// L: tokens issued before this instant (`iat`, else `auth_time`) are refused.
     pub lost_at: UnixMillis,
     /// The new generation marker.
     pub generation: String,
