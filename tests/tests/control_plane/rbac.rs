@@ -4,7 +4,13 @@
 //! ClusterRole, and does its whole job; with any single rule removed it fails at the step
 //! that rule is for.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use grantflow_core::clock::SystemClock;
+use grantflow_core::decision::Limits;
+use grantflow_core::store::{RedisSettings, SessionStore, StoreConfig};
+use grantflow_e2e::stack::TENANT;
 
 use grantflow_e2e::chart::{self, ci_values};
 use grantflow_e2e::free_port;
@@ -53,6 +59,7 @@ where
 /// returns the first step it does not complete, or `None` if it does its whole job.
 async fn first_failing_step(
     cluster: &Cluster,
+    store: &dyn SessionStore,
     options: &OperatorOptions,
     lease: &str,
     run: usize,
@@ -94,11 +101,21 @@ async fn first_failing_step(
         if !ready {
             break 'job Some(Step::PolicyReady);
         }
+        // Applied: the store has its audit record, and the object says `Applied=True` — or is
+        // already gone, which the clean-up does only after reading `appliedAt` from the status
+        // (a slow `kubectl get` on a loaded machine can miss the few seconds in between).
+        let user = format!("user-{run}");
         let applied = within(|| async {
-            cluster
-                .get("revocation", &revocation_name)
-                .await
-                .is_some_and(|r| condition(&r, "Applied") == Some("True"))
+            let recorded = store.audit(TENANT, 100).await.is_ok_and(|records| {
+                records
+                    .iter()
+                    .any(|r| r.target.user.as_deref() == Some(user.as_str()))
+            });
+            recorded
+                && cluster
+                    .get("revocation", &revocation_name)
+                    .await
+                    .is_none_or(|r| condition(&r, "Applied") == Some("True"))
         })
         .await;
         if !applied {
@@ -130,7 +147,21 @@ async fn first_failing_step(
             operator.log()
         );
     }
+    let log = operator.log();
     operator.stop().await;
+    if failed.is_some() {
+        // What the operator said, for the assertion message of the caller (the denied
+        // request names the missing permission).
+        let denied: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("forbidden") || l.contains("Forbidden") || l.contains("WARN"))
+            .take(5)
+            .collect();
+        eprintln!(
+            "run {run}: failed at {failed:?}; the operator logged:\n{}",
+            denied.join("\n")
+        );
+    }
     failed
 }
 
@@ -228,7 +259,17 @@ async fn the_charts_operator_rbac_is_sufficient_and_every_rule_is_needed() {
     };
 
     // Exactly the chart's rules: the whole job is done.
-    let failed = first_failing_step(&cluster, &options, &lease, 0).await;
+    let store = StoreConfig::Redis(RedisSettings {
+        urls: vec![redis.url()],
+        cluster: false,
+        timeout: Duration::from_secs(2),
+        write_timeout: Duration::from_secs(2),
+        ca_pem: None,
+        wait_replicas: 0,
+    })
+    .open(Limits::default(), Arc::new(SystemClock))
+    .expect("the store opens");
+    let failed = first_failing_step(&cluster, store.as_ref(), &options, &lease, 0).await;
     assert_eq!(failed, None, "the chart's RBAC is sufficient");
 
     // Each rule removed in turn (the role re-applied without it): the step it is for fails.
@@ -245,7 +286,7 @@ async fn the_charts_operator_rbac_is_sufficient_and_every_rule_is_needed() {
             cluster
                 .apply(&serde_json::to_string(&reduced).unwrap())
                 .await;
-            let failed = first_failing_step(&cluster, &options, &lease, run).await;
+            let failed = first_failing_step(&cluster, store.as_ref(), &options, &lease, run).await;
             assert_eq!(
                 failed,
                 Some(step_of(rule)),
