@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use base64::Engine;
 use base64::alphabet;
@@ -40,32 +39,7 @@ pub fn venv_bin(name: &str) -> PathBuf {
     }
 }
 
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "grantflow-chart-{label}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use tempfile::TempDir;
 
 /// Runs a command to completion; panics when it cannot be started.
 pub fn run(command: &mut Command) -> Output {
@@ -206,7 +180,7 @@ pub fn render_in(
     values: &[&Path],
     set: Option<&Value>,
 ) -> Result<Rendered, String> {
-    let dir = TempDir::new("render");
+    let dir = crate::temp_dir("render");
     let result = helm_py("render", namespace, values, set, Some(dir.path()));
     if let Some(error) = result["error"].as_str() {
         return Err(error.to_owned());

@@ -23,7 +23,7 @@ use rcgen::{
 use tokio::process::{Child, Command};
 
 use crate::free_port;
-use crate::process::TempDir;
+use tempfile::TempDir;
 
 /// How long etcd and the API server may take to become ready once built.
 const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -64,7 +64,7 @@ impl ControlPlane {
     /// Starts etcd and kube-apiserver and waits until the API server is ready and the
     /// `default` namespace exists.
     pub async fn start() -> ControlPlane {
-        let dir = TempDir::new("control-plane");
+        let dir = crate::temp_dir("control-plane");
         let path = dir.path().to_owned();
 
         // One CA for the serving certificate and the client certificates.

@@ -84,6 +84,15 @@ fn reserved_range() -> (u16, u16) {
     (low, ephemeral_low)
 }
 
+/// A temporary directory named for `label` (`tempfile`), removed with everything in it when
+/// the handle is dropped.
+pub fn temp_dir(label: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("grantflow-{label}-"))
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
 /// A number not returned before by this process, for naming temporary files.
 pub fn unique() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -23,30 +23,7 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 /// How long a stopped process may take to exit.
 const EXIT_WITHIN: Duration = Duration::from_secs(15);
 
-/// A temporary directory, removed with everything in it on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "grantflow-e2e-{name}-{}-{}",
-            std::process::id(),
-            crate::unique()
-        ));
-        std::fs::create_dir_all(&path).expect("create a temporary directory");
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use tempfile::TempDir;
 
 /// How to stop the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +82,7 @@ impl Extauthz {
             grpc_addr: loopback(free_port()),
             admin_addr: loopback(free_port()),
             args: args.into_iter().map(Into::into).collect(),
-            dir: TempDir::new("extauthz"),
+            dir: crate::temp_dir("extauthz"),
             child: None,
         };
         extauthz.spawn().await;

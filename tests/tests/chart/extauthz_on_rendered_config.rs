@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use grantflow_core::clock::{Clock, SystemClock};
-use grantflow_e2e::chart::{self, Rendered, TempDir, ci_values, secret_value};
+use grantflow_e2e::chart::{self, Rendered, ci_values, secret_value};
 use grantflow_e2e::envoy::Envoy;
 use grantflow_e2e::issuer::Issuer;
 use grantflow_e2e::redis::{RedisCluster, RedisServer, redis_cli};
@@ -178,7 +178,7 @@ async fn serve_the_rendered_config(
         "{file}: nothing else overrides the file"
     );
 
-    let dir = TempDir::new("extauthz");
+    let dir = grantflow_e2e::temp_dir("extauthz");
     let path = dir.path().join(Path::new(CONFIG_FILE).file_name().unwrap());
     std::fs::write(&path, &config).unwrap();
     // As clap fills Options: GRANTFLOW_REDIS_URL and GRANTFLOW_REDIS_CA_FILE from the
@@ -253,7 +253,7 @@ async fn serve_the_rendered_config(
 #[tokio::test(flavor = "multi_thread")]
 async fn extauthz_serves_with_the_rendered_config_on_the_embedded_store() {
     let issuer = Issuer::start().await;
-    let data = TempDir::new("embedded-data");
+    let data = grantflow_e2e::temp_dir("embedded-data");
     serve_the_rendered_config(
         "embedded-values.yaml",
         &issuer,

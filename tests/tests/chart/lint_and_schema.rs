@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use grantflow_e2e::chart::{self, TempDir, ci_values, venv_bin};
+use grantflow_e2e::chart::{self, ci_values, venv_bin};
 use grantflow_e2e::repo_root;
 use grantflow_extauthz::config::{ConfigError, Options, Settings};
 use serde_json::{Value, json};
@@ -182,7 +182,7 @@ fn the_chart_crds_are_the_generated_ones() {
 
 #[test]
 fn the_schema_rejects_typos() {
-    let dir = TempDir::new("typo");
+    let dir = grantflow_e2e::temp_dir("typo");
     let cases = [
         ("extauthz:\n  replicaCont: 3\n", "replicaCont"),
         (
@@ -341,7 +341,7 @@ fn values_that_do_not_fit_together_are_refused_with_a_clear_message() {
 /// The keys of extauthz's configuration file, from its own parser: a file with an unknown
 /// key is refused with the list of the known ones.
 fn extauthz_config_keys() -> BTreeSet<String> {
-    let dir = TempDir::new("keys");
+    let dir = grantflow_e2e::temp_dir("keys");
     let file = dir.path().join("probe.yaml");
     std::fs::write(&file, "no_such_setting: 1\n").unwrap();
     let options = Options {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use grantflow_e2e::chart::{self, NAMESPACE, RELEASE, TempDir, base64_decode, secret_value};
+use grantflow_e2e::chart::{self, NAMESPACE, RELEASE, base64_decode, secret_value};
 use grantflow_e2e::control_plane::ControlPlane;
 use grantflow_e2e::kubernetes::{kubectl, kubectl_output};
 use grantflow_e2e::redis::{RedisServer, redis_cli};
@@ -174,7 +174,7 @@ async fn the_operator_runs_with_the_rendered_deployment() {
     let binary = operator_binary();
     let rendered = render("default-values.yaml");
     let redis = RedisServer::start().await;
-    let dir = TempDir::new("operator");
+    let dir = grantflow_e2e::temp_dir("operator");
     let deployment = rendered.get("Deployment", OPERATOR);
     let kubeconfig = as_the_charts_service_account(&rendered, deployment).await;
     let container = rendered.container(deployment, "operator");

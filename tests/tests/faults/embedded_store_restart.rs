@@ -4,13 +4,13 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use grantflow_e2e::process::{Stop, TempDir};
+use grantflow_e2e::process::Stop;
 use serde_json::Value;
 
 use crate::harness::{Fault, Got, Watcher, acknowledged, allowed, hold, now_secs, tally};
 
 async fn embedded_store_restart_right_after_a_revocation(how: Stop) {
-    let data = TempDir::new("data");
+    let data = grantflow_e2e::temp_dir("data");
     let mut fault = Fault::start(&[
         "--store".into(),
         "embedded".into(),

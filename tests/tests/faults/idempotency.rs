@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use grantflow_e2e::process::{Stop, TempDir};
+use grantflow_e2e::process::Stop;
 use serde_json::Value;
 
 use crate::harness::{Fault, Got, PROBLEMS, Watcher, acknowledged, allowed, hold, now_secs, tally};
@@ -13,7 +13,7 @@ use crate::harness::{Fault, Got, PROBLEMS, Watcher, acknowledged, allowed, hold,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_key_replayed_answers_the_first_outcome_and_reused_for_another_user_changes_nothing()
  {
-    let data = TempDir::new("data");
+    let data = grantflow_e2e::temp_dir("data");
     let mut fault = Fault::start(&["--data-dir".into(), data.path().display().to_string()]).await;
     let signed_in = now_secs() - 60;
     let eve = fault

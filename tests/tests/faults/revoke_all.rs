@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use grantflow_e2e::process::{Stop, TempDir};
+use grantflow_e2e::process::Stop;
 
 use crate::harness::{Fault, Got, acknowledged, now_ms, now_secs};
 
@@ -13,7 +13,7 @@ use crate::harness::{Fault, Got, acknowledged, now_ms, now_secs};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_all_refuses_unseen_sid_no_sid_and_old_auth_time_and_allows_a_new_sign_in_before_and_after_kill_9()
  {
-    let data = TempDir::new("data");
+    let data = grantflow_e2e::temp_dir("data");
     let mut fault = Fault::start(&["--data-dir".into(), data.path().display().to_string()]).await;
     let signed_in = now_secs() - 60;
     let live = fault
