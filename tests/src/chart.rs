@@ -105,6 +105,26 @@ impl Rendered {
             .unwrap_or_else(|| panic!("no {kind} {name} among {}", self.summary()))
     }
 
+    /// The objects of the template whose path ends with `suffix`, without the `__template`
+    /// key (ready to apply).
+    pub fn template_objects(&self, suffix: &str) -> Vec<Value> {
+        self.objects
+            .iter()
+            .filter(|o| {
+                o["__template"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with(suffix))
+            })
+            .map(|o| {
+                let mut o = o.clone();
+                if let Some(object) = o.as_object_mut() {
+                    object.remove("__template");
+                }
+                o
+            })
+            .collect()
+    }
+
     pub fn of_kind(&self, kind: &str) -> Vec<&Value> {
         self.objects.iter().filter(|o| o["kind"] == kind).collect()
     }

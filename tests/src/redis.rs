@@ -189,6 +189,19 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Store settings for this server alone: plain connection, `timeout` per call, 2 s for
+    /// writes, no replicas waited for.
+    pub fn settings(&self, timeout: Duration) -> grantflow_core::store::RedisSettings {
+        grantflow_core::store::RedisSettings {
+            urls: vec![self.url()],
+            cluster: false,
+            timeout,
+            write_timeout: Duration::from_secs(2),
+            ca_pem: None,
+            wait_replicas: 0,
+        }
+    }
+
     /// `rediss://` on the TLS port of a server started with TLS.
     pub fn tls_url(&self) -> String {
         let port = self.tls_port.expect("a server started with TLS");

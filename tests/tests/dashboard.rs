@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use grantflow_core::audit::{Action, ActorKind, Source};
 use grantflow_core::policy::{Policy, PolicySource};
-use grantflow_core::store::{RedisSettings, StoreConfig};
+use grantflow_core::store::StoreConfig;
 use grantflow_e2e::redis::RedisServer;
 use grantflow_e2e::sse::EventStream;
 use grantflow_e2e::stack::{Stack, StackOptions, TENANT};
@@ -28,14 +28,7 @@ const ADMIN_NAME: &str = "ada.admin@contoso.test";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn redis(server: &RedisServer) -> StoreConfig {
-    StoreConfig::Redis(RedisSettings {
-        urls: vec![server.url()],
-        cluster: false,
-        timeout: Duration::from_secs(1),
-        write_timeout: Duration::from_secs(2),
-        ca_pem: None,
-        wait_replicas: 0,
-    })
+    StoreConfig::Redis(server.settings(Duration::from_secs(1)))
 }
 
 /// Two replicas on `store`, each serving the dashboard.

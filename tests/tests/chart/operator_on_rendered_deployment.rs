@@ -125,20 +125,7 @@ async fn as_the_charts_service_account(
     }
     kubectl(&admin, &apply_crds).await;
     kubectl(&admin, &wait).await;
-    let rbac: Vec<Value> = rendered
-        .objects
-        .iter()
-        .filter(|o| {
-            o["__template"]
-                .as_str()
-                .is_some_and(|t| t.ends_with("operator-rbac.yaml"))
-        })
-        .map(|o| {
-            let mut o = o.clone();
-            o.as_object_mut().unwrap().remove("__template");
-            o
-        })
-        .collect();
+    let rbac: Vec<Value> = rendered.template_objects("operator-rbac.yaml");
     assert!(
         rbac.iter()
             .any(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role"),

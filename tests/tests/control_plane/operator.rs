@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use grantflow_core::audit::{ActorKind, Source};
-use grantflow_core::store::{RedisSettings, StoreConfig};
+use grantflow_core::store::StoreConfig;
 use grantflow_e2e::free_port;
 use grantflow_e2e::kubernetes::{Operator, OperatorOptions, eventually, kubectl_output};
 use grantflow_e2e::redis::RedisServer;
@@ -37,14 +37,7 @@ impl Operated {
     async fn start() -> Operated {
         let redis = RedisServer::start().await;
         let stack = Stack::start_with(StackOptions {
-            store: StoreConfig::Redis(RedisSettings {
-                urls: vec![redis.url()],
-                cluster: false,
-                timeout: Duration::from_secs(2),
-                write_timeout: Duration::from_secs(2),
-                ca_pem: None,
-                wait_replicas: 0,
-            }),
+            store: StoreConfig::Redis(redis.settings(Duration::from_secs(2))),
             ..StackOptions::default()
         })
         .await;

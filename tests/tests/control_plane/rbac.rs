@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use grantflow_core::clock::SystemClock;
 use grantflow_core::decision::Limits;
-use grantflow_core::store::{RedisSettings, SessionStore, StoreConfig};
+use grantflow_core::store::{SessionStore, StoreConfig};
 use grantflow_e2e::stack::TENANT;
 
 use grantflow_e2e::chart::{self, ci_values};
@@ -202,17 +202,9 @@ async fn the_charts_operator_rbac_is_sufficient_and_every_rule_is_needed() {
     )
     .expect("the chart renders");
     let rbac: Vec<Value> = rendered
-        .objects
-        .iter()
-        .filter(|o| {
-            o["__template"]
-                .as_str()
-                .unwrap_or("")
-                .ends_with("operator-rbac.yaml")
-        })
-        .map(|o| {
-            let mut o = o.clone();
-            o.as_object_mut().unwrap().remove("__template");
+        .template_objects("operator-rbac.yaml")
+        .into_iter()
+        .map(|mut o| {
             retarget(&mut o);
             o
         })
@@ -259,16 +251,9 @@ async fn the_charts_operator_rbac_is_sufficient_and_every_rule_is_needed() {
     };
 
     // Exactly the chart's rules: the whole job is done.
-    let store = StoreConfig::Redis(RedisSettings {
-        urls: vec![redis.url()],
-        cluster: false,
-        timeout: Duration::from_secs(2),
-        write_timeout: Duration::from_secs(2),
-        ca_pem: None,
-        wait_replicas: 0,
-    })
-    .open(Limits::default(), Arc::new(SystemClock))
-    .expect("the store opens");
+    let store = StoreConfig::Redis(redis.settings(Duration::from_secs(2)))
+        .open(Limits::default(), Arc::new(SystemClock))
+        .expect("the store opens");
     let failed = first_failing_step(&cluster, store.as_ref(), &options, &lease, 0).await;
     assert_eq!(failed, None, "the chart's RBAC is sufficient");
 
