@@ -10,7 +10,6 @@ use grantflow_core::clock::Clock;
 use grantflow_core::jwks::{HttpJwks, JwksLocation, KeySet, StaticJwks};
 use grantflow_core::store::SessionStore;
 use grantflow_core::token::TokenValidator;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -39,11 +38,8 @@ pub struct Running {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] grantflow_runtime::BindError),
 }
 
 /// Binds both listeners and starts serving.
@@ -52,13 +48,8 @@ pub async fn start(
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })
-    };
-    let grpc_listener = bind(settings.grpc_addr).await?;
-    let admin_listener = bind(settings.admin_addr).await?;
+    let grpc_listener = grantflow_runtime::bind(settings.grpc_addr).await?;
+    let admin_listener = grantflow_runtime::bind(settings.admin_addr).await?;
     let grpc_addr = grpc_listener.local_addr().expect("bound socket");
     let admin_addr = admin_listener.local_addr().expect("bound socket");
 
