@@ -9,85 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use grantflow_e2e::chart::{self, NAMESPACE, RELEASE, base64_decode, secret_value};
+use grantflow_e2e::chart::{self, NAMESPACE, base64_decode, secret_value};
 use grantflow_e2e::control_plane::ControlPlane;
 use grantflow_e2e::kubernetes::{kubectl, kubectl_output};
 use grantflow_e2e::redis::{RedisServer, redis_cli};
 use grantflow_e2e::stack::TENANT;
-use grantflow_e2e::{free_port, loopback, repo_root};
+use grantflow_e2e::{free_port, loopback};
 use serde_json::{Value, json};
 
 use crate::support::{OPERATOR, args_of, env_of, flag, redis_url_to, render};
-
-/// The newest modification time among the files under `dirs` (recursively).
-fn newest_mtime(dirs: &[PathBuf]) -> std::time::SystemTime {
-    let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    let mut stack: Vec<PathBuf> = dirs.to_vec();
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if path
-                .file_name()
-                .is_some_and(|n| n == "target" || n == "tests")
-            {
-                continue;
-            }
-            if let Ok(entries) = std::fs::read_dir(&path) {
-                stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
-            }
-        } else if let Ok(modified) = meta.modified() {
-            newest = newest.max(modified);
-        }
-    }
-    newest
-}
-
-/// The operator binary. `cargo test --workspace` builds it next to this test (for the
-/// operator's own integration tests); when that one is missing or older than the sources it
-/// is built from, cargo builds it.
-fn operator_binary() -> PathBuf {
-    let root = repo_root();
-    let sources: Vec<PathBuf> = ["operator", "core", "crds", "Cargo.lock"]
-        .iter()
-        .map(|p| root.join(p))
-        .collect();
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("grantflow-operator")));
-    if let Some(binary) = beside
-        && let Ok(built) = std::fs::metadata(&binary).and_then(|m| m.modified())
-        && built >= newest_mtime(&sources)
-    {
-        return binary;
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = chart::run(
-        std::process::Command::new(cargo)
-            .current_dir(&root)
-            .args([
-                "build",
-                "--locked",
-                "-p",
-                "grantflow-operator",
-                "--bin",
-                "grantflow-operator",
-                "--message-format",
-                "json-render-diagnostics",
-            ])
-            .stderr(Stdio::inherit()),
-    );
-    assert!(output.status.success(), "cargo build -p grantflow-operator");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| {
-            m["reason"] == "compiler-artifact" && m["target"]["name"] == "grantflow-operator"
-        })
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reports the operator executable")
-}
 
 /// A control plane, and the kubeconfig the operator's pod would have there.
 struct ServiceAccountKubeconfig {
@@ -158,7 +88,7 @@ async fn as_the_charts_service_account(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_runs_with_the_rendered_deployment() {
-    let binary = operator_binary();
+    let binary = grantflow_e2e::kubernetes::Operator::binary();
     let rendered = render("default-values.yaml");
     let redis = RedisServer::start().await;
     let dir = grantflow_e2e::temp_dir("operator");
@@ -337,5 +267,4 @@ async fn the_operator_runs_with_the_rendered_deployment() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = RELEASE;
 }
