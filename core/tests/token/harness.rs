@@ -79,43 +79,15 @@ pub fn jwk_set(keys: &[&TestKey]) -> JwkSet {
     }
 }
 
-/// Base64 (standard alphabet with padding, or URL-safe without), to hand-craft tokens and PEM.
-fn b64(bytes: &[u8], url_safe: bool) -> String {
-    let alphabet: &[u8; 64] = if url_safe {
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    } else {
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-    };
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        let chars = chunk.len() + 1;
-        for i in 0..4 {
-            if i < chars {
-                out.push(alphabet[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else if !url_safe {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
+/// Unpadded base64url, as JWTs and JWKs write it.
 pub fn b64url(bytes: &[u8]) -> String {
-    b64(bytes, true)
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
-    let body = b64(der, false);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der), config)
 }
 
 pub fn v1_issuer(tenant: &str) -> String {
