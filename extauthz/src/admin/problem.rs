@@ -93,6 +93,22 @@ impl Problem {
         )
     }
 
+    /// The administrator already holds the most live event streams one administrator may
+    /// hold open in this process; one frees when a stream ends (a tab closes).
+    pub fn too_many_streams(retry_after_secs: u64) -> Self {
+        let mut problem = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-streams",
+            "Too many live streams",
+            "You already have as many live update streams open as one administrator may. \
+             Close a dashboard tab you no longer use, or wait the number of seconds in the \
+             Retry-After header and try again."
+                .into(),
+        );
+        problem.retry_after = Some(retry_after_secs.max(1));
+        problem
+    }
+
     /// Any other refusal that did not come from a handler (a body too large, say): fixed
     /// wording by status, never the framework's text.
     pub(super) fn of_status(status: StatusCode) -> Self {
