@@ -21,7 +21,9 @@
 //! 5. a live session → allow (touch last seen, at most once a second) — if it is the same
 //!    user's; another user's token naming it is refused;
 //! 6. no session → create it (start = `auth_time`, else now) and allow — unless its start is
-//!    already older than the max age, which is expired.
+//!    already older than the max age, which is expired, or the user already has
+//!    [`Limits::max_sessions_per_user`] live sessions in the tenant, which refuses it
+//!    ([`Verdict::TooManySessions`]) and stores nothing: their existing sessions keep working.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -51,6 +53,9 @@ pub struct Limits {
     /// a record older than this is forgotten by housekeeping. The JSON audit log line is the
     /// durable copy.
     pub audit_retention: Duration,
+    /// Most live sessions one user may hold in one tenant: a new session beyond it is refused
+    /// (step 6). A bound on the state one identity can make the store hold, not a feature.
+    pub max_sessions_per_user: u32,
 }
 
 /// The default of [`Limits::watermark_retention`]: 90 days, the time a stolen Entra refresh
@@ -62,6 +67,10 @@ pub const DEFAULT_WATERMARK_RETENTION: Duration = Duration::from_secs(90 * 24 * 
 /// The default of [`Limits::audit_retention`]: 90 days.
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 
+/// The default of [`Limits::max_sessions_per_user`]: far above what a person uses (one per
+/// browser or device and sign-in), far below what fills a store.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 1_000;
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -69,6 +78,7 @@ impl Default for Limits {
             retention: Duration::from_secs(24 * 60 * 60),
             watermark_retention: DEFAULT_WATERMARK_RETENTION,
             audit_retention: DEFAULT_AUDIT_RETENTION,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
         }
     }
 }
@@ -198,8 +208,12 @@ fn signed_in_after(identity: &Identity, at: UnixMillis) -> bool {
 pub struct TenantSessions {
     pub policy: Option<Policy>,
     pub users: HashMap<String, UserMarks>,
+    /// Live sessions by key. Read freely; add and remove through [`Self::insert_live`] and
+    /// [`Self::remove_live`], which keep the per-user counts.
     pub live: HashMap<String, SessionRecord>,
     pub ended: HashMap<String, Tombstone>,
+    /// How many entries of `live` each user has (expired ones not swept yet included).
+    per_user: HashMap<String, u32>,
 }
 
 impl TenantSessions {
@@ -232,13 +246,15 @@ impl TenantSessions {
         {
             return Verdict::Deny(reason);
         }
-        if let Some(tombstone) = self.ended.get(key) {
-            if !tombstone.yields_to(identity) {
-                return Verdict::Deny(tombstone.reason);
-            }
-            // A fresh sign-in: the new session replaces the tombstone (step 6).
-            self.ended.remove(key);
+        // A fresh sign-in goes on: the new session replaces the tombstone (step 6).
+        if let Some(tombstone) = self.ended.get(key)
+            && !tombstone.yields_to(identity)
+        {
+            return Verdict::Deny(tombstone.reason);
         }
+        // The end of this key's live session when it is too old and this token may replace
+        // it (step 4); it is removed only once step 6 decides.
+        let mut replaces = None;
         if let Some(session) = self.live.get_mut(key) {
             // A session belongs to one user: another user's token naming it (a colliding or
             // forged `sid` from a custom issuer) is refused and does not touch it.
@@ -261,13 +277,14 @@ impl TenantSessions {
                 self.end(key, EndReason::Expired, expires_at, now);
                 return Verdict::Deny(EndReason::Expired);
             }
-            self.live.remove(key);
+            replaces = Some(expires_at);
         }
         // Saturating: `auth_time` is the issuer's number; it must not overflow.
         let started_at = identity
             .auth_time
             .map_or(now, |secs| secs.saturating_mul(1000).min(now));
         if now.saturating_sub(started_at) >= max_age {
+            self.remove_live(key);
             let user = Some(identity.user.clone());
             self.ended.insert(
                 key.clone(),
@@ -280,6 +297,15 @@ impl TenantSessions {
             );
             return Verdict::Deny(EndReason::Expired);
         }
+        if self.at_session_limit(&identity.user, limits.max_sessions_per_user, max_age, now) {
+            // Nothing is stored; a session of this key that had reached its max age ended.
+            if let Some(expires_at) = replaces {
+                self.end(key, EndReason::Expired, expires_at, now);
+            }
+            return Verdict::TooManySessions;
+        }
+        self.remove_live(key);
+        self.ended.remove(key);
         let record = SessionRecord {
             tenant: tenant.to_owned(),
             user: identity.user.clone(),
@@ -292,10 +318,51 @@ impl TenantSessions {
             user_agent: request.user_agent.clone(),
             client_label: request.user_agent.as_deref().and_then(client_label),
         };
-        self.live.insert(key.clone(), record);
+        self.insert_live(record);
         Verdict::Allow {
             created: true,
             started_at,
+        }
+    }
+
+    /// Whether `user` already holds `limit` sessions live at `now` (younger than `max_age`).
+    /// The per-user count of `live` answers at once below the limit; only at it are the
+    /// sessions looked at, since some may have reached the max age and not been swept yet.
+    fn at_session_limit(&self, user: &str, limit: u32, max_age: i64, now: UnixMillis) -> bool {
+        if self.per_user.get(user).copied().unwrap_or(0) < limit {
+            return false;
+        }
+        let live = self
+            .live
+            .values()
+            .filter(|s| s.user == user && now < s.started_at.saturating_add(max_age))
+            .count();
+        live >= limit as usize
+    }
+
+    /// Adds a live session (a new one, or one read back from disk), keeping the per-user
+    /// counts.
+    pub fn insert_live(&mut self, record: SessionRecord) {
+        let user = record.user.clone();
+        if let Some(old) = self.live.insert(record.id.clone(), record) {
+            self.uncount(&old.user);
+        }
+        *self.per_user.entry(user).or_default() += 1;
+    }
+
+    /// Removes a live session, keeping the per-user counts.
+    pub fn remove_live(&mut self, key: &str) -> Option<SessionRecord> {
+        let removed = self.live.remove(key)?;
+        self.uncount(&removed.user);
+        Some(removed)
+    }
+
+    fn uncount(&mut self, user: &str) {
+        if let Some(count) = self.per_user.get_mut(user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_user.remove(user);
+            }
         }
     }
 
@@ -308,7 +375,7 @@ impl TenantSessions {
         ended_at: UnixMillis,
         now: UnixMillis,
     ) -> Option<SessionRecord> {
-        let ended = self.live.remove(key);
+        let ended = self.remove_live(key);
         let user = ended.as_ref().map(|s| s.user.clone());
         let user = user.or_else(|| self.ended.get(key).and_then(|t| t.user.clone()));
         self.ended.insert(

@@ -60,6 +60,11 @@ pub enum Verdict {
     },
     /// Refuse the request.
     Deny(EndReason),
+    /// Refuse the request: it would start a new session, and the user already holds
+    /// [`Limits::max_sessions_per_user`](crate::decision::Limits::max_sessions_per_user) live
+    /// sessions in the tenant. Nothing was stored; the user's existing sessions keep working,
+    /// and ending one (signing out elsewhere, or an administrator) makes room.
+    TooManySessions,
 }
 
 /// A "Browser on OS" label from a user agent, e.g. "Chrome on Windows".

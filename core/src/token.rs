@@ -122,7 +122,21 @@ pub enum TokenError {
     /// accepted. The claim says what gave it away.
     #[error("the token is not an access token (`{0}`)")]
     NotAnAccessToken(&'static str),
+    /// More than [`MAX_CLAIMS`] top-level claims.
+    #[error("the token has more claims than accepted")]
+    TooManyClaims,
+    /// `roles` or `scp` with more than [`MAX_ROLES`] entries, or an entry longer than
+    /// [`MAX_ROLE_CHARS`].
+    #[error("the token's `{0}` claim has too many or too long entries")]
+    OversizedClaim(&'static str),
 }
+
+/// Most top-level claims a token may carry (an Entra access token has about 30).
+pub const MAX_CLAIMS: usize = 256;
+/// Most entries of `roles`, and of `scp` split on spaces.
+pub const MAX_ROLES: usize = 256;
+/// Longest entry of `roles` or `scp`, in characters.
+pub const MAX_ROLE_CHARS: usize = 256;
 
 impl TokenError {
     /// A short, bounded label for metrics and logs.
@@ -143,6 +157,8 @@ impl TokenError {
             Self::InvalidClaim(_) | Self::InvalidTenant(_) => "invalid_claim",
             Self::CriticalHeader => "critical_header",
             Self::NotAnAccessToken(_) => "not_access_token",
+            Self::TooManyClaims => "too_many_claims",
+            Self::OversizedClaim(_) => "oversized_claim",
         }
     }
 }
@@ -167,6 +183,48 @@ struct Claims {
     roles: Vec<String>,
     #[serde(flatten)]
     other: HashMap<String, serde_json::Value>,
+}
+
+/// Refuses claims beyond the bounds: more than [`MAX_CLAIMS`] top-level claims (a named claim
+/// given as `null` is not counted), or `roles` / `scp` (split on spaces) with more than
+/// [`MAX_ROLES`] entries or one longer than [`MAX_ROLE_CHARS`].
+fn check_claim_bounds(claims: &Claims) -> Result<(), TokenError> {
+    let named = [
+        claims.iss.is_some(),
+        !matches!(claims.aud, Audience::None),
+        claims.exp.is_some(),
+        claims.nbf.is_some(),
+        claims.iat.is_some(),
+        claims.auth_time.is_some(),
+        claims.oid.is_some(),
+        claims.sid.is_some(),
+        claims.uti.is_some(),
+        claims.jti.is_some(),
+        claims.preferred_username.is_some(),
+        claims.upn.is_some(),
+        claims.name.is_some(),
+        !claims.roles.is_empty(),
+    ];
+    let count = claims.other.len() + named.iter().filter(|present| **present).count();
+    if count > MAX_CLAIMS {
+        return Err(TokenError::TooManyClaims);
+    }
+    fn bounded<'a>(mut entries: impl Iterator<Item = &'a str>) -> bool {
+        entries
+            .by_ref()
+            .take(MAX_ROLES)
+            .all(|e| e.chars().count() <= MAX_ROLE_CHARS)
+            && entries.next().is_none()
+    }
+    if !bounded(claims.roles.iter().map(String::as_str)) {
+        return Err(TokenError::OversizedClaim("roles"));
+    }
+    if let Some(scp) = claims.other.get("scp").and_then(|v| v.as_str())
+        && !bounded(scp.split(' ').filter(|s| !s.is_empty()))
+    {
+        return Err(TokenError::OversizedClaim("scp"));
+    }
+    Ok(())
 }
 
 /// Refuses tokens that are not access tokens. An Entra ID token of the API's own app
@@ -332,6 +390,7 @@ impl TokenValidator {
 
     fn identity(&self, claims: Claims, token: &str) -> Result<Identity, TokenError> {
         let rules = &self.rules;
+        check_claim_bounds(&claims)?;
         let expires_at = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
         self.check_times(expires_at, claims.nbf)?;
         if !claims.aud.contains_any(&rules.audiences) {

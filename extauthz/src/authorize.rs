@@ -83,6 +83,7 @@ impl Authorizer {
             Ok(Verdict::Deny(EndReason::Reauthenticate)) => {
                 deny(Denial::SignInAgain, Some(identity))
             }
+            Ok(Verdict::TooManySessions) => deny(Denial::TooManySessions, Some(identity)),
             Err(error) => {
                 // Fail closed: a store that cannot answer never lets a request through.
                 self.metrics.store_failed(error.label());

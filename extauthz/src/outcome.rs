@@ -15,6 +15,10 @@ pub enum Denial {
     /// Every session of the user was ended and the token cannot prove a sign-in since (it has
     /// no `auth_time`): only a new interactive sign-in gets the user back in.
     SignInAgain,
+    /// The request would start a new session and the user already holds the most live
+    /// sessions the store keeps for one user in one tenant: nothing was stored, and the
+    /// user's other sessions keep working.
+    TooManySessions,
     Unavailable,
 }
 
@@ -42,6 +46,7 @@ impl Outcome {
                 Denial::SessionExpired => "session_expired",
                 Denial::SessionRevoked => "session_revoked",
                 Denial::SignInAgain => "sign_in_again",
+                Denial::TooManySessions => "too_many_sessions",
                 Denial::Unavailable => "unavailable",
             },
         }

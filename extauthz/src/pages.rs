@@ -84,6 +84,14 @@ fn wording(denial: Denial) -> Wording {
             detail: "An administrator ended all of your sessions. Sign out, then sign in again with your password or security key (a refreshed token is not enough). If that does not help, contact your security team.",
             icon: ICON_BAN,
         },
+        Denial::TooManySessions => Wording {
+            slug: "too-many-sessions",
+            title: "Too many sessions",
+            what: "You already have as many active sessions as one person may hold, so a new one was not started. Your other sessions still work.",
+            next: "Sign out of privileged access in another browser or device, then try again. If you cannot, ask an administrator to end your old sessions.",
+            detail: "You already have as many active sessions as one person may hold, so a new one was not started. Sign out of privileged access in another browser or device, then try again, or ask an administrator to end your old sessions.",
+            icon: ICON_ALERT,
+        },
         Denial::Unavailable => Wording {
             slug: "unavailable",
             title: "Temporarily unavailable",
@@ -102,6 +110,7 @@ fn status(denial: Denial) -> u16 {
         | Denial::SessionExpired
         | Denial::SessionRevoked
         | Denial::SignInAgain => 401,
+        Denial::TooManySessions => 429,
         Denial::Unavailable => 503,
     }
 }
@@ -266,8 +275,8 @@ a.btn:focus-visible{outline:3px solid var(--fg);outline-offset:3px}\
 
 fn render_html(denial: Denial, url: &str) -> String {
     let c = wording(denial);
-    // 503: "Try again" reloads the page that was refused (an empty href is
-    // the current document); 401s send the person to sign in.
+    // 429 and 503: "Try again" reloads the page that was refused (an empty
+    // href is the current document); 401s send the person to sign in.
     let (href, action) = if status(denial) == 401 {
         (escape_html(url), "Sign in again")
     } else {
@@ -313,12 +322,13 @@ fn escape_html(s: &str) -> String {
 mod tests {
     use super::*;
 
-    const ALL: [Denial; 6] = [
+    const ALL: [Denial; 7] = [
         Denial::MissingToken,
         Denial::InvalidToken,
         Denial::SessionExpired,
         Denial::SessionRevoked,
         Denial::SignInAgain,
+        Denial::TooManySessions,
         Denial::Unavailable,
     ];
     const URL: &str = "https://auth.example.com/sign-in?return=%2Fconsole&app=ops";
@@ -339,7 +349,11 @@ mod tests {
     #[test]
     fn statuses() {
         for d in ALL {
-            let expected = if d == Denial::Unavailable { 503 } else { 401 };
+            let expected = match d {
+                Denial::Unavailable => 503,
+                Denial::TooManySessions => 429,
+                _ => 401,
+            };
             assert_eq!(render(d, true, URL).status, expected, "{d:?} html");
             assert_eq!(render(d, false, URL).status, expected, "{d:?} json");
         }
@@ -372,6 +386,16 @@ mod tests {
         assert_eq!(
             problem(Denial::SignInAgain, URL)["type"],
             "https://grantflow.io/problems/sign-in-again"
+        );
+        assert_eq!(
+            problem(Denial::TooManySessions, URL)["type"],
+            "https://grantflow.io/problems/too-many-sessions"
+        );
+        assert!(
+            problem(Denial::TooManySessions, URL)["detail"]
+                .as_str()
+                .unwrap()
+                .contains("ask an administrator to end your old sessions")
         );
         assert!(
             problem(Denial::SignInAgain, URL)["detail"]
@@ -427,6 +451,8 @@ mod tests {
         assert_eq!(h1(&text(Denial::InvalidToken)), "Sign-in required");
         assert_eq!(h1(&text(Denial::Unavailable)), "Temporarily unavailable");
         assert_eq!(h1(&text(Denial::SignInAgain)), "Sign in again");
+        assert_eq!(h1(&text(Denial::TooManySessions)), "Too many sessions");
+        assert!(text(Denial::TooManySessions).contains("Sign out of privileged access in another"));
         assert!(text(Denial::SignInAgain).contains("password or security key"));
         assert!(text(Denial::SignInAgain).contains("A refreshed token is not enough"));
         assert!(text(Denial::SessionExpired).contains("set by your administrator"));

@@ -18,6 +18,7 @@ pub const SESSION_HEADER: &str = "x-grantflow-session";
 
 /// gRPC status codes Envoy reads from `CheckResponse.status`.
 const GRPC_OK: i32 = 0;
+const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
 const GRPC_UNAVAILABLE: i32 = 14;
 const GRPC_UNAUTHENTICATED: i32 = 16;
 
@@ -74,6 +75,9 @@ pub fn check_response(
             match denial {
                 Denial::MissingToken => headers.push(header("www-authenticate", "Bearer", true)),
                 Denial::Unavailable => headers.push(header("retry-after", "5", true)),
+                // Not a credential problem, and no wait helps: a slot frees when a session
+                // ends, so neither WWW-Authenticate nor Retry-After.
+                Denial::TooManySessions => {}
                 _ => headers.push(header(
                     "www-authenticate",
                     r#"Bearer error="invalid_token""#,
@@ -86,10 +90,10 @@ pub fn check_response(
                 metadata.push(("user", identity.user.as_str()));
                 metadata.push(("session", identity.session.id.as_str()));
             }
-            let code = if page.status == 503 {
-                GRPC_UNAVAILABLE
-            } else {
-                GRPC_UNAUTHENTICATED
+            let code = match page.status {
+                503 => GRPC_UNAVAILABLE,
+                429 => GRPC_RESOURCE_EXHAUSTED,
+                _ => GRPC_UNAUTHENTICATED,
             };
             CheckResponse {
                 status: Some(rpc::Status {
@@ -260,5 +264,32 @@ mod tests {
                 .iter()
                 .all(|h| { !crate::request::is_identity_header(&h.header.as_ref().unwrap().key) })
         );
+    }
+
+    #[test]
+    fn too_many_sessions_is_a_429_without_a_credential_challenge() {
+        let outcome = Outcome::Deny {
+            denial: Denial::TooManySessions,
+            identity: Some(identity()),
+        };
+        let response = check_response(&outcome, &request(&[]), "https://sign-in.test/");
+        assert_eq!(
+            response.status.as_ref().unwrap().code,
+            GRPC_RESOURCE_EXHAUSTED
+        );
+        let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
+            panic!("a deny is a DeniedResponse: {response:?}");
+        };
+        assert_eq!(denied.status.unwrap().code, 429);
+        let names: Vec<&str> = denied
+            .headers
+            .iter()
+            .map(|h| h.header.as_ref().unwrap().key.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["content-type", "cache-control", "x-content-type-options"]
+        );
+        assert!(denied.body.contains("too-many-sessions"));
     }
 }

@@ -257,6 +257,7 @@ impl StoreArgs {
                 .watermark_retention
                 .unwrap_or(DEFAULT_WATERMARK_RETENTION),
             audit_retention,
+            max_sessions_per_user: grantflow_core::decision::DEFAULT_MAX_SESSIONS_PER_USER,
         })
     }
 

@@ -362,9 +362,10 @@ fn read_state(db: &Database, now: UnixMillis, audit_cap: usize) -> Result<State,
             .sessions
             .policy = Some(policy);
     })?;
-    rows::<SessionRecord>(&txn, SESSIONS, |tenant, key, record| {
+    // A session is stored under its own key (`record.id`).
+    rows::<SessionRecord>(&txn, SESSIONS, |tenant, _key, record| {
         let t = tenants.entry(tenant.to_owned()).or_default();
-        t.sessions.live.insert(key.to_owned(), record);
+        t.sessions.insert_live(record);
     })?;
     rows::<Tombstone>(&txn, TOMBSTONES, |tenant, key, tombstone| {
         let t = tenants.entry(tenant.to_owned()).or_default();

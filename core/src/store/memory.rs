@@ -250,16 +250,21 @@ impl SessionStore for MemoryStore {
                         });
                     }
                 }
-                Verdict::Deny(reason) => {
+                Verdict::Deny(_) | Verdict::TooManySessions => {
                     // Only a change is written: a refused client that keeps trying costs no
                     // disk write. A tombstone can change in place: a sign-in after the end
-                    // replaces it, and is refused as too old (a later end).
+                    // replaces it, and is refused as too old (a later end). Too many sessions
+                    // stores nothing, but a session of this key past its max age has ended.
                     let changed =
                         was_live.is_some() || tenant.sessions.ended.get(key) != tombstone.as_ref();
                     if changed {
                         self.record_key(tenant_id, tenant, key);
                     }
                     if let Some(session) = was_live {
+                        let reason = match verdict {
+                            Verdict::Deny(reason) => reason,
+                            _ => EndReason::Expired,
+                        };
                         self.ended(tenant_id, session, reason);
                     }
                 }

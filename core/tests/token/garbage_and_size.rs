@@ -1,6 +1,7 @@
-//! Garbage and size: malformed input, non-object claims, the size cap, bounded error labels.
+//! Garbage and size: malformed input, non-object claims, the size cap, the bounds on claims and
+//! roles, bounded error labels.
 
-use grantflow_core::token::TokenError;
+use grantflow_core::token::{MAX_CLAIMS, MAX_ROLE_CHARS, MAX_ROLES, TokenError};
 use serde_json::json;
 
 use crate::harness::{b64url, claims, harness, rules, sign, with};
@@ -102,8 +103,68 @@ async fn error_labels_are_bounded() {
         (TokenError::CriticalHeader, "critical_header"),
         (TokenError::NotAnAccessToken("nonce"), "not_access_token"),
         (TokenError::NotAnAccessToken("scp"), "not_access_token"),
+        (TokenError::TooManyClaims, "too_many_claims"),
+        (TokenError::OversizedClaim("roles"), "oversized_claim"),
+        (TokenError::OversizedClaim("scp"), "oversized_claim"),
     ];
     for (error, label) in errors {
         assert_eq!(error.label(), label);
     }
+}
+
+#[tokio::test]
+async fn more_than_256_claims_are_refused() {
+    let h = harness(rules()).await;
+    assert_eq!(MAX_CLAIMS, 256);
+    let padded = |total: usize| {
+        let mut c = claims();
+        let have = c.as_object().unwrap().len();
+        for i in have..total {
+            c[format!("x{i}")] = json!(1);
+        }
+        assert_eq!(c.as_object().unwrap().len(), total);
+        sign(&c)
+    };
+    h.ok(&padded(MAX_CLAIMS)).await;
+    let refused = h.err(&padded(MAX_CLAIMS + 1)).await;
+    assert_eq!(refused, TokenError::TooManyClaims);
+    assert_eq!(refused.label(), "too_many_claims");
+}
+
+#[tokio::test]
+async fn roles_and_scopes_are_bounded_in_number_and_length() {
+    let h = harness(rules()).await;
+    assert_eq!((MAX_ROLES, MAX_ROLE_CHARS), (256, 256));
+    let roles = |n: usize, chars: usize| {
+        let list: Vec<String> = (0..n)
+            .map(|i| format!("{i:03}{}", "r".repeat(chars - 3)))
+            .collect();
+        sign(&with(claims(), "roles", json!(list)))
+    };
+    h.ok(&roles(MAX_ROLES, 10)).await;
+    h.ok(&roles(2, MAX_ROLE_CHARS)).await;
+    let many = h.err(&roles(MAX_ROLES + 1, 10)).await;
+    assert_eq!(many, TokenError::OversizedClaim("roles"));
+    assert_eq!(many.label(), "oversized_claim");
+    assert_eq!(
+        h.err(&roles(2, MAX_ROLE_CHARS + 1)).await,
+        TokenError::OversizedClaim("roles")
+    );
+    // `scp` is a space-separated list: the same bounds apply to its entries.
+    let scopes = |n: usize, chars: usize| {
+        let list: Vec<String> = (0..n)
+            .map(|i| format!("{i:03}{}", "s".repeat(chars - 3)))
+            .collect();
+        sign(&with(claims(), "scp", json!(list.join(" "))))
+    };
+    h.ok(&scopes(MAX_ROLES, 10)).await;
+    h.ok(&scopes(1, MAX_ROLE_CHARS)).await;
+    assert_eq!(
+        h.err(&scopes(MAX_ROLES + 1, 10)).await,
+        TokenError::OversizedClaim("scp")
+    );
+    assert_eq!(
+        h.err(&scopes(1, MAX_ROLE_CHARS + 1)).await,
+        TokenError::OversizedClaim("scp")
+    );
 }

@@ -133,6 +133,7 @@ pub(super) async fn confirm(
                  again with your password or security key; a refreshed token is not enough.",
             ));
         }
+        Verdict::TooManySessions => return Err(Problem::too_many_sessions()),
     }
     let source = match header_value(parts, header::HeaderName::from_static(CLIENT_HEADER)) {
         Some(client) if client.eq_ignore_ascii_case("dashboard") => Source::Dashboard,

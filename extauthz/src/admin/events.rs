@@ -13,17 +13,25 @@
 //! Comments (`: keep-alive`) every 15 s keep proxies from closing an idle stream. Browsers
 //! cannot send an `Authorization` header with `EventSource`, so the dashboard reads this
 //! stream with `fetch()`.
+//!
+//! One administrator holds at most [`MAX_STREAMS_PER_ADMIN`] streams at once per (tenant,
+//! user id), per process ([`StreamSlots`]): the next is answered 429 `too-many-streams` with
+//! `Retry-After`. A stream's slot is freed when the stream is dropped — it ended, or the client
+//! went away.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use grantflow_core::clock::Clock;
 use grantflow_core::store::{ChangeEvent, ChangeStream};
+use parking_lot::Mutex;
 use serde_json::json;
 use tokio::time::Sleep;
 
@@ -36,6 +44,52 @@ use super::{AdminState, within};
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Longest a stream stays open without re-authentication, whatever the token says.
 const MAX_STREAM: Duration = Duration::from_secs(24 * 60 * 60);
+/// Streams one administrator (tenant, user id) may hold open at once in this process: a
+/// dashboard holds one per open tab.
+pub const MAX_STREAMS_PER_ADMIN: usize = 8;
+/// The `Retry-After` of a refused stream, in seconds: a slot frees when a tab closes.
+pub const STREAM_RETRY_AFTER_SECS: u64 = 10;
+
+/// The open streams of each administrator, by (tenant, user id).
+#[derive(Default)]
+pub struct StreamSlots {
+    open: Mutex<HashMap<(String, String), usize>>,
+}
+
+/// One open stream's place; dropping it frees the place.
+pub struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    admin: (String, String),
+}
+
+impl StreamSlots {
+    /// A place for one more stream of `user` in `tenant`, unless they hold the most already.
+    pub fn take(self: &Arc<Self>, tenant: &str, user: &str) -> Option<StreamSlot> {
+        let admin = (tenant.to_owned(), user.to_owned());
+        let mut open = self.open.lock();
+        let count = open.entry(admin.clone()).or_default();
+        if *count >= MAX_STREAMS_PER_ADMIN {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot {
+            slots: self.clone(),
+            admin,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock();
+        if let Some(count) = open.get_mut(&self.admin) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.admin);
+            }
+        }
+    }
+}
 
 struct Feed {
     changes: ChangeStream,
@@ -46,12 +100,18 @@ struct Feed {
     ready_sent: bool,
     ending: Option<&'static str>,
     done: bool,
+    /// Held while the stream lives: dropped with it.
+    _slot: StreamSlot,
 }
 
 pub(super) async fn stream(
     caller: Caller,
     State(state): State<AdminState>,
+    Extension(slots): Extension<Arc<StreamSlots>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    let slot = slots
+        .take(caller.tenant(), &caller.identity.user)
+        .ok_or_else(|| Problem::too_many_streams(STREAM_RETRY_AFTER_SECS))?;
     let changes = within(state.store.subscribe(caller.tenant())).await?;
     let remaining = caller
         .identity
@@ -68,6 +128,7 @@ pub(super) async fn stream(
         ready_sent: false,
         ending: None,
         done: false,
+        _slot: slot,
     };
     let events = futures::stream::unfold(feed, |mut feed| async move {
         let event = feed.next_event().await?;

@@ -27,6 +27,7 @@ mod views;
 
 pub use api::{API_ROUTES, OPENAPI_JSON};
 pub use caller::{CLIENT_HEADER, Caller};
+pub use events::{MAX_STREAMS_PER_ADMIN, STREAM_RETRY_AFTER_SECS};
 pub use problem::Problem;
 pub use rate_limit::{
     HOUSEKEEPING_INTERVAL, REPLAY_MEMORY, WRITE_BURST, WRITE_OPERATIONS, WRITE_REFILL,
@@ -94,6 +95,8 @@ pub fn router(state: AdminState) -> Router {
     let csp = dashboard::content_security_policy(&state.admin);
     // The API's writes are held to a per-administrator budget (see `rate_limit`).
     let writes = Arc::new(WriteLimiter::new(state.clock.clone()));
+    // Live event streams are held to a number per administrator (see `events`).
+    let streams = Arc::new(events::StreamSlots::default());
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -107,6 +110,7 @@ pub fn router(state: AdminState) -> Router {
     router
         .with_state(state)
         .layer(Extension(writes))
+        .layer(Extension(streams))
         .layer(middleware::from_fn(move |request, next| {
             security_headers(csp.clone(), request, next)
         }))

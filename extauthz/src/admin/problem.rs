@@ -78,6 +78,37 @@ impl Problem {
         problem
     }
 
+    /// The administrator's token would start a new session and they already hold the most
+    /// sessions the store keeps for one user in one tenant: nothing was stored. No
+    /// `Retry-After`: a slot frees only when one of their sessions ends.
+    pub fn too_many_sessions() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-sessions",
+            "Too many sessions",
+            "You already have as many active sessions as one person may hold, so a new one \
+             was not started. Sign out of privileged access in another browser or device and \
+             try again, or ask another administrator to end your old sessions."
+                .into(),
+        )
+    }
+
+    /// The administrator already holds the most live event streams one administrator may
+    /// hold open in this process; one frees when a stream ends (a tab closes).
+    pub fn too_many_streams(retry_after_secs: u64) -> Self {
+        let mut problem = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-streams",
+            "Too many live streams",
+            "You already have as many live update streams open as one administrator may. \
+             Close a dashboard tab you no longer use, or wait the number of seconds in the \
+             Retry-After header and try again."
+                .into(),
+        );
+        problem.retry_after = Some(retry_after_secs.max(1));
+        problem
+    }
+
     /// Any other refusal that did not come from a handler (a body too large, say): fixed
     /// wording by status, never the framework's text.
     pub(super) fn of_status(status: StatusCode) -> Self {

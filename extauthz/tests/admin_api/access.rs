@@ -1,5 +1,6 @@
 //! Who gets in: health, readiness and metrics without a token; callers without a valid admin
-//! token refused; `/api/v1/me`; the store's resets in readiness and metrics.
+//! token refused; `/api/v1/me`; the store's resets in readiness and metrics; the per-user
+//! session bound on an administrator's own session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Response, StatusCode};
 use grantflow_core::clock::rfc3339;
+use grantflow_core::decision::Limits;
+use grantflow_core::session::Verdict;
 use grantflow_core::store::{SessionStore, StoreReset};
 use grantflow_core::testing::FaultyStore;
 use grantflow_extauthz::config::DEFAULT_ADMIN_ROLE;
@@ -182,4 +185,27 @@ async fn readiness_lists_the_stores_resets_and_metrics_count_the_losses() {
         metrics.contains("\ngrantflow_store_resets 0\n"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn an_administrator_at_the_per_user_session_bound_gets_429_for_a_new_session_only() {
+    let h = harness();
+    for i in 0..Limits::default().max_sessions_per_user {
+        let verdict = h.session(CONTOSO, "admin-ann", &format!("sid-{i}")).await;
+        assert!(matches!(verdict, Verdict::Allow { created: true, .. }));
+    }
+    let (status, problem) = h
+        .get("/api/v1/sessions", Some(&h.admin(CONTOSO, "admin-ann")))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        problem["type"],
+        "https://grantflow.io/problems/too-many-sessions"
+    );
+    assert!(detail(&problem).contains("Sign out of privileged access"));
+    // A session the administrator holds keeps working; others are not held back.
+    let own = h.sign(&h.claims(CONTOSO, "admin-ann", "sid-0", true));
+    assert_eq!(h.get("/api/v1/me", Some(&own)).await.0, StatusCode::OK);
+    let bob = h.admin(CONTOSO, "admin-bob");
+    assert_eq!(h.get("/api/v1/me", Some(&bob)).await.0, StatusCode::OK);
 }

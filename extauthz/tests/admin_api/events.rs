@@ -9,7 +9,9 @@ use futures::StreamExt;
 use grantflow_core::clock::Clock;
 use serde_json::{Value, json};
 
-use crate::support::{CONTOSO, FABRIKAM, harness};
+use grantflow_extauthz::admin::{MAX_STREAMS_PER_ADMIN, STREAM_RETRY_AFTER_SECS};
+
+use crate::support::{CONTOSO, FABRIKAM, harness, read_json};
 
 /// Reads SSE events (`event`, parsed `data`) until `count` arrived, the stream ended or 5 s
 /// passed.
@@ -132,4 +134,56 @@ async fn the_event_stream_ends_when_the_callers_token_expires() {
             ("end".to_owned(), json!({"reason": "token-expired"}))
         ]
     );
+}
+
+#[tokio::test]
+async fn an_administrator_holds_at_most_eight_streams_and_a_closed_one_frees_its_place() {
+    let h = harness();
+    let ann = h.admin(CONTOSO, "admin-ann");
+    let open_stream = |token: String| {
+        let h = &h;
+        async move {
+            h.call("GET", "/api/v1/events", Some(&token), None, &[])
+                .await
+        }
+    };
+    let mut streams = Vec::new();
+    for _ in 0..MAX_STREAMS_PER_ADMIN {
+        let response = open_stream(ann.clone()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push(response);
+    }
+    assert_eq!(MAX_STREAMS_PER_ADMIN, 8);
+    let refused = open_stream(ann.clone()).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused.headers()["retry-after"],
+        STREAM_RETRY_AFTER_SECS.to_string().as_str()
+    );
+    let (_, problem) = read_json(refused).await;
+    assert_eq!(
+        problem["type"],
+        "https://grantflow.io/problems/too-many-streams"
+    );
+    // The bound is per administrator and tenant: others are not held back.
+    let bob = h.admin(CONTOSO, "admin-bob");
+    assert_eq!(open_stream(bob).await.status(), StatusCode::OK);
+    let ann_elsewhere = h.admin(FABRIKAM, "admin-ann");
+    assert_eq!(open_stream(ann_elsewhere).await.status(), StatusCode::OK);
+    // A client that goes away frees its place; so does a stream that ended.
+    drop(streams.pop());
+    let again = open_stream(ann.clone()).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(
+        open_stream(ann.clone()).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    drop(again);
+    let mut claims = h.claims(CONTOSO, "admin-ann", "sid-admin-ann", true);
+    claims["exp"] = json!(h.clock.now_secs() + 1);
+    let short = open_stream(h.sign(&claims)).await;
+    assert_eq!(short.status(), StatusCode::OK);
+    let events = read_events(short, 2).await;
+    assert_eq!(events[1].0, "end", "{events:?}");
+    assert_eq!(open_stream(ann).await.status(), StatusCode::OK);
 }

@@ -3,9 +3,10 @@
 
 use std::net::IpAddr;
 
+use grantflow_core::decision::Limits;
 use grantflow_core::identity::SessionAnchor;
 use grantflow_core::policy::{DEFAULT_MAX_SESSION_AGE, Policy};
-use grantflow_core::session::SessionRecord;
+use grantflow_core::session::{SessionRecord, Verdict};
 
 use crate::harness::*;
 
@@ -25,6 +26,9 @@ cases! {
     token_authenticated_longer_ago_than_max_age_is_expired_and_its_sid_cannot_start_later;
     a_tombstone_replaced_by_a_refused_sign_in_keeps_the_later_end;
     a_sign_in_after_the_end_starts_the_same_sid_again [; exclusive];
+    a_new_session_beyond_the_per_user_limit_is_refused_and_nothing_is_stored;
+    sessions_past_their_max_age_do_not_count_toward_the_per_user_limit;
+    a_fresh_sign_in_refused_for_too_many_sessions_keeps_the_tombstone;
 }
 
 async fn new_session_without_auth_time_starts_now_and_is_recorded(ctx: Ctx) {
@@ -360,4 +364,81 @@ pub(crate) async fn a_sign_in_after_the_end_starts_the_same_sid_again(ctx: Ctx) 
     let fifth = authenticated(ctx.token("u1", "s1"), after_max_age);
     assert_eq!(ctx.check(&fifth).await, created(after_max_age * 1000));
     assert_eq!(ctx.sessions(t).await.len(), 1);
+}
+
+/// A store holding at most two live sessions per user and tenant.
+fn two_per_user(ctx: Ctx) -> Ctx {
+    ctx.with_limits(Limits {
+        max_sessions_per_user: 2,
+        ..Limits::default()
+    })
+}
+
+async fn a_new_session_beyond_the_per_user_limit_is_refused_and_nothing_is_stored(ctx: Ctx) {
+    let ctx = two_per_user(ctx);
+    let t = ctx.tenant.clone();
+    let (one, two) = (ctx.token(ALICE, "s-1"), ctx.token(ALICE, "s-2"));
+    assert_eq!(ctx.check(&one).await, created(T0));
+    assert_eq!(ctx.check(&two).await, created(T0));
+    let three = ctx.token(ALICE, "s-3");
+    assert_eq!(ctx.check(&three).await, Verdict::TooManySessions);
+    assert_eq!(ctx.check(&three).await, Verdict::TooManySessions);
+    assert_eq!(ctx.session_ids(&t).await, vec!["s-1", "s-2"]);
+    // The sessions the user has keep working; the bound is per user and per tenant.
+    ctx.advance(SEC);
+    assert_eq!(ctx.check(&one).await, allowed(T0));
+    assert_eq!(ctx.check(&two).await, allowed(T0));
+    assert!(is_allowed(ctx.check(&ctx.token(BOB, "s-b")).await));
+    let elsewhere = ctx.token_in(&ctx.other_tenant, ALICE, "s-3");
+    assert!(is_allowed(ctx.check(&elsewhere).await));
+    // Ending one makes room for exactly one.
+    ctx.revoke(revocation(&t, session("s-1"), "signed out"))
+        .await;
+    assert!(is_allowed(ctx.check(&three).await));
+    let four = ctx.token(ALICE, "s-4");
+    assert_eq!(ctx.check(&four).await, Verdict::TooManySessions);
+    let mut ids = ctx.session_ids(&t).await;
+    ids.sort();
+    assert_eq!(ids, vec!["s-2", "s-3", "s-b"]);
+}
+
+async fn sessions_past_their_max_age_do_not_count_toward_the_per_user_limit(ctx: Ctx) {
+    // Sessions that reached the max age end even before housekeeping sweeps them.
+    let ctx = two_per_user(ctx);
+    assert_eq!(ctx.check(&ctx.token(ALICE, "s-1")).await, created(T0));
+    ctx.advance(mins(10));
+    let two = ctx.token(ALICE, "s-2");
+    assert!(is_allowed(ctx.check(&two).await));
+    ctx.advance(mins(5));
+    let three = ctx.token(ALICE, "s-3");
+    assert!(
+        is_allowed(ctx.check(&three).await),
+        "s-1 is past the max age"
+    );
+    let four = ctx.token(ALICE, "s-4");
+    assert_eq!(ctx.check(&four).await, Verdict::TooManySessions);
+    // A sign-in after the max age under the key of a session that reached it replaces it, if
+    // there is room: here there is none, so it is refused and its old session has ended.
+    ctx.advance(SEC);
+    let again = authenticated(ctx.token(ALICE, "s-1"), ctx.now_secs());
+    assert_eq!(ctx.check(&again).await, Verdict::TooManySessions);
+    assert_eq!(ctx.check(&ctx.token(ALICE, "s-1")).await, EXPIRED);
+}
+
+async fn a_fresh_sign_in_refused_for_too_many_sessions_keeps_the_tombstone(ctx: Ctx) {
+    let ctx = two_per_user(ctx);
+    let t = ctx.tenant.clone();
+    let one = ctx.token(ALICE, "s-1");
+    assert_eq!(ctx.check(&one).await, created(T0));
+    ctx.revoke(revocation(&t, session("s-1"), "lost laptop"))
+        .await;
+    ctx.advance(SEC);
+    assert!(is_allowed(ctx.check(&ctx.token(ALICE, "s-2")).await));
+    assert!(is_allowed(ctx.check(&ctx.token(ALICE, "s-3")).await));
+    ctx.advance(SEC);
+    let fresh = authenticated(ctx.token(ALICE, "s-1"), ctx.now_secs());
+    assert_eq!(ctx.check(&fresh).await, Verdict::TooManySessions);
+    // Nothing changed: the ended key still refuses its old token.
+    assert_eq!(ctx.check(&one).await, REVOKED);
+    assert_eq!(ctx.session_ids(&t).await, vec!["s-2", "s-3"]);
 }

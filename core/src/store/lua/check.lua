@@ -6,9 +6,10 @@
 --       6 auth_time ms ('' = none), 7 issued secs (iat, else auth_time; '' = unknown),
 --       8 session key, 9 user, 10 display name, 11 anchor, 12 client ip, 13 user agent,
 --       14 publish command (PUBLISH | SPUBLISH), 15 touch interval ms,
---       16 the tenant's generation as this process knows it ('' = not known yet)
+--       16 the tenant's generation as this process knows it ('' = not known yet),
+--       17 most live sessions per user
 -- Returns {code, started, generation, reset}: code 1 allow, 2 allow (created), 3 expired,
--- 4 revoked, 5 reauthenticate; generation is the tenant's marker when it is not the one the
+-- 4 revoked, 5 reauthenticate, 6 too many sessions (nothing stored); generation is the tenant's marker when it is not the one the
 -- caller knows (else ''); reset is 1 when this call found the tenant's data lost.
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -75,10 +76,11 @@ if ended then
     if ended == 'expired' then return {3, 0, told, reset} end
     return {4, 0, told, reset}
   end
-  redis.call('DEL', p .. 'end:' .. key)
+  -- removed only when the new session is created (step 6)
 end
 
 local skey = p .. 's:' .. key
+local replaces = nil
 local session = redis.call('HMGET', skey, 'started', 'seen', 'user')
 if session[1] then
   -- A session belongs to one user; another user's token naming it is refused.
@@ -103,6 +105,7 @@ if session[1] then
     return {3, started, told, reset}
   end
   -- signed in again since: a new session under the same key (step 6)
+  replaces = expires
 end
 
 -- 6. new session; its start is auth_time when the token has it
@@ -114,6 +117,32 @@ if now - started >= max_age then
   redis.call('PEXPIRE', p .. 'end:' .. key, retention)
   return {3, started, told, reset}
 end
+-- ... unless the user already holds the most live sessions: refuse, store nothing. The set
+-- may name sessions that ended (their hash gone: dropped here) or reached the max age and are
+-- not swept yet (not counted); it is read only when it is at the limit, and it stays near it
+-- (nothing is added while the user is at the limit), so the work is bounded.
+local usk = p .. 'us:' .. user
+local limit = tonumber(ARGV[17])
+if redis.call('SCARD', usk) >= limit then
+  local live = 0
+  for _, other in ipairs(redis.call('SMEMBERS', usk)) do
+    local began = redis.call('HGET', p .. 's:' .. other, 'started')
+    if not began then
+      redis.call('SREM', usk, other)
+    elseif now < tonumber(began) + max_age then
+      live = live + 1
+    end
+  end
+  if live >= limit then
+    if replaces then
+      -- this key's session reached its max age above: it ended
+      redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', string.format('%d', replaces), 'user', user)
+      redis.call('PEXPIRE', p .. 'end:' .. key, retention)
+    end
+    return {6, 0, told, reset}
+  end
+end
+if ended then redis.call('DEL', p .. 'end:' .. key) end
 local started_s = string.format('%d', started)
 redis.call('HSET', skey, 'user', user, 'dn', ARGV[10], 'anchor', ARGV[11], 'started', started_s,
   'seen', ARGV[2], 'ip', ARGV[12], 'ua', ARGV[13])
@@ -121,8 +150,8 @@ local keep = started + max_age + retention - now
 redis.call('PEXPIRE', skey, keep)
 redis.call('ZADD', p .. 'live', started_s, key)
 redis.call('PEXPIRE', p .. 'live', max_age + retention)
-redis.call('SADD', p .. 'us:' .. user, key)
-redis.call('PEXPIRE', p .. 'us:' .. user, max_age + retention)
+redis.call('SADD', usk, key)
+redis.call('PEXPIRE', usk, max_age + retention)
 redis.call(ARGV[14], channel, cjson.encode({t = 'created', key = key, user = user, dn = ARGV[10],
   anchor = ARGV[11], started = started_s, seen = ARGV[2], ip = ARGV[12], ua = ARGV[13]}))
 return {2, started, told, reset}

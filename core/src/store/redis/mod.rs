@@ -186,6 +186,7 @@ impl SessionStore for RedisStore {
                 .arg(self.publish)
                 .arg(TOUCH_INTERVAL_MS)
                 .arg(&known)
+                .arg(self.limits.max_sessions_per_user)
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
@@ -216,6 +217,7 @@ impl SessionStore for RedisStore {
             3 => Ok(Verdict::Deny(EndReason::Expired)),
             4 => Ok(Verdict::Deny(EndReason::Revoked)),
             5 => Ok(Verdict::Deny(EndReason::Reauthenticate)),
+            6 => Ok(Verdict::TooManySessions),
             _ => Err(malformed("check verdict")),
         }
     }
