@@ -77,21 +77,28 @@ async fn every_api_error_is_a_problem_document_with_fixed_wording() {
         "{problem}"
     );
 
-    // A body over the framework's limit.
-    let huge = "x".repeat(3 << 20);
-    let response = h
-        .call(
-            "PUT",
-            "/api/v1/policy",
-            Some(&admin),
-            Some(json!({ "reason": huge })),
-            &[],
-        )
-        .await;
-    let (status, _, problem) = problem_of(response).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(
-        problem["type"],
-        "https://grantflow.io/problems/body-too-large"
-    );
+    // A body over the API's limit (64 KiB), far over it, and just under it (then judged on
+    // its content: a reason that long is a 400, not a 413).
+    for (size, refused) in [(3 << 20, true), (70 * 1024, true), (60 * 1024, false)] {
+        let huge = "x".repeat(size);
+        let response = h
+            .call(
+                "PUT",
+                "/api/v1/policy",
+                Some(&admin),
+                Some(json!({ "reason": huge })),
+                &[],
+            )
+            .await;
+        let (status, _, problem) = problem_of(response).await;
+        if refused {
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{size} bytes");
+            assert_eq!(
+                problem["type"],
+                "https://grantflow.io/problems/body-too-large"
+            );
+        } else {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{size} bytes: {problem}");
+        }
+    }
 }

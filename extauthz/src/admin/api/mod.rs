@@ -63,6 +63,9 @@ const MAX_PAGE: usize = 500;
 pub(super) const AUDIT_WINDOW: usize = 10_000;
 /// Longest reason accepted, in characters.
 const MAX_REASON_CHARS: usize = 500;
+/// Largest request body accepted (the bodies are a reason and a few fields; axum's default
+/// would be 2 MB): 413 `body-too-large` beyond it.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub fn routes() -> Router<AdminState> {
     Router::new()
@@ -77,6 +80,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/policy", get(get_policy).put(put_policy))
         .route("/api/v1/events", get(events::stream))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Every error of the API is a problem document, the framework's own (405, 413, …)
         // included.
         .route_layer(axum::middleware::from_fn(
