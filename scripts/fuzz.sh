@@ -45,7 +45,7 @@ for target in $FUZZ_TARGETS; do
   if cargo fuzz run "${BUILD[@]}" "$target" "$corpus" "fuzz/corpus/$target" -- \
     -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
     -print_final_stats=1 -artifact_prefix="$artifacts/" >"$log" 2>&1; then
-    summary="$(grep -E '^#[0-9]+ +DONE' "$log" | tail -1 || true)"
+    summary="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)"
     runs="$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' || true)"
     echo "fuzz $target: ok, ${FUZZ_SECONDS}s, ${runs:-?} runs; ${summary:-no summary}"
   else

@@ -10,11 +10,11 @@ mod tenant;
 
 pub use embedded::DATABASE_FILE;
 pub use memory::MemoryStore;
-pub use redis::{RedisSettings, RedisStore};
 /// The Redis reply decoders, for the fuzz targets only (feature `fuzzing`).
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use redis::fuzz_api as redis_decoders;
+pub use redis::{RedisSettings, RedisStore};
 
 /// Audit records kept per tenant at most, whatever their age: a bound on the memory (and
 /// Redis memory) an audit trail can take, not a retention — records are kept by time
