@@ -491,7 +491,7 @@ fuzz_target!(|input: Input| {
     let first = w.runtime.block_on(validator.validate(&token));
     let second = w.runtime.block_on(validator.validate(&token));
     if std::env::var_os("GRANTFLOW_FUZZ_DEBUG").is_some() {
-        eprintln!("oracle {verdict:?}, validator {first:?}");
+        eprintln!("oracle {verdict:?} (strict {strict}), validator {first:?}: {token}");
     }
     match (&first, &verdict) {
         (Ok(identity), Err(why)) => {
