@@ -16,7 +16,11 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 FUZZ_TARGETS="${FUZZ_TARGETS:-token check_request admin_api policy_spec redis_codec}"
 # Instrumented builds have their own target dir: they must not evict the shared one.
 FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/grantflow/target-fuzz}"
-FUZZ_WORK="${FUZZ_WORK:-$(mktemp -d -t grantflow-fuzz.XXXXXX)}"
+# A scratch corpus and logs, removed after a clean smoke run (kept when FUZZ_WORK is given).
+if [ -z "${FUZZ_WORK:-}" ]; then
+  FUZZ_WORK="$(mktemp -d -t grantflow-fuzz.XXXXXX)"
+  SCRATCH=1
+fi
 
 if [ "$("$TOOLS/bin/cargo-fuzz" --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
   cargo install --locked --version "$CARGO_FUZZ_VERSION" --root "$TOOLS" cargo-fuzz
@@ -59,4 +63,9 @@ if [ "${#failed[@]}" -gt 0 ]; then
   echo "fuzz: ${#failed[@]} target(s) failed: ${failed[*]}" >&2
   exit 1
 fi
-echo "fuzz: ${FUZZ_TARGETS// /, } ok (corpus and logs in $FUZZ_WORK)"
+if [ "${SCRATCH:-0}" = 1 ]; then
+  rm -rf "$FUZZ_WORK"
+  echo "fuzz: ${FUZZ_TARGETS// /, } ok"
+else
+  echo "fuzz: ${FUZZ_TARGETS// /, } ok (corpus and logs in $FUZZ_WORK)"
+fi
