@@ -19,3 +19,5 @@ export CARGO_TARGET_DIR ENVOY_BIN GRANTFLOW_ISSUER_SCRIPT REDIS_SERVER_BIN GRANT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# Coverage-guided fuzz smoke run: every target for FUZZ_SECONDS (20 s) each, ~2 min when built.
+./scripts/fuzz.sh

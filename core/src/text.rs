@@ -23,7 +23,12 @@ pub fn clean(text: &str, max_chars: usize) -> String {
             _ => Some(c),
         })
         .collect();
-    cleaned.trim().chars().take(max_chars).collect()
+    let kept: String = cleaned.trim().chars().take(max_chars).collect();
+    // Cut at `max_chars`, the text may end in whitespace again (found by fuzzing).
+    match kept.trim_end().len() {
+        len if len == kept.len() => kept,
+        len => kept[..len].to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -53,5 +58,16 @@ mod tests {
         assert_eq!(clean("Zoë 李 Ωμέγα 😀", 256), "Zoë 李 Ωμέγα 😀");
         assert_eq!(clean("abcdef", 3), "abc");
         assert_eq!(clean("\u{200b}abcdef", 3), "abc");
+    }
+
+    /// Found by the `policy_spec` fuzz target: a revocation reason cut at its limit right after
+    /// a run of whitespace kept that whitespace at its end.
+    #[test]
+    fn text_cut_at_the_limit_is_trimmed_again() {
+        assert_eq!(clean("ab   cd", 4), "ab");
+        assert_eq!(clean("a\u{3000}\u{3000}b", 2), "a");
+        assert_eq!(clean("a\tb", 2), "a");
+        let reason = format!("2{}x", " ".repeat(2000));
+        assert_eq!(clean(&reason, 1024), "2");
     }
 }

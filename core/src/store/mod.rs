@@ -10,6 +10,10 @@ mod tenant;
 
 pub use embedded::DATABASE_FILE;
 pub use memory::MemoryStore;
+/// The Redis reply decoders, for the fuzz targets only (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use redis::fuzz_api as redis_decoders;
 pub use redis::{RedisSettings, RedisStore};
 
 /// Audit records kept per tenant at most, whatever their age: a bound on the memory (and

@@ -87,7 +87,7 @@ struct Published {
     source: Option<String>,
 }
 
-fn decode_push(data: &[Value]) -> Option<ChangeEvent> {
+pub(super) fn decode_push(data: &[Value]) -> Option<ChangeEvent> {
     let [channel, payload] = data else {
         return None;
     };

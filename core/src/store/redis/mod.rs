@@ -34,6 +34,43 @@ mod scripts;
 
 pub use connection::RedisSettings;
 
+/// The reply decoders, reachable by the fuzz targets (`fuzz/`) only: compiled with the
+/// `fuzzing` feature, which no shipped build enables. Thin wrappers, no behaviour of their own.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_api {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use crate::identity::SessionAnchor;
+    use crate::policy::Policy;
+    use crate::session::SessionRecord;
+    use crate::store::{ChangeEvent, StoreError};
+
+    pub fn parse_anchor(anchor: &str) -> Option<SessionAnchor> {
+        super::codec::parse_anchor(anchor)
+    }
+
+    pub fn parse_policy(
+        fields: &HashMap<String, String>,
+        default: Duration,
+    ) -> Result<Policy, StoreError> {
+        super::codec::parse_policy(fields, default)
+    }
+
+    pub fn parse_session(
+        tenant: &str,
+        id: &str,
+        fields: HashMap<String, String>,
+    ) -> Option<SessionRecord> {
+        super::codec::parse_session(tenant, id, fields)
+    }
+
+    pub fn decode_push(data: &[redis::Value]) -> Option<ChangeEvent> {
+        super::feed::decode_push(data)
+    }
+}
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
