@@ -369,6 +369,56 @@ fn claims(b: &Built) -> (Value, Result<(), String>) {
     if b.sid.as_deref().is_some_and(|sid| !is_safe_id(sid)) {
         refuse("sid");
     }
+    // Bounds (`core::token::check_claim_bounds`): at most 256 claims — a named claim counts
+    // when present (`null` is absent; `aud` only as a string or a list of strings; `roles`
+    // only when not empty), any other claim always — and at most 256 roles or scopes, each
+    // of at most 256 characters.
+    const NAMED: [&str; 14] = [
+        "iss",
+        "aud",
+        "exp",
+        "nbf",
+        "iat",
+        "auth_time",
+        "oid",
+        "sid",
+        "uti",
+        "jti",
+        "preferred_username",
+        "upn",
+        "name",
+        "roles",
+    ];
+    let counted = c
+        .iter()
+        .filter(|(name, value)| match name.as_str() {
+            "aud" => {
+                value.is_string()
+                    || value
+                        .as_array()
+                        .is_some_and(|items| items.iter().all(Value::is_string))
+            }
+            "roles" => value.as_array().is_some_and(|items| !items.is_empty()),
+            named if NAMED.contains(&named) => !value.is_null(),
+            _ => true,
+        })
+        .count();
+    if counted > 256 {
+        refuse("too many claims");
+    }
+    let bounded = |entries: Vec<&str>| {
+        entries.len() <= 256 && entries.iter().all(|e| e.chars().count() <= 256)
+    };
+    if let Some(roles) = &b.roles
+        && !bounded(roles.iter().map(String::as_str).collect())
+    {
+        refuse("roles bound");
+    }
+    if let Some(scp) = &b.scp
+        && !bounded(scp.split(' ').filter(|s| !s.is_empty()).collect())
+    {
+        refuse("scp bound");
+    }
     (Value::Object(c), verdict)
 }
 
