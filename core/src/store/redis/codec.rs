@@ -47,16 +47,27 @@ pub(super) fn parse_session(
     id: &str,
     fields: HashMap<String, String>,
 ) -> Option<SessionRecord> {
-    let user_agent = fields.get("ua").filter(|ua| !ua.is_empty()).cloned();
+    session_from(tenant, id, |name| fields.get(name).map(String::as_str))
+}
+
+/// A session from its fields by name — `user`, `dn`, `anchor`, `started`, `seen`, `ip`, `ua`,
+/// as `check.lua` writes them both into the session's hash and into its `created` message —
+/// or `None` when one that must be there is missing or malformed.
+pub(super) fn session_from<'a>(
+    tenant: &str,
+    id: &str,
+    field: impl Fn(&str) -> Option<&'a str>,
+) -> Option<SessionRecord> {
+    let user_agent = field("ua").filter(|ua| !ua.is_empty()).map(str::to_owned);
     Some(SessionRecord {
         tenant: tenant.to_owned(),
-        user: fields.get("user")?.clone(),
-        display_name: fields.get("dn").filter(|d| !d.is_empty()).cloned(),
+        user: field("user")?.to_owned(),
+        display_name: field("dn").filter(|d| !d.is_empty()).map(str::to_owned),
         id: id.to_owned(),
-        anchor: parse_anchor(fields.get("anchor")?)?,
-        started_at: fields.get("started")?.parse().ok()?,
-        last_seen: fields.get("seen")?.parse().ok()?,
-        client_ip: fields.get("ip").and_then(|ip| ip.parse().ok()),
+        anchor: parse_anchor(field("anchor")?)?,
+        started_at: field("started")?.parse().ok()?,
+        last_seen: field("seen")?.parse().ok()?,
+        client_ip: field("ip").and_then(|ip| ip.parse().ok()),
         client_label: user_agent.as_deref().and_then(client_label),
         user_agent,
     })

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
 use super::RedisStore;
-use super::codec::{parse_anchor, prefix};
+use super::codec::{prefix, session_from};
 use super::connection::{Connection, unavailable};
 use crate::policy::Policy;
-use crate::session::{EndReason, SessionRecord, client_label};
+use crate::session::EndReason;
 use crate::store::{ChangeEvent, StoreError};
 
 pub(super) struct Subscriber {
@@ -99,24 +99,19 @@ pub(super) fn decode_push(data: &[Value]) -> Option<ChangeEvent> {
         .to_owned();
     let message: Published = serde_json::from_str(&payload).ok()?;
     match message.t.as_str() {
-        "created" => {
-            let user_agent = message.ua.filter(|ua| !ua.is_empty());
-            Some(ChangeEvent::SessionCreated {
-                session: SessionRecord {
-                    tenant: tenant.clone(),
-                    user: message.user?,
-                    display_name: message.dn.filter(|d| !d.is_empty()),
-                    id: message.key?,
-                    anchor: parse_anchor(message.anchor.as_deref()?)?,
-                    started_at: message.started?.parse().ok()?,
-                    last_seen: message.seen?.parse().ok()?,
-                    client_ip: message.ip.and_then(|ip| ip.parse().ok()),
-                    client_label: user_agent.as_deref().and_then(client_label),
-                    user_agent,
-                },
-                tenant,
-            })
-        }
+        "created" => Some(ChangeEvent::SessionCreated {
+            session: session_from(&tenant, message.key.as_deref()?, |name| match name {
+                "user" => message.user.as_deref(),
+                "dn" => message.dn.as_deref(),
+                "anchor" => message.anchor.as_deref(),
+                "started" => message.started.as_deref(),
+                "seen" => message.seen.as_deref(),
+                "ip" => message.ip.as_deref(),
+                "ua" => message.ua.as_deref(),
+                _ => None,
+            })?,
+            tenant,
+        }),
         "ended" => Some(ChangeEvent::SessionEnded {
             session: message.key?,
             user: message.user.filter(|u| !u.is_empty()),
