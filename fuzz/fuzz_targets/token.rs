@@ -39,8 +39,9 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
 /// Leeway of `TokenRules::entra`.
 const LEEWAY: i64 = 60;
 
-/// Claims the validator reads; extra claims with these names are dropped.
-const KNOWN: &[&str] = &[
+/// Claims the validator decodes into fields of its own (`core::token`'s `Claims`); each
+/// counts toward the claim bound only when present.
+const NAMED: &[&str] = &[
     "iss",
     "aud",
     "exp",
@@ -55,13 +56,15 @@ const KNOWN: &[&str] = &[
     "upn",
     "name",
     "roles",
-    "tid",
-    "nonce",
-    "idtyp",
-    "ver",
-    "scp",
-    "azp",
 ];
+
+/// Further claims the validator reads (from its map of other claims).
+const READ: &[&str] = &["tid", "nonce", "idtyp", "ver", "scp", "azp"];
+
+/// Whether the validator reads `name`: extra claims with these names are dropped.
+fn known(name: &str) -> bool {
+    NAMED.contains(&name) || READ.contains(&name)
+}
 
 /// Header fields the JWT library decodes into typed fields.
 const LIBRARY_HEADER: &[&str] = &[
@@ -290,7 +293,7 @@ fn claims(b: &Built) -> (Value, Result<(), String>) {
         }
     }
     for (name, value) in &b.extra {
-        if !KNOWN.contains(&name.as_str()) {
+        if !known(name) {
             c.insert(name.clone(), value.to_value());
         }
     }
@@ -373,22 +376,6 @@ fn claims(b: &Built) -> (Value, Result<(), String>) {
     // when present (`null` is absent; `aud` only as a string or a list of strings; `roles`
     // only when not empty), any other claim always — and at most 256 roles or scopes, each
     // of at most 256 characters.
-    const NAMED: [&str; 14] = [
-        "iss",
-        "aud",
-        "exp",
-        "nbf",
-        "iat",
-        "auth_time",
-        "oid",
-        "sid",
-        "uti",
-        "jti",
-        "preferred_username",
-        "upn",
-        "name",
-        "roles",
-    ];
     let counted = c
         .iter()
         .filter(|(name, value)| match name.as_str() {
