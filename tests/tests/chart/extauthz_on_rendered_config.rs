@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use grantflow_core::clock::{Clock, SystemClock};
 use grantflow_e2e::chart::{self, Rendered, ci_values, secret_value};
 use grantflow_e2e::envoy::Envoy;
 use grantflow_e2e::issuer::Issuer;
+use grantflow_e2e::kubernetes::eventually;
 use grantflow_e2e::redis::{RedisCluster, RedisServer, redis_cli};
 use grantflow_e2e::stack::{AUDIENCE, TENANT};
 use grantflow_e2e::upstream::Upstream;
@@ -205,20 +206,15 @@ async fn serve_the_rendered_config(
         .expect("extauthz starts");
 
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = http.get(format!("http://{admin}/readyz")).send().await;
-        if let Ok(response) = ready
-            && response.status() == 200
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{file}: /readyz never answered 200"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        &format!("{file}: /readyz answers 200"),
+        || async {
+            let ready = http.get(format!("http://{admin}/readyz")).send().await;
+            ready.is_ok_and(|r| r.status() == 200).then_some(())
+        },
+    )
+    .await;
 
     // Real traffic through Envoy: a token of the tenant is let through, no token is not.
     let upstream = Upstream::start().await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use grantflow_e2e::chart::{self, NAMESPACE, base64_decode, secret_value};
 use grantflow_e2e::control_plane::ControlPlane;
-use grantflow_e2e::kubernetes::{kubectl, kubectl_output};
+use grantflow_e2e::kubernetes::{eventually, kubectl, kubectl_output};
 use grantflow_e2e::redis::{RedisServer, redis_cli};
 use grantflow_e2e::stack::TENANT;
 use grantflow_e2e::{free_port, loopback};
@@ -162,20 +162,15 @@ async fn the_operator_runs_with_the_rendered_deployment() {
     let _operator = command.spawn().expect("start grantflow-operator");
 
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = http.get(format!("http://{admin}/readyz")).send().await;
-        if let Ok(response) = ready
-            && response.status() == 200
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the operator's /readyz (store reachable with the chart's password) never answered 200"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the operator's /readyz (store reachable with the chart's password) answers 200",
+        || async {
+            let ready = http.get(format!("http://{admin}/readyz")).send().await;
+            ready.is_ok_and(|r| r.status() == 200).then_some(())
+        },
+    )
+    .await;
 
     // The API server's call: https://<service>.<namespace>.svc:<port><path>, trusting caBundle.
     let hooks = rendered.of_kind("MutatingWebhookConfiguration");
