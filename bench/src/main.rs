@@ -32,12 +32,14 @@
 //! `BENCH_RATE`, `BENCH_OPEN_SECONDS`, `BENCH_TOKENS`, `BENCH_SESSIONS`,
 //! `BENCH_CLIENT_THREADS`, `BENCH_SERVER_RUST_LOG`, `BENCH_SERVER_WORKERS`, `BENCH_ENVOY`
 //! (`0`: skip Envoy), `BENCH_EMBEDDED` (`0`: skip the embedded store), `GRANTFLOW_EXTAUTHZ_BIN`
-//! (use this binary instead of building it), `ENVOY_BIN`, `REDIS_SERVER_BIN`.
+//! (use this binary instead of building it), `ENVOY_BIN`, `REDIS_SERVER_BIN`, `BENCH_JSON`
+//! (also write every figure as JSON to this file, [`json`]).
 
 mod cpu;
 mod envoy;
 mod extauthz;
 mod footprint;
+mod json;
 mod load;
 mod measure;
 mod noop;
@@ -112,7 +114,22 @@ fn main() -> ExitCode {
         .expect("a tokio runtime");
     // The whole run is bounded; a hang ends it with an error instead of waiting forever.
     let limit = Duration::from_secs(600);
-    match runtime.block_on(async { tokio::time::timeout(limit, run(plan, extauthz)).await }) {
+    let json = settings.json;
+    // A JSON file that cannot be written fails now, not after minutes of measuring.
+    if let Some(path) = &json
+        && let Err(error) = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    {
+        eprintln!(
+            "error: cannot write the JSON report {}: {error}",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    match runtime.block_on(async { tokio::time::timeout(limit, run(plan, extauthz, json)).await }) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(error)) => {
             eprintln!("error: {error}");
@@ -127,7 +144,7 @@ fn main() -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn run(plan: Plan, extauthz: PathBuf) -> Result<(), BoxError> {
+async fn run(plan: Plan, extauthz: PathBuf, json: Option<PathBuf>) -> Result<(), BoxError> {
     let machine = Machine::describe();
     eprintln!(
         "GrantFlow Check benchmark on {} ({} cores); extauthz {}",
@@ -201,8 +218,22 @@ async fn run(plan: Plan, extauthz: PathBuf) -> Result<(), BoxError> {
     .flatten()
     .collect();
     print_report(&plan, &machine, &redis_version, &runs, &footprint, &compact);
-    if let Some(alone) = envoy_alone {
-        print_envoy_report(&plan, &alone, &runs);
+    if let Some(alone) = &envoy_alone {
+        print_envoy_report(&plan, alone, &runs);
+    }
+    if let Some(path) = json {
+        let report = json::report(
+            &plan,
+            &machine,
+            &redis_version,
+            &runs,
+            &footprint,
+            &compact,
+            envoy_alone.as_ref(),
+        );
+        json::write(&path, &report)
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        eprintln!("JSON report: {}", path.display());
     }
     Ok(())
 }

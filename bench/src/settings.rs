@@ -138,6 +138,12 @@ pub struct Settings {
     /// The Redis server [default: `redis-server` on `PATH`]. `redis-cli` must be on `PATH`.
     #[arg(long, env = "REDIS_SERVER_BIN", value_name = "FILE")]
     pub redis_server_bin: Option<PathBuf>,
+
+    /// Also write every figure of the tables to this file as JSON, under stable keys
+    /// (`noop.server_cpu_us`, `redis.bytes_per_session`, `envoy.memory.rps`, ...; see
+    /// docs/benchmarks.md).
+    #[arg(long, env = "BENCH_JSON", value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// What to run: the settings within their bounds, and the tools found.
