@@ -36,7 +36,7 @@ pub use rate_limit::{
     HOUSEKEEPING_INTERVAL, REPLAY_MEMORY, WRITE_BURST, WRITE_OPERATIONS, WRITE_REFILL,
     WriteLimiter, WriteOperation, WriteRequest, Writer,
 };
-pub use signals::{BACKCHANNEL_LOGOUT_PATH, SSF_EVENTS_PATH, Signals, SsfReceiver};
+pub use signals::{BACKCHANNEL_LOGOUT_PATH, SIGNAL_ROUTES, SSF_EVENTS_PATH, Signals, SsfReceiver};
 
 use std::sync::Arc;
 use std::time::Duration;

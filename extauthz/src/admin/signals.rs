@@ -23,6 +23,11 @@ pub const BACKCHANNEL_LOGOUT_PATH: &str = "/oidc/backchannel-logout";
 /// Where the Shared Signals transmitter pushes SETs (RFC 8935).
 pub const SSF_EVENTS_PATH: &str = "/ssf/events";
 
+/// The signal endpoints, as (method, OpenAPI path): documented in the OpenAPI document next
+/// to the API's routes, served only when configured.
+pub const SIGNAL_ROUTES: &[(&str, &str)] =
+    &[("post", BACKCHANNEL_LOGOUT_PATH), ("post", SSF_EVENTS_PATH)];
+
 /// What is configured; the default is both endpoints off.
 #[derive(Clone, Default)]
 pub struct Signals {
