@@ -243,7 +243,11 @@ impl LogoutValidator<'_> {
         let claimed = claims
             .other
             .get(&self.rules.tenant_claim)
-            .map(|v| v.as_str().ok_or(TokenError::InvalidClaim("tid")))
+            .map(|v| {
+                v.as_str().ok_or_else(|| {
+                    TokenError::InvalidTenant(self.rules.tenant_claim.as_str().into())
+                })
+            })
             .transpose()?;
         let tenant = tenant_of(self.rules, &iss, claimed)?;
         let jti = check_jti(claims.jti)?;
