@@ -135,19 +135,17 @@ pub async fn start(
         backchannel_audiences: settings.signals.backchannel_audiences.clone(),
         ssf,
     };
-    let admin = admin::router_with_signals(
-        AdminState {
-            store: store.clone(),
-            keys: keys.clone(),
-            validator,
-            metrics,
-            store_timeout: settings.store_timeout,
-            clock,
-            admin: Arc::new(settings.admin.clone()),
-            dev,
-        },
-        signals,
-    );
+    let admin = AdminState {
+        store: store.clone(),
+        keys: keys.clone(),
+        validator,
+        metrics,
+        store_timeout: settings.store_timeout,
+        clock,
+        admin: Arc::new(settings.admin.clone()),
+        dev,
+    };
+    let admin = admin::router_with_signals(signals, admin);
     let admin_signal = stopped(signal.clone());
     let admin = tokio::spawn(async move {
         // The peer address becomes the client IP of the administrator's own session.

@@ -96,11 +96,11 @@ pub struct AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
-    router_with_signals(state, Signals::default())
+    router_with_signals(Signals::default(), state)
 }
 
 /// [`router`] with the configured signal endpoints (back-channel logout, Shared Signals).
-pub fn router_with_signals(state: AdminState, signals: Signals) -> Router {
+pub fn router_with_signals(signals: Signals, state: AdminState) -> Router {
     let csp = dashboard::content_security_policy(&state.admin);
     // The API's writes are held to a per-administrator budget (see `rate_limit`).
     let writes = Arc::new(WriteLimiter::new(state.clock.clone()));

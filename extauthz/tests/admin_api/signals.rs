@@ -93,7 +93,7 @@ fn app(signals_on: bool, failures: u32) -> Signed {
         Signals::default()
     };
     Signed {
-        app: admin::router_with_signals(state, signals),
+        app: admin::router_with_signals(signals, state),
         key,
         clock,
         store,
