@@ -47,6 +47,12 @@ pub enum Source {
     Api,
     Kubernetes,
     System,
+    /// An OpenID Connect back-channel logout token from the tenant's issuer.
+    #[serde(rename = "backchannel-logout")]
+    BackchannelLogout,
+    /// A Shared Signals (CAEP) event from a configured transmitter.
+    #[serde(rename = "ssf")]
+    Ssf,
 }
 
 /// What it was done to.

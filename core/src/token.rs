@@ -264,15 +264,72 @@ fn check_token_type(claims: &Claims) -> Result<(), TokenError> {
 
 #[derive(Deserialize, Default)]
 #[serde(untagged)]
-enum Audience {
+pub(crate) enum Audience {
     One(String),
     Many(Vec<String>),
     #[default]
     None,
 }
 
+/// A JWT whose signature verified with one of the issuer's keys; no claim checked yet.
+pub(crate) struct Signed<T> {
+    pub header: jsonwebtoken::Header,
+    pub claims: T,
+    pub kid: Arc<str>,
+    pub fingerprint: [u8; 32],
+}
+
+/// Checks a JWT's algorithm, `crit`, `kid` and signature against `keys` and decodes its claims
+/// (no claim is checked: the caller checks them against its clock). Shared by access tokens
+/// and the signed events of `crate::signals`.
+pub(crate) async fn verify_signature<T: serde::de::DeserializeOwned>(
+    token: &str,
+    keys: &KeySet,
+) -> Result<Signed<T>, TokenError> {
+    let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if !ACCEPTED_ALGORITHMS.contains(&header.alg) {
+        return Err(TokenError::UnsupportedAlgorithm);
+    }
+    // No JWS extension is implemented, so any `crit` (even an empty list, which RFC 7515
+    // forbids) refuses the token.
+    if header.crit.is_some() {
+        return Err(TokenError::CriticalHeader);
+    }
+    let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+    let Some(key) = keys.get(kid).await else {
+        return Err(if keys.is_loaded() {
+            TokenError::UnknownKey
+        } else {
+            TokenError::KeysUnavailable
+        });
+    };
+    if key.algorithm.is_some_and(|pinned| pinned != header.alg) {
+        return Err(TokenError::UnsupportedAlgorithm);
+    }
+    // jsonwebtoken checks the signature and that the key family fits the algorithm;
+    // every claim is checked by the caller, against the injected clock.
+    let mut validation = Validation::new(header.alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let claims = decode::<T>(token, &key.key, &validation)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::UnsupportedAlgorithm,
+            _ => TokenError::Malformed,
+        })?
+        .claims;
+    Ok(Signed {
+        kid: kid.into(),
+        header,
+        claims,
+        fingerprint: key.fingerprint,
+    })
+}
+
 impl Audience {
-    fn contains_any(&self, accepted: &[String]) -> bool {
+    pub(crate) fn contains_any(&self, accepted: &[String]) -> bool {
         match self {
             Audience::One(a) => accepted.contains(a),
             Audience::Many(list) => list.iter().any(|a| accepted.contains(a)),
@@ -345,46 +402,11 @@ impl TokenValidator {
     }
 
     async fn verify(&self, token: &str) -> Result<Verified, TokenError> {
-        let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if !ACCEPTED_ALGORITHMS.contains(&header.alg) {
-            return Err(TokenError::UnsupportedAlgorithm);
-        }
-        // No JWS extension is implemented, so any `crit` (even an empty list, which RFC 7515
-        // forbids) refuses the token.
-        if header.crit.is_some() {
-            return Err(TokenError::CriticalHeader);
-        }
-        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
-        let Some(key) = self.keys.get(kid).await else {
-            return Err(if self.keys.is_loaded() {
-                TokenError::UnknownKey
-            } else {
-                TokenError::KeysUnavailable
-            });
-        };
-        if key.algorithm.is_some_and(|pinned| pinned != header.alg) {
-            return Err(TokenError::UnsupportedAlgorithm);
-        }
-        // jsonwebtoken checks the signature and that the key family fits the algorithm;
-        // every claim is checked below, against the injected clock.
-        let mut validation = Validation::new(header.alg);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let claims = decode::<Claims>(token, &key.key, &validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
-                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
-                    TokenError::UnsupportedAlgorithm
-                }
-                _ => TokenError::Malformed,
-            })?
-            .claims;
+        let signed = verify_signature::<Claims>(token, &self.keys).await?;
         Ok(Verified {
-            identity: Arc::new(self.identity(claims, token)?),
-            kid: kid.into(),
-            fingerprint: key.fingerprint,
+            identity: Arc::new(self.identity(signed.claims, token)?),
+            kid: signed.kid,
+            fingerprint: signed.fingerprint,
         })
     }
 
@@ -464,31 +486,8 @@ impl TokenValidator {
         Ok(())
     }
 
-    /// `iss` must equal one accepted issuer; where the issuer names the tenant, the tenant
-    /// must be a GUID and the very one the issuer names.
     fn check_issuer(&self, issuer: &str, tenant: &str) -> Result<(), TokenError> {
-        let mut tenant_mismatch = false;
-        for template in &self.rules.issuers {
-            if let Some((prefix, suffix)) = template.split_once(TENANT_PLACEHOLDER) {
-                let Some(named) = issuer
-                    .strip_prefix(prefix)
-                    .and_then(|rest| rest.strip_suffix(suffix))
-                else {
-                    continue;
-                };
-                if named == tenant && is_guid(tenant) {
-                    return Ok(());
-                }
-                tenant_mismatch = true;
-            } else if template == issuer {
-                return Ok(());
-            }
-        }
-        Err(if tenant_mismatch {
-            TokenError::InvalidTenant(self.rules.tenant_claim.as_str().into())
-        } else {
-            TokenError::WrongIssuer
-        })
+        check_issuer(&self.rules, issuer, tenant)
     }
 
     fn remember(&self, digest: [u8; 32], token: Verified) {
@@ -502,4 +501,35 @@ impl TokenValidator {
         }
         verified.insert(digest, token);
     }
+}
+
+/// `iss` must equal one accepted issuer; where the issuer names the tenant, the tenant must be
+/// a GUID and the very one the issuer names.
+pub(crate) fn check_issuer(
+    rules: &TokenRules,
+    issuer: &str,
+    tenant: &str,
+) -> Result<(), TokenError> {
+    let mut tenant_mismatch = false;
+    for template in &rules.issuers {
+        if let Some((prefix, suffix)) = template.split_once(TENANT_PLACEHOLDER) {
+            let Some(named) = issuer
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix(suffix))
+            else {
+                continue;
+            };
+            if named == tenant && is_guid(tenant) {
+                return Ok(());
+            }
+            tenant_mismatch = true;
+        } else if template == issuer {
+            return Ok(());
+        }
+    }
+    Err(if tenant_mismatch {
+        TokenError::InvalidTenant(rules.tenant_claim.as_str().into())
+    } else {
+        TokenError::WrongIssuer
+    })
 }

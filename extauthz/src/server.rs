@@ -114,7 +114,28 @@ pub async fn start(
         }
     });
 
-    let admin = admin::router(AdminState {
+    // The Shared Signals transmitter's keys, refreshed like the issuer's.
+    let ssf = settings.signals.ssf.as_ref().map(|ssf| admin::SsfReceiver {
+        transmitter: grantflow_core::signals::Transmitter {
+            issuer: ssf.issuer.clone(),
+            audiences: ssf.audiences.clone(),
+        },
+        keys: Arc::new(KeySet::new(
+            HttpJwks::new(JwksLocation::Jwks(ssf.jwks_url.clone()), JWKS_FETCH_TIMEOUT)
+                .allow_plain_http(settings.dev),
+            min_refetch,
+        )),
+    });
+    let ssf_refresh = ssf.as_ref().map(|ssf| {
+        ssf.keys
+            .clone()
+            .spawn_refresh(settings.jwks_refresh_interval)
+    });
+    let signals = admin::Signals {
+        backchannel_audiences: settings.signals.backchannel_audiences.clone(),
+        ssf,
+    };
+    let admin = AdminState {
         store: store.clone(),
         keys: keys.clone(),
         validator,
@@ -123,7 +144,8 @@ pub async fn start(
         clock,
         admin: Arc::new(settings.admin.clone()),
         dev,
-    });
+    };
+    let admin = admin::router_with_signals(signals, admin);
     let admin_signal = stopped(signal.clone());
     let admin = tokio::spawn(async move {
         // The peer address becomes the client IP of the administrator's own session.
@@ -156,7 +178,10 @@ pub async fn start(
         keys,
         shutdown,
         servers: vec![grpc, admin],
-        background: vec![refresh, maintenance],
+        background: [refresh, maintenance]
+            .into_iter()
+            .chain(ssf_refresh)
+            .collect(),
     })
 }
 

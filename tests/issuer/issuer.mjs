@@ -4,10 +4,12 @@
 //
 // Starts an oauth2-mock-server OIDC issuer and a small control API, both on
 // 127.0.0.1 with OS-assigned ports, then prints exactly one JSON line:
-//   {"issuer":"http://127.0.0.1:P","jwks_uri":"http://127.0.0.1:P/jwks","control":"http://127.0.0.1:Q"}
+//   {"issuer":"http://127.0.0.1:P","jwks_uri":"http://127.0.0.1:P/jwks","control":"http://127.0.0.1:Q",
+//    "ssf_issuer":"https://ssf.grantflow-e2e.test","ssf_jwks_uri":"http://127.0.0.1:Q/ssf/jwks"}
 //
 // Control API (JSON in, JSON out):
-//   POST /token  {"claims": {...}, "expires_in"?: 3600, "kid"?: "..."|null}
+//   POST /token  {"claims": {...}, "expires_in"?: 3600, "kid"?: "..."|null,
+//                 "typ"?: "...", "signer"?: "issuer"|"ssf"}
 //                -> 200 {"token": "<RS256 JWT>", "kid": "<signing kid>"}
 //                Every claim in `claims` overrides the default payload
 //                (iss, iat, exp, nbf included); a claim given as null is
@@ -15,6 +17,12 @@
 //                negative). `kid`, when present, overrides the JWT header kid
 //                (a string) or drops it (null); the token is still signed by
 //                the current key, so a foreign kid makes it unverifiable.
+//                `typ` sets the JWT header `typ` (default "JWT"), e.g.
+//                "logout+jwt" or "secevent+jwt". `signer: "ssf"` signs with the
+//                Shared Signals transmitter's own key instead (its default `iss`
+//                is the transmitter's, see `ssf_issuer` below); `/rotate` does
+//                not change that key.
+//   GET  /ssf/jwks -> 200 the Shared Signals transmitter's JWKS (public keys).
 //   POST /rotate -> 200 {"kid": "<new kid>"}: a fresh RS256 key signs all later
 //                tokens and the JWKS holds only that key (old key removed).
 //   GET  /health -> 200 {"ok": true}
@@ -37,13 +45,20 @@
 // leaves it running: spawn it with a piped stdin and hold the pipe open.
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
-import { JWKStore, OAuth2Server } from 'oauth2-mock-server';
+import { JWKStore, OAuth2Issuer, OAuth2Server } from 'oauth2-mock-server';
 
 const HOST = '127.0.0.1';
 const ALG = 'RS256';
 
 const server = new OAuth2Server();
 let currentKid;
+
+// The Shared Signals transmitter: a second issuer with its own key, whose JWKS the control
+// API serves at /ssf/jwks.
+const SSF_ISSUER = 'https://ssf.grantflow-e2e.test';
+const ssf = new OAuth2Issuer();
+ssf.url = SSF_ISSUER;
+const ssfKid = (await ssf.keys.generate(ALG)).kid;
 
 // oauth2-mock-server's JWKStore has no way to delete a key, and with several
 // keys it signs round-robin. Rotation therefore swaps in a brand-new store
@@ -75,9 +90,17 @@ async function mintToken(body) {
   if (hasKidOverride && body.kid !== null && typeof body.kid !== 'string') {
     throw new BadRequest('"kid" must be a string or null');
   }
+  if (body.typ !== undefined && typeof body.typ !== 'string') {
+    throw new BadRequest('"typ" must be a string');
+  }
+  const signer = body.signer ?? 'issuer';
+  if (signer !== 'issuer' && signer !== 'ssf') {
+    throw new BadRequest('"signer" must be "issuer" or "ssf"');
+  }
+  const [issuer, kid] = signer === 'ssf' ? [ssf, ssfKid] : [server.issuer, currentKid];
   let headerKid;
-  const token = await server.issuer.buildToken({
-    kid: currentKid,
+  const token = await issuer.buildToken({
+    kid,
     expiresIn,
     scopesOrTransform: (header, payload) => {
       for (const [name, value] of Object.entries(claims)) {
@@ -88,6 +111,7 @@ async function mintToken(body) {
         if (body.kid === null) delete header.kid;
         else header.kid = body.kid;
       }
+      if (body.typ !== undefined) header.typ = body.typ;
       headerKid = header.kid;
     },
   });
@@ -195,6 +219,8 @@ const control = createServer(async (req, res) => {
       }
       signInAs = { ...signInAs, ...claims };
       send(res, 200, { ok: true });
+    } else if (req.method === 'GET' && path === '/ssf/jwks') {
+      send(res, 200, { keys: ssf.keys.toJSON() });
     } else if (req.method === 'GET' && path === '/health') {
       send(res, 200, { ok: true });
     } else {
@@ -252,6 +278,8 @@ try {
     issuer,
     jwks_uri: `${issuer}/jwks`,
     control: `http://${HOST}:${control.address().port}`,
+    ssf_issuer: SSF_ISSUER,
+    ssf_jwks_uri: `http://${HOST}:${control.address().port}/ssf/jwks`,
   };
   process.stdout.write(`${JSON.stringify(line)}\n`);
 } catch (err) {

@@ -11,6 +11,10 @@ pub struct Issuer {
     /// The issuer's own URL (tokens carry Entra-style `iss` values instead).
     pub url: String,
     pub jwks_uri: String,
+    /// The `iss` of the Shared Signals transmitter's SETs (`POST /token` with `signer: ssf`).
+    pub ssf_issuer: String,
+    /// The transmitter's JWKS.
+    pub ssf_jwks_uri: String,
     control: String,
     http: reqwest::Client,
     _child: Child,
@@ -44,6 +48,8 @@ impl Issuer {
         Issuer {
             url: field("issuer"),
             jwks_uri: field("jwks_uri"),
+            ssf_issuer: field("ssf_issuer"),
+            ssf_jwks_uri: field("ssf_jwks_uri"),
             control: field("control"),
             http: reqwest::Client::new(),
             _child: child,
@@ -63,6 +69,24 @@ impl Issuer {
             .http
             .post(format!("{}/token", self.control))
             .json(&body)
+            .send()
+            .await
+            .expect("issuer control API")
+            .error_for_status()
+            .expect("issuer minted a token")
+            .json()
+            .await
+            .expect("issuer answers JSON");
+        response["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// A token minted by the control API's `POST /token` with this request body (`claims`,
+    /// `expires_in`, `kid`, `typ`, `signer`: see `issuer.mjs`).
+    pub async fn mint(&self, request: Value) -> String {
+        let response: Value = self
+            .http
+            .post(format!("{}/token", self.control))
+            .json(&request)
             .send()
             .await
             .expect("issuer control API")

@@ -21,6 +21,10 @@ pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 pub const SIGN_IN_URL: &str = "https://portal.example.test/sign-in";
 /// The dashboard's client id at the test issuer (with `StackOptions::dashboard`).
 pub const DASHBOARD_CLIENT_ID: &str = "grantflow-dashboard";
+/// The client id logout tokens are addressed to (with `StackOptions::signals`).
+pub const LOGOUT_CLIENT_ID: &str = "grantflow-e2e-app";
+/// The audience of the Shared Signals transmitter's SETs (with `StackOptions::signals`).
+pub const SSF_AUDIENCE: &str = "https://grantflow-e2e.test/ssf";
 
 pub struct Stack {
     pub issuer: Issuer,
@@ -51,6 +55,9 @@ pub struct StackOptions {
     pub store_timeout: Duration,
     /// Every replica serves the admin dashboard with sign-in at the test issuer.
     pub dashboard: bool,
+    /// Back-channel logout (client id [`LOGOUT_CLIENT_ID`]) and the Shared Signals receiver
+    /// (the test issuer's transmitter, audience [`SSF_AUDIENCE`]) are on.
+    pub signals: bool,
 }
 
 impl Default for StackOptions {
@@ -62,6 +69,7 @@ impl Default for StackOptions {
             replicas: 1,
             store_timeout: Duration::from_secs(2),
             dashboard: false,
+            signals: false,
         }
     }
 }
@@ -86,6 +94,10 @@ impl Stack {
             store_timeout: Some(stack.store_timeout),
             admin_oidc_authority: stack.dashboard.then(|| issuer.url.clone()),
             admin_client_id: stack.dashboard.then(|| DASHBOARD_CLIENT_ID.into()),
+            backchannel_logout_audience: stack.signals.then(|| vec![LOGOUT_CLIENT_ID.into()]),
+            ssf_issuer: stack.signals.then(|| issuer.ssf_issuer.clone()),
+            ssf_jwks_url: stack.signals.then(|| issuer.ssf_jwks_uri.clone()),
+            ssf_audience: stack.signals.then(|| vec![SSF_AUDIENCE.into()]),
             ..Options::default()
         };
         let mut settings = Settings::from_options(options).expect("valid settings");

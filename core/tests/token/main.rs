@@ -6,13 +6,15 @@
 //! once per test binary; time is a [`ManualClock`].
 //!
 //! One module per subject: [`valid_tokens`], [`signatures`], [`keys`], [`time`],
-//! [`issuer_and_tenant`], [`user_and_session_claims`], [`garbage_and_size`]; the keys, claims and
+//! [`issuer_and_tenant`], [`user_and_session_claims`], [`garbage_and_size`], and the signals that
+//! end sessions ([`signals`]: back-channel logout tokens, CAEP Security Event Tokens); the keys, claims and
 //! validator they share are in [`harness`].
 
 mod garbage_and_size;
 mod harness;
 mod issuer_and_tenant;
 mod keys;
+mod signals;
 mod signatures;
 mod time;
 mod user_and_session_claims;

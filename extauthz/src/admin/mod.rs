@@ -18,11 +18,14 @@
 //! response carries the security headers of [`security_headers`].
 
 mod api;
+mod backchannel;
 mod caller;
 mod dashboard;
 mod events;
 mod problem;
 mod rate_limit;
+mod signals;
+mod ssf;
 mod views;
 
 pub use api::{API_ROUTES, OPENAPI_JSON};
@@ -33,6 +36,7 @@ pub use rate_limit::{
     HOUSEKEEPING_INTERVAL, REPLAY_MEMORY, WRITE_BURST, WRITE_OPERATIONS, WRITE_REFILL,
     WriteLimiter, WriteOperation, WriteRequest, Writer,
 };
+pub use signals::{BACKCHANNEL_LOGOUT_PATH, SIGNAL_ROUTES, SSF_EVENTS_PATH, Signals, SsfReceiver};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +96,11 @@ pub struct AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
+    router_with_signals(Signals::default(), state)
+}
+
+/// [`router`] with the configured signal endpoints (back-channel logout, Shared Signals).
+pub fn router_with_signals(signals: Signals, state: AdminState) -> Router {
     let csp = dashboard::content_security_policy(&state.admin);
     // The API's writes are held to a per-administrator budget (see `rate_limit`).
     let writes = Arc::new(WriteLimiter::new(state.clock.clone()));
@@ -103,6 +112,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api::routes())
         .merge(dashboard::routes())
+        .merge(signals::routes(&signals))
         .fallback(problem::no_such_route);
     if state.dev.is_some() {
         router = router.route("/dev/token", get(dev_token));
@@ -111,6 +121,7 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
         .layer(Extension(writes))
         .layer(Extension(streams))
+        .layer(Extension(Arc::new(signals)))
         .layer(middleware::from_fn(move |request, next| {
             security_headers(csp.clone(), request, next)
         }))

@@ -71,7 +71,26 @@ pub struct Settings {
     pub trusted_proxy_hops: usize,
     pub log_format: LogFormat,
     pub admin: AdminSettings,
+    /// Back-channel logout and the Shared Signals receiver (both off by default).
+    pub signals: SignalSettings,
     pub dev: bool,
+}
+
+/// The endpoints that end sessions on a signal from outside.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignalSettings {
+    /// The client ids a logout token may be addressed to; empty: back-channel logout is off.
+    pub backchannel_audiences: Vec<String>,
+    /// The Shared Signals transmitter; `None`: the receiver is off.
+    pub ssf: Option<SsfSettings>,
+}
+
+/// One Shared Signals transmitter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsfSettings {
+    pub issuer: String,
+    pub jwks_url: String,
+    pub audiences: Vec<String>,
 }
 
 /// The admin API's and dashboard's settings.

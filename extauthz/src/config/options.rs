@@ -289,6 +289,38 @@ pub struct Options {
     )]
     pub admin_scope: Option<String>,
 
+    /// Client ids (the `aud` of logout tokens), comma separated, that turn on OpenID Connect
+    /// back-channel logout at `POST /oidc/backchannel-logout` on the admin address; the
+    /// tokens come from the access tokens' issuer and keys [default: off].
+    #[arg(
+        long,
+        env = "GRANTFLOW_BACKCHANNEL_LOGOUT_AUDIENCE",
+        value_delimiter = ',',
+        value_name = "CLIENT_ID"
+    )]
+    pub backchannel_logout_audience: Option<Vec<String>>,
+
+    /// `iss` of the Shared Signals (CAEP) transmitter whose Security Event Tokens are
+    /// received at `POST /ssf/events` on the admin address. Set with ssf_jwks_url and
+    /// ssf_audience [default: off].
+    #[arg(long, env = "GRANTFLOW_SSF_ISSUER", value_name = "ISSUER")]
+    pub ssf_issuer: Option<String>,
+
+    /// JWKS URL of the Shared Signals transmitter's signing keys (https, or http from a
+    /// loopback host).
+    #[arg(long, env = "GRANTFLOW_SSF_JWKS_URL", value_name = "URL")]
+    pub ssf_jwks_url: Option<String>,
+
+    /// The `aud` values, comma separated, the transmitter's SETs are addressed to (this
+    /// receiver).
+    #[arg(
+        long,
+        env = "GRANTFLOW_SSF_AUDIENCE",
+        value_delimiter = ',',
+        value_name = "AUDIENCE"
+    )]
+    pub ssf_audience: Option<Vec<String>>,
+
     /// Development mode: a built-in issuer signs tokens with a key made at start-up and
     /// serves them at the admin address (GET /dev/token). Never use in production.
     #[arg(long, env = "GRANTFLOW_DEV", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -340,6 +372,10 @@ impl Options {
             admin_oidc_authority,
             admin_client_id,
             admin_scope,
+            backchannel_logout_audience,
+            ssf_issuer,
+            ssf_jwks_url,
+            ssf_audience,
             dev,
         })
     }

@@ -15,6 +15,7 @@ use super::options::{
 };
 use super::{
     AdminSettings, ConfigError, DEV_AUDIENCE, DashboardSignIn, KeySource, Options, Settings,
+    SignalSettings, SsfSettings,
 };
 
 impl Settings {
@@ -122,6 +123,13 @@ impl Settings {
             o.admin_scope,
             &token.audiences[0],
         )?;
+        let signals = signal_settings(
+            o.backchannel_logout_audience,
+            o.ssf_issuer,
+            o.ssf_jwks_url,
+            o.ssf_audience,
+            dev,
+        )?;
         Ok(Self {
             grpc_addr,
             admin_addr,
@@ -140,6 +148,7 @@ impl Settings {
             trusted_proxy_hops: o.trusted_proxy_hops.unwrap_or(DEFAULT_TRUSTED_PROXY_HOPS),
             log_format: o.log_format.unwrap_or(DEFAULT_LOG_FORMAT),
             admin,
+            signals,
             dev,
         })
     }
@@ -151,6 +160,49 @@ fn check_key_url(name: &str, url: &str, dev: bool) -> Result<(), ConfigError> {
     grantflow_core::jwks::check_url(url, dev)
         .map(drop)
         .map_err(|reason| ConfigError::Invalid(format!("{name}: {reason}")))
+}
+
+/// Back-channel logout is on with at least one client id; the Shared Signals receiver with
+/// all three of its settings (some but not all is an error).
+fn signal_settings(
+    backchannel: Option<Vec<String>>,
+    ssf_issuer: Option<String>,
+    ssf_jwks_url: Option<String>,
+    ssf_audience: Option<Vec<String>>,
+    dev: bool,
+) -> Result<SignalSettings, ConfigError> {
+    let clean = |list: Option<Vec<String>>| -> Vec<String> {
+        let mut list = list.unwrap_or_default();
+        list.iter_mut()
+            .for_each(|value| *value = value.trim().to_owned());
+        list.retain(|value| !value.is_empty());
+        list
+    };
+    let backchannel_audiences = clean(backchannel);
+    let ssf_issuer = ssf_issuer.filter(|issuer| !issuer.trim().is_empty());
+    let ssf_audience = clean(ssf_audience);
+    let ssf = match (ssf_issuer, ssf_jwks_url, ssf_audience.is_empty()) {
+        (None, None, true) => None,
+        (Some(issuer), Some(jwks_url), false) => {
+            check_key_url("ssf_jwks_url", &jwks_url, dev)?;
+            Some(SsfSettings {
+                issuer,
+                jwks_url,
+                audiences: ssf_audience,
+            })
+        }
+        _ => {
+            return Err(ConfigError::Invalid(
+                "set all of ssf_issuer, ssf_jwks_url and ssf_audience for the Shared Signals \
+                 receiver, or none"
+                    .into(),
+            ));
+        }
+    };
+    Ok(SignalSettings {
+        backchannel_audiences,
+        ssf,
+    })
 }
 
 fn admin_settings(

@@ -329,3 +329,73 @@ fn audit_retention_is_kept_by_time_from_flag_file_or_env_and_at_least_a_day() {
         Some(std::ffi::OsStr::new("GRANTFLOW_AUDIT_RETENTION"))
     );
 }
+
+#[test]
+fn signal_endpoints_are_off_by_default_and_the_transmitter_needs_all_three_settings() {
+    let off = Settings::from_options(parse(&["--dev"])).unwrap();
+    assert_eq!(off.signals, SignalSettings::default());
+    let on = Settings::from_options(parse(&[
+        "--dev",
+        "--backchannel-logout-audience",
+        "client-a, client-b",
+        "--ssf-issuer",
+        "https://ssf.example.test",
+        "--ssf-jwks-url",
+        "https://ssf.example.test/jwks",
+        "--ssf-audience",
+        "https://grantflow.example.test",
+    ]))
+    .unwrap();
+    assert_eq!(
+        on.signals.backchannel_audiences,
+        vec!["client-a".to_string(), "client-b".to_string()]
+    );
+    assert_eq!(
+        on.signals.ssf,
+        Some(SsfSettings {
+            issuer: "https://ssf.example.test".into(),
+            jwks_url: "https://ssf.example.test/jwks".into(),
+            audiences: vec!["https://grantflow.example.test".into()],
+        })
+    );
+    let partial = Settings::from_options(parse(&[
+        "--dev",
+        "--ssf-issuer",
+        "https://ssf.example.test",
+    ]))
+    .unwrap_err();
+    assert!(partial.to_string().contains("ssf_jwks_url"), "{partial}");
+    let plain = Settings::from_options(parse(&[
+        "--jwks-url",
+        "https://issuer.example.test/jwks",
+        "--audiences",
+        "api://x",
+        "--ssf-issuer",
+        "https://ssf.example.test",
+        "--ssf-jwks-url",
+        "http://ssf.example.test/jwks",
+        "--ssf-audience",
+        "r",
+    ]))
+    .unwrap_err();
+    assert!(plain.to_string().contains("ssf_jwks_url"), "{plain}");
+}
+
+#[test]
+fn signal_settings_from_the_file() {
+    let dir = std::env::temp_dir().join(format!("gf-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(
+        &path,
+        "dev: true\nbackchannel_logout_audience: [client-a]\nssf_issuer: https://ssf.example.test\nssf_jwks_url: https://ssf.example.test/jwks\nssf_audience: [r]\n",
+    )
+    .unwrap();
+    let settings = Settings::resolve(parse(&["--config", path.to_str().unwrap()])).unwrap();
+    assert_eq!(
+        settings.signals.backchannel_audiences,
+        vec!["client-a".to_string()]
+    );
+    assert!(settings.signals.ssf.is_some());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -12,4 +12,5 @@ mod openapi;
 mod rate_limit;
 mod sessions;
 mod settings;
+mod signals;
 mod support;

@@ -25,8 +25,10 @@ async fn the_openapi_document_matches_the_routes_both_ways() {
             methods.map(move |m| (m.clone(), path.clone()))
         })
         .collect();
+    // The signal endpoints are documented too; `signals` probes them.
     let listed: BTreeSet<(String, String)> = API_ROUTES
         .iter()
+        .chain(admin::SIGNAL_ROUTES)
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(

@@ -1,0 +1,86 @@
+//! The endpoints that end sessions on a signal from outside the tenant's administrators:
+//! OpenID Connect back-channel logout ([`super::backchannel`]) and the Shared Signals (CAEP)
+//! receiver ([`super::ssf`]). Each is routed only when configured (else the admin fallback
+//! answers 404), asks for no admin token (the signed token is the authentication), keeps the
+//! API's body limit, and ends sessions through `SessionStore::revoke` with the signal's
+//! idempotency key, so a replay is found by the store on every replica.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+use grantflow_core::jwks::KeySet;
+use grantflow_core::revocation::{Revocation, RevocationOutcome};
+use grantflow_core::signals::Transmitter;
+use grantflow_core::store::StoreError;
+
+use super::api::MAX_BODY_BYTES;
+use super::{ADMIN_STORE_TIMEOUT, AdminState};
+
+/// Where the identity provider posts logout tokens.
+pub const BACKCHANNEL_LOGOUT_PATH: &str = "/oidc/backchannel-logout";
+/// Where the Shared Signals transmitter pushes SETs (RFC 8935).
+pub const SSF_EVENTS_PATH: &str = "/ssf/events";
+
+/// The signal endpoints, as (method, OpenAPI path): documented in the OpenAPI document next
+/// to the API's routes, served only when configured.
+pub const SIGNAL_ROUTES: &[(&str, &str)] =
+    &[("post", BACKCHANNEL_LOGOUT_PATH), ("post", SSF_EVENTS_PATH)];
+
+/// What is configured; the default is both endpoints off.
+#[derive(Clone, Default)]
+pub struct Signals {
+    /// The client ids logout tokens may be addressed to; empty: back-channel logout is off.
+    pub backchannel_audiences: Vec<String>,
+    /// The Shared Signals transmitter; `None`: the receiver is off.
+    pub ssf: Option<SsfReceiver>,
+}
+
+/// One Shared Signals transmitter and its keys.
+#[derive(Clone)]
+pub struct SsfReceiver {
+    pub transmitter: Transmitter,
+    pub keys: Arc<KeySet>,
+}
+
+/// The configured endpoints (the handlers find [`Signals`] as an extension).
+pub(super) fn routes(signals: &Signals) -> Router<AdminState> {
+    let mut router = Router::new();
+    if !signals.backchannel_audiences.is_empty() {
+        router = router.route(BACKCHANNEL_LOGOUT_PATH, post(super::backchannel::logout));
+    }
+    if signals.ssf.is_some() {
+        router = router.route(SSF_EVENTS_PATH, post(super::ssf::events));
+    }
+    router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// How a signal's revocation went.
+pub(super) enum Applied {
+    Done(RevocationOutcome),
+    /// The same issuer and `jti` came before (with the same request: a replay).
+    Replayed,
+    /// The same issuer and `jti` came before with another request.
+    JtiReused,
+    /// The store failed or did not answer in time: nothing is known to have ended, the
+    /// sender must retry.
+    Unavailable,
+}
+
+/// Applies a signal's revocation within the admin store deadline.
+pub(super) async fn apply(state: &AdminState, revocation: &Revocation) -> Applied {
+    match tokio::time::timeout(ADMIN_STORE_TIMEOUT, state.store.revoke(revocation)).await {
+        Ok(Ok(outcome)) if outcome.replayed => Applied::Replayed,
+        Ok(Ok(outcome)) => Applied::Done(outcome),
+        Ok(Err(StoreError::IdempotencyKeyReused)) => Applied::JtiReused,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, source = ?revocation.source, "session store failed on a signal");
+            Applied::Unavailable
+        }
+        Err(_) => {
+            tracing::warn!(source = ?revocation.source, "session store timed out on a signal");
+            Applied::Unavailable
+        }
+    }
+}
