@@ -35,6 +35,18 @@ struct ResultLabel {
     result: &'static str,
 }
 
+/// Every `outcome` of `grantflow_checks_total` (`Outcome::label`).
+const CHECK_OUTCOMES: [&str; 8] = [
+    "allow",
+    "missing_token",
+    "invalid_token",
+    "session_expired",
+    "session_revoked",
+    "sign_in_again",
+    "too_many_sessions",
+    "unavailable",
+];
+
 pub struct Metrics {
     registry: Registry,
     checks: Family<OutcomeLabel, Counter>,
@@ -116,6 +128,29 @@ impl Default for Metrics {
              its result, the 5 s admin deadline included), by operation",
             revocation_write_seconds.clone(),
         );
+        // The closed label sets start at 0, so their series exist (and rates and ratios are
+        // defined) before the first event: the chart's alerts and dashboard read them.
+        for outcome in CHECK_OUTCOMES {
+            checks.get_or_create_owned(&OutcomeLabel { outcome });
+        }
+        for reason in ["unavailable", "timeout", "malformed"] {
+            store_errors.get_or_create_owned(&ReasonLabel { reason });
+        }
+        for result in ["success", "failure"] {
+            jwks_refreshes.get_or_create_owned(&ResultLabel { result });
+        }
+        for operation in ["session_revoke", "user_revoke"] {
+            revocation_write_seconds.get_or_create_owned(&OperationLabel { operation });
+        }
+        for operation in [
+            "session_revoke",
+            "user_revoke",
+            "user_unblock",
+            "policy_update",
+            "other",
+        ] {
+            admin_writes_rate_limited.get_or_create_owned(&OperationLabel { operation });
+        }
         Self {
             registry,
             checks,
