@@ -235,6 +235,44 @@ fn thresholds_durations_and_switches_come_from_the_values() {
 }
 
 #[test]
+fn the_schema_refuses_typos_and_values_of_the_wrong_kind() {
+    let values = ci_values(VALUES);
+    chart::check_schema(&[&values], None).expect("the CI values fit the schema");
+    for bad in [
+        json!({"prometheusRule": {"alerts": {"storeErrors": {"for": "soon"}}}}),
+        json!({"prometheusRule": {"alerts": {"storeError": {"enabled": true}}}}),
+        json!({"prometheusRule": {"alerts": {"failClosedRefusals": {"threshold": -1}}}}),
+        json!({"prometheusRule": {"rateWindow": 5}}),
+        json!({"prometheusRule": {"alertLabels": {"team": 7}}}),
+        json!({"grafanaDashboard": {"sidecarLabelValue": 1}}),
+        json!({"grafanaDashboard": {"folder": "GrantFlow"}}),
+    ] {
+        assert!(
+            chart::check_schema(&[&values], Some(&bad)).is_err(),
+            "the schema refuses {bad}"
+        );
+    }
+}
+
+#[test]
+fn a_rule_without_any_alert_is_refused_with_a_clear_message() {
+    let off = json!({"enabled": false});
+    let set = json!({"prometheusRule": {"alerts": {
+        "storeErrors": off, "failClosedRefusals": off, "jwksRefreshFailing": off,
+        "revocationWritesSlow": off, "operatorReconcileErrors": off,
+        "admissionWebhookFailures": off,
+    }}});
+    let values = ci_values(VALUES);
+    let error = chart::render(&[&values], Some(&set))
+        .err()
+        .expect("an empty PrometheusRule is refused");
+    assert!(
+        error.contains("every alert in prometheusRule.alerts is disabled"),
+        "{error}"
+    );
+}
+
+#[test]
 fn promtool_unit_tests_fire_each_alert_and_keep_it_quiet_otherwise() {
     let r = render(VALUES);
     let mut rules_file = rule_file(r.get("PrometheusRule", RULE));
