@@ -51,12 +51,13 @@ pub fn run(dir: &Path, args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// `promtool check rules` of the rule file `groups` (a `{groups: [...]}` document) written
-/// into `dir` as `name`; panics with promtool's output when it refuses.
+/// `promtool check rules --lint=all --lint-fatal` of the rule file `groups` (a
+/// `{groups: [...]}` document) written into `dir` as `name`; panics with promtool's output when
+/// it refuses (a lint finding, such as a duplicate rule, is fatal too).
 pub fn check_rules(dir: &Path, name: &str, groups: &serde_json::Value) -> String {
     let file = dir.join(name);
     std::fs::write(&file, serde_yaml::to_string(groups).expect("YAML")).expect("write rules");
-    let (ok, output) = run(dir, &["check", "rules", name]);
+    let (ok, output) = run(dir, &["check", "rules", "--lint=all", "--lint-fatal", name]);
     assert!(ok, "promtool check rules {name} failed:\n{output}");
     output
 }
