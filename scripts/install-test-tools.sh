@@ -58,6 +58,7 @@ fi
 # Needs Go (>= 1.26) and the Go module proxy; cached under $HOME/.cache/grantflow/k8s/.
 command -v go >/dev/null 2>&1 || { log "go (>= 1.26) is required to build kube-apiserver and etcd"; exit 1; }
 CONTROL_PLANE_DIR="$("$REPO/scripts/build-control-plane.sh")"
+"$REPO/scripts/build-promtool.sh" >/dev/null # promtool for the chart's alert rules (tests/promtool/)
 
 # --- report ----------------------------------------------------------------------
 echo "envoy:    $("$ENVOY_BIN" --version | grep -o 'version: .*' | head -1)"

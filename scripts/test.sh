@@ -15,6 +15,7 @@ REDIS_SERVER_BIN="$(command -v redis-server)"
 GRANTFLOW_CONTROL_PLANE_DIR="$(./scripts/build-control-plane.sh 2>/dev/null)"
 PATH="$REPO/.venv/bin:$PATH"
 export CARGO_TARGET_DIR ENVOY_BIN GRANTFLOW_ISSUER_SCRIPT REDIS_SERVER_BIN GRANTFLOW_CONTROL_PLANE_DIR PATH
+PROMTOOL_BIN="$(./scripts/build-promtool.sh 2>/dev/null)"; export PROMTOOL_BIN
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

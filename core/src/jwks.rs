@@ -295,10 +295,22 @@ impl KeySet {
 
     /// Refreshes the keys every `every`, forever; failures are logged and retried sooner.
     pub fn spawn_refresh(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        self.spawn_refresh_observed(every, |_| {})
+    }
+
+    /// [`KeySet::spawn_refresh`], telling `observe` whether each refresh replaced the keys
+    /// (the caller's metrics; this crate knows no metrics library).
+    pub fn spawn_refresh_observed(
+        self: Arc<Self>,
+        every: Duration,
+        observe: impl Fn(bool) + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let retry = every.min(Duration::from_secs(10));
             loop {
-                let wait = match self.refresh().await {
+                let refreshed = self.refresh().await;
+                observe(refreshed.is_ok());
+                let wait = match refreshed {
                     Ok(count) => {
                         tracing::debug!(keys = count, "JWKS refreshed");
                         every

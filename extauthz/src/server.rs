@@ -139,7 +139,7 @@ pub async fn start(
         store: store.clone(),
         keys: keys.clone(),
         validator,
-        metrics,
+        metrics: metrics.clone(),
         store_timeout: settings.store_timeout,
         clock,
         admin: Arc::new(settings.admin.clone()),
@@ -160,7 +160,12 @@ pub async fn start(
         }
     });
 
-    let refresh = keys.clone().spawn_refresh(settings.jwks_refresh_interval);
+    let refreshed = metrics.clone();
+    let refresh = keys
+        .clone()
+        .spawn_refresh_observed(settings.jwks_refresh_interval, move |ok| {
+            refreshed.jwks_refreshed(ok)
+        });
     let maintenance = tokio::spawn(async move {
         let mut every = tokio::time::interval(MAINTENANCE_INTERVAL);
         loop {

@@ -1,7 +1,10 @@
 //! Prometheus metrics of the operator. Labels are bounded: controller names, outcomes and
-//! error kinds — never an object name, a tenant or error text.
+//! error kinds — never an object name, a tenant or error text. Names follow the Prometheus
+//! conventions (`grantflow_operator_` prefix, base units in the name, `_total` counters); the
+//! chart's dashboard and alerts read them (`docs/operations.md` lists them).
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -39,6 +42,7 @@ pub struct Metrics {
     durations: Family<ControllerLabel, Histogram>,
     admissions: Family<ResultLabel, Counter>,
     leader: Gauge,
+    revocation_write_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -76,6 +80,13 @@ impl Default for Metrics {
             "1 while this replica holds the Lease and runs the controllers",
             leader.clone(),
         );
+        let revocation_write_seconds = Histogram::new(exponential_buckets(0.000_5, 2.0, 15));
+        registry.register(
+            "revocation_write_duration_seconds",
+            "Time one Revocation's write took in the session store (whatever its result, the \
+             store deadline included)",
+            revocation_write_seconds.clone(),
+        );
         Self {
             registry,
             reconciliations,
@@ -83,6 +94,7 @@ impl Default for Metrics {
             durations,
             admissions,
             leader,
+            revocation_write_seconds,
         }
     }
 }
@@ -114,6 +126,15 @@ impl Metrics {
 
     pub fn admission(&self, result: &'static str) {
         self.admissions.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Runs one Revocation's store write and records how long it took, whatever it answered.
+    pub async fn time_revocation<T>(&self, write: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let answer = write.await;
+        self.revocation_write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        answer
     }
 
     pub fn set_leader(&self, leader: bool) {

@@ -93,7 +93,8 @@ async fn reconcile_inner(revocation: &Revocation, ctx: &Context) -> Result<Actio
             return Ok(Action::await_change());
         }
     };
-    match ctx.store_call(ctx.store.revoke(&request)).await {
+    let written = ctx.store_call(ctx.store.revoke(&request));
+    match ctx.metrics.time_revocation(written).await {
         Ok(outcome) => {
             let what = match &request.target {
                 RevocationTarget::Session(session) => format!("session {session}"),

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
@@ -37,11 +38,13 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
 
 async fn mutate(
     State(metrics): State<Arc<Metrics>>,
-    Json(review): Json<AdmissionReview<DynamicObject>>,
-) -> Json<Value> {
+    review: Result<Json<AdmissionReview<DynamicObject>>, JsonRejection>,
+) -> Result<Json<Value>, JsonRejection> {
+    // A body that is no AdmissionReview is answered by axum (4xx), and counted.
+    let Json(review) = review.inspect_err(|_| metrics.admission("rejected"))?;
     let (response, result) = answer(review);
     metrics.admission(result);
-    Json(to_wire(response.into_review()))
+    Ok(Json(to_wire(response.into_review())))
 }
 
 /// The review as JSON, with the patch in the documented base64 form (kube writes the bytes

@@ -234,6 +234,15 @@ async fn served_over_tls_as_the_api_server_calls_it() {
         .await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
 
+    // A body that is no AdmissionReview is refused by the framework, and counted.
+    let refused = http
+        .post(format!("https://{addr}{}", webhook::PATH))
+        .json(&json!({"kind": "Pod"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), server)
         .await
@@ -243,6 +252,11 @@ async fn served_over_tls_as_the_api_server_calls_it() {
         metrics
             .render()
             .contains(r#"grantflow_operator_admission_reviews_total{result="patched"} 1"#)
+    );
+    assert!(
+        metrics
+            .render()
+            .contains(r#"grantflow_operator_admission_reviews_total{result="rejected"} 1"#)
     );
 }
 

@@ -336,3 +336,16 @@ tlsKey: {{ $cert.Key | quote }}
 {{- define "grantflow.extauthz.dataClaim" -}}
 {{- .Values.store.embedded.persistence.existingClaim | default (printf "%s-data" (include "grantflow.extauthz.fullname" .)) }}
 {{- end }}
+
+{{/*
+An alert's `for` and labels (severity, then prometheusRule.alertLabels).
+Call with (dict "alert" <prometheusRule.alerts.X> "rule" <prometheusRule>).
+*/}}
+{{- define "grantflow.alertMeta" -}}
+for: {{ .alert.for }}
+labels:
+  severity: {{ .alert.severity | quote }}
+  {{- with .rule.alertLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}

@@ -539,3 +539,30 @@ async fn blocked_users_are_listed_per_tenant_and_lifted_with_an_audit_record() {
     assert_eq!(page["total"], 0);
     assert_eq!(page["items"], json!([]));
 }
+
+#[tokio::test]
+async fn revocation_writes_are_timed_by_operation() {
+    let h = harness();
+    h.session(CONTOSO, "user-a", "sid-a").await;
+    let admin = h.admin(CONTOSO, "admin-ann");
+    for uri in [
+        "/api/v1/sessions/sid-a/revoke",
+        "/api/v1/users/user-b/revoke",
+    ] {
+        let (status, _) = h
+            .send("POST", uri, &admin, json!({"reason": "INC-9"}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+    }
+    let response = h.call("GET", "/metrics", None, None, &[]).await;
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(bytes.to_vec()).unwrap();
+    for operation in ["session_revoke", "user_revoke"] {
+        let line = format!(
+            "grantflow_revocation_write_duration_seconds_count{{operation=\"{operation}\"}} 1\n"
+        );
+        assert!(metrics.contains(&line), "{line}{metrics}");
+    }
+}

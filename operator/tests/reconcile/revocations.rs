@@ -158,6 +158,12 @@ async fn a_revocation_is_applied_once_as_its_requester_and_reported() {
         .await
         .unwrap();
     assert_eq!(action, Action::await_change());
+    // One store write, timed; the applied one wrote nothing.
+    assert!(
+        ctx.metrics
+            .render()
+            .contains("grantflow_operator_revocation_write_duration_seconds_count 1\n")
+    );
     drop(ctx);
     api.no_more().await;
     assert_eq!(

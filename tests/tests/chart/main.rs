@@ -19,18 +19,25 @@
 //!   Deployment against a real API server (as the chart's ServiceAccount, with the chart's
 //!   RBAC) and a real Redis, wins the chart's Lease, and answers an
 //!   AdmissionReview over TLS with the chart-generated certificate, for the very host name and
-//!   path the MutatingWebhookConfiguration names.
+//!   path the MutatingWebhookConfiguration names;
+//! - the PrometheusRule alerts pass the real `promtool check rules` and fire (and stay quiet)
+//!   in `promtool test rules`; the Grafana dashboard's queries parse; every metric both read
+//!   is one the binaries expose.
 //!
 //! One test binary (link time on 2 cores), a module per subject: [`lint_and_schema`],
 //! [`combinations`] (checked against [`shape`]), [`examples_and_images`], [`kubectl`],
-//! [`extauthz_on_rendered_config`], [`operator_on_rendered_deployment`]; what they share is in
-//! [`support`].
+//! [`extauthz_on_rendered_config`], [`operator_on_rendered_deployment`], [`alert_rules`],
+//! [`dashboard`], [`metric_names`] (with [`promtool`]); what they share is in [`support`].
 
+mod alert_rules;
 mod combinations;
+mod dashboard;
 mod examples_and_images;
 mod extauthz_on_rendered_config;
 mod kubectl;
 mod lint_and_schema;
+mod metric_names;
 mod operator_on_rendered_deployment;
+mod promtool;
 mod shape;
 mod support;

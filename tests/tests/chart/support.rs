@@ -40,6 +40,12 @@ pub const THIRD_PARTY: &[ThirdPartyKind] = &[
         plural: "servicemonitors",
     },
     ThirdPartyKind {
+        kind: "PrometheusRule",
+        group: "monitoring.coreos.com",
+        version: "v1",
+        plural: "prometheusrules",
+    },
+    ThirdPartyKind {
         kind: "Certificate",
         group: "cert-manager.io",
         version: "v1",

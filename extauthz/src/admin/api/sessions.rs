@@ -133,7 +133,9 @@ pub(super) async fn revoke_session(
         Err(error) => return Err(error),
     }
     // The store appends the audit record and writes its JSON log line.
-    let outcome = within(state.store.revoke(&revocation)).await?;
+    let outcome = (state.metrics)
+        .time_revocation("session_revoke", within(state.store.revoke(&revocation)))
+        .await?;
     Ok(revocation_answer(
         &outcome,
         RevocationResult {

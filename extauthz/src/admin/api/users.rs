@@ -85,7 +85,9 @@ pub(super) async fn revoke_user(
         source: caller.source,
         idempotency_key,
     };
-    let outcome = within(state.store.revoke(&revocation)).await?;
+    let outcome = (state.metrics)
+        .time_revocation("user_revoke", within(state.store.revoke(&revocation)))
+        .await?;
     // What holds the user out now, as the store says. The revocation is in force whatever
     // this read answers, so its failure does not fail the call: the answer then says the
     // rule without the times.
