@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use grantflow_core::jwks::KeySet;
-use grantflow_core::revocation::{Revocation, RevocationOutcome};
+use grantflow_core::revocation::{Revocation, RevocationOutcome, RevocationTarget};
 use grantflow_core::signals::Transmitter;
 use grantflow_core::store::StoreError;
 
@@ -70,7 +70,12 @@ pub(super) enum Applied {
 
 /// Applies a signal's revocation within the admin store deadline.
 pub(super) async fn apply(state: &AdminState, revocation: &Revocation) -> Applied {
-    match tokio::time::timeout(ADMIN_STORE_TIMEOUT, state.store.revoke(revocation)).await {
+    let operation = match revocation.target {
+        RevocationTarget::Session(_) => "session_revoke",
+        RevocationTarget::User { .. } => "user_revoke",
+    };
+    let write = tokio::time::timeout(ADMIN_STORE_TIMEOUT, state.store.revoke(revocation));
+    match state.metrics.time_revocation(operation, write).await {
         Ok(Ok(outcome)) if outcome.replayed => Applied::Replayed,
         Ok(Ok(outcome)) => Applied::Done(outcome),
         Ok(Err(StoreError::IdempotencyKeyReused)) => Applied::JtiReused,
