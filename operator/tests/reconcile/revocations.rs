@@ -35,6 +35,7 @@ fn user_revocation(name: &str, requested_by: Option<&str>) -> Revocation {
             },
             reason: "INC-2041 credential theft".into(),
             lock_until: None,
+            message: None,
         },
     );
     r.metadata.namespace = Some(NS.into());

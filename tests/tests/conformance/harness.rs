@@ -179,6 +179,7 @@ pub fn user(user: &str) -> RevocationTarget {
     RevocationTarget::User {
         user: user.into(),
         lock_until: None,
+        message: None,
     }
 }
 
@@ -186,6 +187,7 @@ pub fn lock(user: &str, until: UnixMillis) -> RevocationTarget {
     RevocationTarget::User {
         user: user.into(),
         lock_until: Some(until),
+        message: None,
     }
 }
 

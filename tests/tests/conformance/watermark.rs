@@ -162,6 +162,7 @@ async fn the_watermark_stops_refusing_after_the_watermark_retention(ctx: Ctx) {
             user: ALICE.into(),
             not_before: Some(T0),
             lock_until: None,
+            message: None,
             holds_until: T0 + HOUR.as_millis() as i64,
         }]
     );
@@ -199,12 +200,14 @@ pub(crate) async fn blocked_users_lists_watermarks_and_locks_and_unblock_lifts_t
         user: ALICE.into(),
         not_before: Some(alice_revoked),
         lock_until: None,
+        message: None,
         holds_until: alice_revoked + retention,
     };
     let bob = BlockedUser {
         user: BOB.into(),
         not_before: Some(bob_revoked),
         lock_until: Some(until),
+        message: None,
         holds_until: bob_revoked + retention,
     };
     assert_eq!(ctx.blocked(t).await, [alice.clone(), bob.clone()]);
@@ -275,6 +278,7 @@ async fn a_lock_that_outlasts_the_watermark_is_listed_without_it(ctx: Ctx) {
         user: ALICE.into(),
         not_before,
         lock_until: Some(until),
+        message: None,
         holds_until: until,
     };
     assert_eq!(ctx.blocked(t).await, [listed(Some(T0))]);
