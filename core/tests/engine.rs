@@ -237,3 +237,24 @@ fn a_lock_outlasting_the_watermark_is_listed_without_it() {
     assert!(state.unblock("u1", &limits, T0 + 60_000));
     assert!(!state.unblock("u1", &limits, T0 + 60_000));
 }
+
+/// Marks the embedded store's journal holds from before lock messages still read, without
+/// one; marks with a message keep it.
+#[test]
+fn user_marks_written_before_lock_messages_still_read() {
+    let old: UserMarks = serde_json::from_str(r#"{"not_before":1,"lock_until":2}"#).unwrap();
+    assert_eq!(
+        old,
+        UserMarks {
+            not_before: Some(1),
+            lock_until: Some(2),
+            lock_message: None,
+        }
+    );
+    let new = UserMarks {
+        lock_message: Some("INC-2041".into()),
+        ..old
+    };
+    let json = serde_json::to_string(&new).unwrap();
+    assert_eq!(serde_json::from_str::<UserMarks>(&json).unwrap(), new);
+}

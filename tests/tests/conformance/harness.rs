@@ -67,6 +67,14 @@ pub const EXPIRED: Verdict = Verdict::Deny(EndReason::Expired);
 pub const REVOKED: Verdict = Verdict::Deny(EndReason::Revoked);
 pub const REAUTHENTICATE: Verdict = Verdict::Deny(EndReason::Reauthenticate);
 
+/// The refusal of a user locked until `until`, without a message.
+pub fn locked(until: UnixMillis) -> Verdict {
+    Verdict::Locked {
+        until,
+        message: None,
+    }
+}
+
 pub fn created(started_at: i64) -> Verdict {
     Verdict::Allow {
         created: true,
