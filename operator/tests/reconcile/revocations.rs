@@ -370,6 +370,14 @@ async fn a_lock_with_a_message_is_applied_and_the_users_refusal_carries_it() {
         call.assert("PATCH", &revocation_status_url("inc-2041-lock"));
         let conditions = &call.body["status"]["conditions"];
         assert_eq!(conditions[0]["status"], "True", "{}", call.body);
+        let said = conditions[0]["message"].as_str().unwrap();
+        assert!(
+            said.starts_with(
+                "ended the sessions of user user-mallory (locked out until \
+                 2026-11-27T14:00:00.000Z) in tenant"
+            ),
+            "{said}"
+        );
         assert_eq!(call.body["status"]["sessionsRevoked"], 1);
         call.answer(&reply);
         let event = api.next().await;
