@@ -103,12 +103,15 @@ pub fn begins_at(now: UnixMillis) -> UnixMillis {
 }
 
 /// A user's revocation marks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserMarks {
     /// Tokens authenticated before this instant cannot be used.
     pub not_before: Option<UnixMillis>,
     /// No session at all until this instant.
     pub lock_until: Option<UnixMillis>,
+    /// The lock's message to the user (absent in marks written before lock messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_message: Option<String>,
 }
 
 impl UserMarks {
@@ -161,6 +164,7 @@ impl UserMarks {
             user: user.to_owned(),
             not_before,
             lock_until,
+            message: lock_until.and(self.lock_message.clone()),
             holds_until: self.holds_until(limits),
         })
     }
@@ -241,10 +245,16 @@ impl TenantSessions {
         let max_age = millis(self.policy(limits).max_session_age);
         let key = &identity.session.id;
 
-        if let Some(marks) = self.users.get(&identity.user)
-            && let Some(reason) = marks.refuses(identity, limits, now)
-        {
-            return Verdict::Deny(reason);
+        if let Some(marks) = self.users.get(&identity.user) {
+            if let Some(until) = marks.running_lock(now) {
+                return Verdict::Locked {
+                    until,
+                    message: marks.lock_message.clone(),
+                };
+            }
+            if let Some(reason) = marks.refuses(identity, limits, now) {
+                return Verdict::Deny(reason);
+            }
         }
         // A fresh sign-in goes on: the new session replaces the tombstone (step 6).
         if let Some(tombstone) = self.ended.get(key)
@@ -397,7 +407,11 @@ impl TenantSessions {
                 .end(key, EndReason::Revoked, now, now)
                 .into_iter()
                 .collect(),
-            RevocationTarget::User { user, lock_until } => {
+            RevocationTarget::User {
+                user,
+                lock_until,
+                message,
+            } => {
                 let keys: Vec<String> = self
                     .live
                     .values()
@@ -412,6 +426,8 @@ impl TenantSessions {
                 marks.not_before = Some(now);
                 if lock_until.is_some() {
                     marks.lock_until = *lock_until;
+                    // A new lock says its own message, or none.
+                    marks.lock_message = message.clone();
                 }
                 ended
             }

@@ -9,6 +9,9 @@ use sha2::{Digest, Sha256};
 use crate::audit::{Action, Actor, AuditRecord, Source, Target, new_audit_id};
 use crate::clock::{UnixMillis, rfc3339};
 
+/// The longest lock message, in characters (after [`crate::text::clean`]).
+pub const LOCK_MESSAGE_MAX_CHARS: usize = 200;
+
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -21,6 +24,10 @@ pub enum RevocationTarget {
     User {
         user: String,
         lock_until: Option<UnixMillis>,
+        /// The lock's message to the user, shown on the refusal ("INC-2041"): only with a
+        /// lock, [`crate::text::clean`]ed and at most [`LOCK_MESSAGE_MAX_CHARS`] long (the
+        /// callers check it; the engine ignores it without a lock).
+        message: Option<String>,
     },
 }
 
@@ -50,20 +57,26 @@ impl Revocation {
         sessions_revoked: u32,
         session_user: Option<String>,
     ) -> AuditRecord {
-        let (target, lock_until) = match &self.target {
+        let (target, lock_until, message) = match &self.target {
             RevocationTarget::Session(key) => (
                 Target {
                     user: session_user,
                     session: Some(key.clone()),
                 },
                 None,
+                None,
             ),
-            RevocationTarget::User { user, lock_until } => (
+            RevocationTarget::User {
+                user,
+                lock_until,
+                message,
+            } => (
                 Target {
                     user: Some(user.clone()),
                     session: None,
                 },
                 *lock_until,
+                message.as_deref(),
             ),
         };
         AuditRecord {
@@ -76,18 +89,30 @@ impl Revocation {
             reason: Some(self.reason.clone()),
             source: self.source,
             sessions_revoked: Some(sessions_revoked),
-            detail: lock_until.map(|until| format!("locked until {}", rfc3339(until))),
+            detail: lock_until.map(|until| match message {
+                Some(message) => format!("locked until {}: {message}", rfc3339(until)),
+                None => format!("locked until {}", rfc3339(until)),
+            }),
         }
     }
 
-    /// What this request asks for, as a short hex digest of (action, target, lock, reason):
-    /// the fact an idempotency key is bound to. The actor and source are not part of it.
+    /// What this request asks for, as a short hex digest of (action, target, lock, reason,
+    /// lock message): the fact an idempotency key is bound to. The actor and source are not
+    /// part of it. Without a message the digest is the one of the versions before lock
+    /// messages, so a request they stored still replays.
     pub fn fingerprint(&self) -> String {
-        let (kind, target, lock) = match &self.target {
-            RevocationTarget::Session(key) => ("session", key.as_str(), None),
-            RevocationTarget::User { user, lock_until } => ("user", user.as_str(), *lock_until),
+        let (kind, target, lock, message) = match &self.target {
+            RevocationTarget::Session(key) => ("session", key.as_str(), None, None),
+            RevocationTarget::User {
+                user,
+                lock_until,
+                message,
+            } => ("user", user.as_str(), *lock_until, message.as_deref()),
         };
-        let facts = serde_json::json!([kind, target, lock, self.reason]);
+        let facts = match message {
+            None => serde_json::json!([kind, target, lock, self.reason]),
+            Some(message) => serde_json::json!([kind, target, lock, self.reason, message]),
+        };
         let digest = Sha256::digest(facts.to_string().as_bytes());
         hex::encode(&digest[..16])
     }
@@ -115,6 +140,9 @@ pub struct BlockedUser {
     pub not_before: Option<UnixMillis>,
     /// No session at all until this instant.
     pub lock_until: Option<UnixMillis>,
+    /// The running lock's message to the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// When the watermark stops refusing tokens without `auth_time` (it is forgotten).
     pub holds_until: UnixMillis,
 }
@@ -157,6 +185,7 @@ mod tests {
         let user = |lock_until| RevocationTarget::User {
             user: "u1".into(),
             lock_until,
+            message: None,
         };
         let base = revocation(user(None), "incident");
         assert_eq!(
@@ -174,6 +203,7 @@ mod tests {
                 RevocationTarget::User {
                     user: "u2".into(),
                     lock_until: None,
+                    message: None,
                 },
                 "incident",
             ),
@@ -182,5 +212,43 @@ mod tests {
         for other in others {
             assert_ne!(base.fingerprint(), other.fingerprint(), "{other:?}");
         }
+    }
+
+    #[test]
+    fn the_fingerprint_binds_the_lock_message_and_is_unchanged_without_one() {
+        let lock = |message: Option<&str>| {
+            revocation(
+                RevocationTarget::User {
+                    user: "u1".into(),
+                    lock_until: Some(5),
+                    message: message.map(str::to_owned),
+                },
+                "incident",
+            )
+        };
+        let with = lock(Some("INC-2041")).fingerprint();
+        assert_eq!(with, lock(Some("INC-2041")).fingerprint());
+        assert_ne!(with, lock(Some("INC-2042")).fingerprint());
+        assert_ne!(with, lock(None).fingerprint());
+        // The digest of a lock without a message, as the versions before messages made it.
+        let facts = serde_json::json!(["user", "u1", 5, "incident"]);
+        let before = hex::encode(&Sha256::digest(facts.to_string().as_bytes())[..16]);
+        assert_eq!(lock(None).fingerprint(), before);
+    }
+
+    #[test]
+    fn the_audit_detail_names_the_lock_message() {
+        let r = revocation(
+            RevocationTarget::User {
+                user: "u1".into(),
+                lock_until: Some(0),
+                message: Some("INC-2041".into()),
+            },
+            "incident",
+        );
+        assert_eq!(
+            r.audit_record(0, 0, None).detail.as_deref(),
+            Some("locked until 1970-01-01T00:00:00.000Z: INC-2041")
+        );
     }
 }

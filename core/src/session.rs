@@ -49,8 +49,9 @@ pub enum EndReason {
     Reauthenticate,
 }
 
-/// The store's answer to an [`AccessRequest`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The store's answer to an [`AccessRequest`]. Not `Copy`: a lock's refusal carries its
+/// message.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// A live session: let the request through.
     Allow {
@@ -65,6 +66,13 @@ pub enum Verdict {
     /// sessions in the tenant. Nothing was stored; the user's existing sessions keep working,
     /// and ending one (signing out elsewhere, or an administrator) makes room.
     TooManySessions,
+    /// Refuse the request: an administrator locked the user out until `until` (every session
+    /// of theirs was ended; no new one before then), with a message for them when one was
+    /// given (shown on the refusal, e.g. "INC-2041").
+    Locked {
+        until: UnixMillis,
+        message: Option<String>,
+    },
 }
 
 /// A "Browser on OS" label from a user agent, e.g. "Chrome on Windows".

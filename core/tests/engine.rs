@@ -99,6 +99,7 @@ fn marks_refuse_by_lock_then_watermark_with_auth_time_as_the_only_proof() {
     let marks = UserMarks {
         not_before: Some(w),
         lock_until: Some(T0 + 10 * MINUTE),
+        lock_message: None,
     };
     let bare = identity("u1", "s1");
     let at = |secs| signed_in(identity("u1", "s1"), secs);
@@ -191,6 +192,7 @@ fn sweep_forgets_tombstones_at_exactly_the_retention_and_marks_no_longer_in_forc
         &RevocationTarget::User {
             user: "u1".into(),
             lock_until: None,
+            message: None,
         },
         T0,
     );
@@ -217,6 +219,7 @@ fn a_lock_outlasting_the_watermark_is_listed_without_it() {
         &RevocationTarget::User {
             user: "u1".into(),
             lock_until: Some(until),
+            message: None,
         },
         T0,
     );
@@ -233,4 +236,25 @@ fn a_lock_outlasting_the_watermark_is_listed_without_it() {
     );
     assert!(state.unblock("u1", &limits, T0 + 60_000));
     assert!(!state.unblock("u1", &limits, T0 + 60_000));
+}
+
+/// Marks the embedded store's journal holds from before lock messages still read, without
+/// one; marks with a message keep it.
+#[test]
+fn user_marks_written_before_lock_messages_still_read() {
+    let old: UserMarks = serde_json::from_str(r#"{"not_before":1,"lock_until":2}"#).unwrap();
+    assert_eq!(
+        old,
+        UserMarks {
+            not_before: Some(1),
+            lock_until: Some(2),
+            lock_message: None,
+        }
+    );
+    let new = UserMarks {
+        lock_message: Some("INC-2041".into()),
+        ..old
+    };
+    let json = serde_json::to_string(&new).unwrap();
+    assert_eq!(serde_json::from_str::<UserMarks>(&json).unwrap(), new);
 }

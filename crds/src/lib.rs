@@ -155,6 +155,7 @@ pub struct SessionPolicyStatus {
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("a Revocation cannot be changed; create a new one"))]
 #[x_kube(validation = Rule::new("!has(self.lockUntil) || has(self.target.userId)").message("lockUntil applies to user targets only"))]
+#[x_kube(validation = Rule::new("!has(self.message) || (has(self.lockUntil) && has(self.target.userId))").message("message applies to a lock only: set lockUntil and target.userId"))]
 #[serde(rename_all = "camelCase")]
 pub struct RevocationSpec {
     /// The tenant (Entra `tid`), a GUID.
@@ -168,6 +169,11 @@ pub struct RevocationSpec {
     /// Only for user targets: no session for the user until this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_until: Option<Time>,
+    /// Only with `lockUntil`: shown to the user on the refusal while the lock holds them out
+    /// (e.g. "INC-2041: call the security desk"). At most 200 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200))]
+    pub message: Option<String>,
 }
 
 /// What a Revocation ends.

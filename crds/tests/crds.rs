@@ -154,6 +154,33 @@ fn revocation_needs_exactly_one_target_lock_only_for_users_and_is_immutable() {
 }
 
 #[test]
+fn a_lock_message_needs_a_user_lock_and_is_bounded() {
+    let schema = schema_of::<Revocation>();
+    let with_message = |target: Value, lock: Option<&str>| {
+        let mut r = revocation(target, lock);
+        r["spec"]["message"] = "INC-2041: call the security desk".into();
+        r
+    };
+    let user = json!({ "userId": "u-1" });
+    let lock = Some("2026-12-01T00:00:00Z");
+    assert!(cel_failures(&schema, with_message(user.clone(), lock), None).is_empty());
+    let rule = "message applies to a lock only: set lockUntil and target.userId";
+    assert_eq!(
+        cel_failures(&schema, with_message(user, None), None),
+        vec![rule]
+    );
+    let failures = cel_failures(
+        &schema,
+        with_message(json!({ "sessionId": "s-1" }), lock),
+        None,
+    );
+    assert!(failures.contains(&rule.to_owned()), "{failures:?}");
+    // The length bound is in the schema (the API server enforces it).
+    let spec = &schema["properties"]["spec"]["properties"]["message"];
+    assert_eq!(spec["maxLength"], 200, "{spec}");
+}
+
+#[test]
 fn the_spec_rules_are_declared_where_the_api_server_enforces_them() {
     let revocation = serde_json::to_string(&Revocation::crd()).unwrap();
     assert!(revocation.contains(r#""subresources":{"status":{}}"#));

@@ -9,7 +9,7 @@ use grantflow_core::store::{SessionStore, StoreError};
 use grantflow_core::token::{TokenError, TokenValidator};
 
 use crate::metrics::Metrics;
-use crate::outcome::{Denial, Outcome};
+use crate::outcome::{Denial, LockNotice, Outcome};
 use crate::request::{Credential, HttpRequest};
 
 /// Decides requests: token, then session.
@@ -50,7 +50,11 @@ impl Authorizer {
     }
 
     async fn decide(&self, request: &HttpRequest) -> Outcome {
-        let deny = |denial, identity| Outcome::Deny { denial, identity };
+        let deny = |denial, identity| Outcome::Deny {
+            denial,
+            identity,
+            lock: None,
+        };
         let token = match &request.credential {
             Credential::Bearer(token) => token,
             Credential::Missing => return deny(Denial::MissingToken, None),
@@ -84,6 +88,11 @@ impl Authorizer {
                 deny(Denial::SignInAgain, Some(identity))
             }
             Ok(Verdict::TooManySessions) => deny(Denial::TooManySessions, Some(identity)),
+            Ok(Verdict::Locked { until, message }) => Outcome::Deny {
+                denial: Denial::Locked,
+                identity: Some(identity),
+                lock: Some(LockNotice { until, message }),
+            },
             Err(error) => {
                 // Fail closed: a store that cannot answer never lets a request through.
                 self.metrics.store_failed(error.label());

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use grantflow_core::clock::UnixMillis;
 use grantflow_core::identity::Identity;
 
 /// Why a request was refused, as shown to the person or client.
@@ -20,6 +21,17 @@ pub enum Denial {
     /// user's other sessions keep working.
     TooManySessions,
     Unavailable,
+    /// An administrator locked the user out until a time ([`LockNotice`]): no session before
+    /// it ends, whatever the token.
+    Locked,
+}
+
+/// What a [`Denial::Locked`] refusal tells the user: when the lock ends and the
+/// administrator's message, if any (cleaned text; the page escapes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockNotice {
+    pub until: UnixMillis,
+    pub message: Option<String>,
 }
 
 /// The answer for one request.
@@ -32,6 +44,8 @@ pub enum Outcome {
     Deny {
         denial: Denial,
         identity: Option<Arc<Identity>>,
+        /// For [`Denial::Locked`]: the lock's end and message.
+        lock: Option<LockNotice>,
     },
 }
 
@@ -48,6 +62,7 @@ impl Outcome {
                 Denial::SignInAgain => "sign_in_again",
                 Denial::TooManySessions => "too_many_sessions",
                 Denial::Unavailable => "unavailable",
+                Denial::Locked => "user_locked",
             },
         }
     }

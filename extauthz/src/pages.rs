@@ -4,13 +4,15 @@
 //! API clients get an RFC 9457 `application/problem+json` document; browsers
 //! get a small, self-contained HTML page (inline CSS and SVG only, no scripts,
 //! no network resources, light and dark themes). Bodies are fixed per
-//! [`Denial`]: the only variable part is the operator-configured sign-in URL,
-//! which is restricted to http(s) or a relative path and escaped. Nothing from
+//! [`Denial`]: the only variable parts are the operator-configured sign-in URL,
+//! which is restricted to http(s) or a relative path and escaped, and for a
+//! lock ([`Denial::Locked`]) its end and the administrator's message (cleaned
+//! text, HTML-escaped in the page, JSON-escaped in the problem). Nothing from
 //! the request, and no internal error text, ever reaches the body.
 
 use serde_json::{Map, Value};
 
-use crate::outcome::Denial;
+use crate::outcome::{Denial, LockNotice};
 
 /// A rendered refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +94,14 @@ fn wording(denial: Denial) -> Wording {
             detail: "You already have as many active sessions as one person may hold, so a new one was not started. Sign out of privileged access in another browser or device, then try again, or ask an administrator to end your old sessions.",
             icon: ICON_ALERT,
         },
+        Denial::Locked => Wording {
+            slug: "user-locked",
+            title: "Access locked",
+            what: "An administrator locked your access.",
+            next: "You can sign in again once the lock ends. If you didn\u{2019}t expect this, contact your security team.",
+            detail: "An administrator locked your access. You can sign in again once the lock ends. If you didn't expect this, contact your security team.",
+            icon: ICON_LOCK,
+        },
         Denial::Unavailable => Wording {
             slug: "unavailable",
             title: "Temporarily unavailable",
@@ -112,6 +122,63 @@ fn status(denial: Denial) -> u16 {
         | Denial::SignInAgain => 401,
         Denial::TooManySessions => 429,
         Denial::Unavailable => 503,
+        Denial::Locked => 403,
+    }
+}
+
+/// "Your access is locked until 2026-11-28 14:00 UTC: INC-2041" (seconds shown only when
+/// the lock does not end on a whole minute).
+fn lock_sentence(lock: &LockNotice) -> String {
+    let stamp = grantflow_core::clock::rfc3339(lock.until);
+    // "2026-11-28T14:00:00.000Z"
+    let (date, time) = stamp.split_once('T').unwrap_or((stamp.as_str(), ""));
+    let time = time.get(..8).unwrap_or(time);
+    let time = time.strip_suffix(":00").unwrap_or(time);
+    match &lock.message {
+        Some(message) => format!("Your access is locked until {date} {time} UTC: {message}"),
+        None => format!("Your access is locked until {date} {time} UTC."),
+    }
+}
+
+/// [`render`], with a lock's end and message when the denial is a lock.
+pub fn render_with(
+    denial: Denial,
+    html: bool,
+    sign_in_url: &str,
+    lock: Option<&LockNotice>,
+) -> Page {
+    let Some(lock) = lock.filter(|_| denial == Denial::Locked) else {
+        return render(denial, html, sign_in_url);
+    };
+    let url = safe_url(sign_in_url);
+    let sentence = lock_sentence(lock);
+    let body = if html {
+        render_html_saying(denial, url, Some(&sentence))
+    } else {
+        let mut doc: Map<String, Value> =
+            serde_json::from_str(&render_problem(denial, url)).expect("our own JSON");
+        let detail = format!(
+            "{sentence} {}",
+            wording(denial).next.replace('\u{2019}', "'")
+        );
+        doc.insert("detail".into(), detail.into());
+        doc.insert(
+            "locked_until".into(),
+            grantflow_core::clock::rfc3339(lock.until).into(),
+        );
+        if let Some(message) = &lock.message {
+            doc.insert("message".into(), message.as_str().into());
+        }
+        Value::Object(doc).to_string()
+    };
+    Page {
+        status: status(denial),
+        content_type: if html {
+            HTML_CONTENT_TYPE
+        } else {
+            PROBLEM_CONTENT_TYPE
+        },
+        body,
     }
 }
 
@@ -251,7 +318,7 @@ fn render_problem(denial: Denial, url: &str) -> String {
     doc.insert("title".into(), c.title.into());
     doc.insert("status".into(), status.into());
     doc.insert("detail".into(), c.detail.into());
-    if status == 401 {
+    if status == 401 || denial == Denial::Locked {
         doc.insert("sign_in".into(), url.into());
     }
     Value::Object(doc).to_string()
@@ -274,17 +341,23 @@ a.btn:focus-visible{outline:3px solid var(--fg);outline-offset:3px}\
 @media (max-width:30rem){body{align-items:flex-start;padding:.75rem}main{padding:1.5rem 1.25rem}a.btn{display:block;text-align:center}}";
 
 fn render_html(denial: Denial, url: &str) -> String {
+    render_html_saying(denial, url, None)
+}
+
+/// The page, with `what` in place of the denial's fixed sentence (escaped here).
+fn render_html_saying(denial: Denial, url: &str, said: Option<&str>) -> String {
     let c = wording(denial);
     // 429 and 503: "Try again" reloads the page that was refused (an empty
-    // href is the current document); 401s send the person to sign in.
-    let (href, action) = if status(denial) == 401 {
+    // href is the current document); 401s and a lock (which ends in a sign-in)
+    // send the person to sign in.
+    let (href, action) = if status(denial) == 401 || denial == Denial::Locked {
         (escape_html(url), "Sign in again")
     } else {
         (String::new(), "Try again")
     };
     let (title, what, next) = (
         escape_html(c.title),
-        escape_html(c.what),
+        escape_html(said.unwrap_or(c.what)),
         escape_html(c.next),
     );
     let (slug, icon) = (c.slug, c.icon);
@@ -580,3 +653,7 @@ mod tests {
         assert_eq!(parse_q(""), 0);
     }
 }
+
+/// The lock page's tests.
+#[cfg(test)]
+mod lock_tests;

@@ -18,6 +18,7 @@ pub const SESSION_HEADER: &str = "x-grantflow-session";
 
 /// gRPC status codes Envoy reads from `CheckResponse.status`.
 const GRPC_OK: i32 = 0;
+const GRPC_PERMISSION_DENIED: i32 = 7;
 const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
 const GRPC_UNAVAILABLE: i32 = 14;
 const GRPC_UNAUTHENTICATED: i32 = 16;
@@ -61,11 +62,16 @@ pub fn check_response(
                 dynamic_metadata: Some(structure(&metadata)),
             }
         }
-        Outcome::Deny { denial, identity } => {
-            let page = pages::render(
+        Outcome::Deny {
+            denial,
+            identity,
+            lock,
+        } => {
+            let page = pages::render_with(
                 *denial,
                 pages::wants_html(request.accept.as_deref()),
                 sign_in_url,
+                lock.as_ref(),
             );
             let mut headers = vec![
                 header("content-type", page.content_type, true),
@@ -78,6 +84,8 @@ pub fn check_response(
                 // Not a credential problem, and no wait helps: a slot frees when a session
                 // ends, so neither WWW-Authenticate nor Retry-After.
                 Denial::TooManySessions => {}
+                // Forbidden, not a credential problem: no new token helps before it ends.
+                Denial::Locked => {}
                 _ => headers.push(header(
                     "www-authenticate",
                     r#"Bearer error="invalid_token""#,
@@ -93,6 +101,7 @@ pub fn check_response(
             let code = match page.status {
                 503 => GRPC_UNAVAILABLE,
                 429 => GRPC_RESOURCE_EXHAUSTED,
+                403 => GRPC_PERMISSION_DENIED,
                 _ => GRPC_UNAUTHENTICATED,
             };
             CheckResponse {
@@ -247,6 +256,7 @@ mod tests {
         let outcome = Outcome::Deny {
             denial: Denial::InvalidToken,
             identity: Some(identity()),
+            lock: None,
         };
         let response = check_response(
             &outcome,
@@ -271,6 +281,7 @@ mod tests {
         let outcome = Outcome::Deny {
             denial: Denial::TooManySessions,
             identity: Some(identity()),
+            lock: None,
         };
         let response = check_response(&outcome, &request(&[]), "https://sign-in.test/");
         assert_eq!(

@@ -72,6 +72,7 @@ async function main() {
   $('lift-form').addEventListener('submit', submitLift);
   $('revoke-all-lock').addEventListener('change', (e) => {
     $('revoke-all-until').disabled = !e.target.checked;
+    $('revoke-all-message').disabled = !e.target.checked;
     if (e.target.checked) $('revoke-all-until').focus();
   });
   $('policy-form').addEventListener('submit', submitPolicy);

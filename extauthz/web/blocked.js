@@ -23,7 +23,8 @@ function blockedRow(b) {
         name ? el('div', { class: 'user-name', text: name }) : null,
         el('div', { class: 'user-id', text: b.user }))),
     el('td', { 'data-label': 'Since' }, time(b.notBefore)),
-    el('td', { 'data-label': 'Locked until' }, time(b.lockUntil)),
+    el('td', { 'data-label': 'Locked until' }, time(b.lockUntil),
+      b.message ? el('div', { class: 'muted lock-message', text: b.message }) : null),
     el('td', { 'data-label': 'Holds until' }, time(b.holdsUntil)),
     by,
     el('td', {},
@@ -62,6 +63,7 @@ function openLift(b) {
     ['User', state.names.has(b.user) ? `${state.names.get(b.user)} (${b.user})` : b.user],
     ['Since', formatTime(b.notBefore)],
     ['Locked until', formatTime(b.lockUntil)],
+    ...(b.message ? [['Message to the user', b.message]] : []),
     ['Holds until', formatTime(b.holdsUntil)],
   ];
   if (b.revocation) facts.push(['Revoked by', `${b.revocation.actor}: ${b.revocation.reason || '—'}`]);

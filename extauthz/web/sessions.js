@@ -143,6 +143,8 @@ function openRevokeAll(s) {
   $('revoke-all-lock').checked = false;
   $('revoke-all-until').disabled = true;
   $('revoke-all-until').value = '';
+  $('revoke-all-message').disabled = true;
+  $('revoke-all-message').value = '';
   showError('revoke-all-error', '');
   $('revoke-all-dialog').showModal();
   $('revoke-all-reason').focus();
@@ -192,6 +194,8 @@ export async function submitRevokeAll(event) {
       return;
     }
     body.lockUntil = new Date(until).toISOString();
+    const message = $('revoke-all-message').value.trim();
+    if (message) body.message = message;
   }
   const target = revoking;
   $('revoke-all-submit').disabled = true;

@@ -109,10 +109,22 @@ fn check_revocation(r: &RevocationSpec, requested_by: &str, key: &str) {
             assert_eq!(rev.reason.trim(), rev.reason);
             match &rev.target {
                 RevocationTarget::Session(id) => {
-                    assert!(is_safe_id(id) && r.lock_until.is_none() && r.target.user_id.is_none())
+                    assert!(is_safe_id(id) && r.lock_until.is_none() && r.target.user_id.is_none());
+                    assert!(r.message.is_none());
                 }
-                RevocationTarget::User { user, .. } => {
-                    assert!(is_safe_id(user) && r.target.session_id.is_none())
+                RevocationTarget::User {
+                    user,
+                    lock_until,
+                    message,
+                } => {
+                    assert!(is_safe_id(user) && r.target.session_id.is_none());
+                    // A lock's message: only with the lock, cleaned, bounded, never blank.
+                    if let Some(m) = message {
+                        assert!(lock_until.is_some(), "{m:?}");
+                        assert!(!m.is_empty() && m.chars().count() <= 200, "{m:?}");
+                        assert!(!m.chars().any(char::is_control), "{m:?}");
+                        assert_eq!(m.trim(), m);
+                    }
                 }
             }
             assert_eq!(rev.idempotency_key.as_deref(), Some(key));

@@ -98,6 +98,14 @@ async fn reconcile_inner(revocation: &Revocation, ctx: &Context) -> Result<Actio
         Ok(outcome) => {
             let what = match &request.target {
                 RevocationTarget::Session(session) => format!("session {session}"),
+                RevocationTarget::User {
+                    user,
+                    lock_until: Some(until),
+                    ..
+                } => format!(
+                    "the sessions of user {user} (locked out until {})",
+                    grantflow_core::clock::rfc3339(*until)
+                ),
                 RevocationTarget::User { user, .. } => format!("the sessions of user {user}"),
             };
             let verdict = Verdict::ok(

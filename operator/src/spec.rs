@@ -7,7 +7,7 @@ use std::time::Duration;
 use grantflow_core::audit::{Actor, ActorKind, Source};
 use grantflow_core::identity::{is_guid, is_safe_id};
 use grantflow_core::policy::check_max_age;
-use grantflow_core::revocation::{Revocation, RevocationTarget};
+use grantflow_core::revocation::{LOCK_MESSAGE_MAX_CHARS, Revocation, RevocationTarget};
 use grantflow_crds::{DEFAULT_MAX_SESSION_AGE, RevocationSpec, SessionPolicySpec};
 
 /// Why a spec cannot be applied, in words for the status message.
@@ -70,6 +70,26 @@ pub fn session_policy(spec: &SessionPolicySpec) -> Result<(String, Duration), In
 /// The longest reason kept, as the CRD's schema allows.
 const MAX_REASON_CHARS: usize = 1024;
 
+/// A lock's message as the admin API keeps it: cleaned (no control or format characters), at
+/// most [`LOCK_MESSAGE_MAX_CHARS`], only with a lock; blank is none.
+fn lock_message(message: Option<&str>, locked: bool) -> Result<Option<String>, InvalidSpec> {
+    let Some(message) = message else {
+        return Ok(None);
+    };
+    if !locked {
+        return Err(invalid(
+            "message applies to a lock only: set lockUntil and target.userId",
+        ));
+    }
+    let message = grantflow_core::text::clean(message, usize::MAX);
+    if message.chars().count() > LOCK_MESSAGE_MAX_CHARS {
+        return Err(invalid(format!(
+            "message is longer than {LOCK_MESSAGE_MAX_CHARS} characters"
+        )));
+    }
+    Ok(Some(message).filter(|m| !m.is_empty()))
+}
+
 /// The domain revocation a Revocation asks for. `requested_by` is the Kubernetes user the
 /// webhook recorded; `idempotency_key` makes the store apply it at most once.
 pub fn revocation(
@@ -82,6 +102,11 @@ pub fn revocation(
         (Some(session), None) => {
             if spec.lock_until.is_some() {
                 return Err(invalid("lockUntil applies to user targets only"));
+            }
+            if spec.message.is_some() {
+                return Err(invalid(
+                    "message applies to a lock only: set lockUntil and target.userId",
+                ));
             }
             if !is_safe_id(session) {
                 return Err(invalid(
@@ -96,9 +121,11 @@ pub fn revocation(
                     "target.userId must be 1-128 of A-Z a-z 0-9 . _ : @ -",
                 ));
             }
+            let lock_until = spec.lock_until.as_ref().map(|t| t.0.as_millisecond());
             RevocationTarget::User {
                 user: user.clone(),
-                lock_until: spec.lock_until.as_ref().map(|t| t.0.as_millisecond()),
+                lock_until,
+                message: lock_message(spec.message.as_deref(), lock_until.is_some())?,
             }
         }
         _ => {
@@ -174,6 +201,7 @@ mod tests {
             },
             reason: " INC-1 ".into(),
             lock_until: None,
+            message: None,
         };
         let r = revocation(&spec(None, Some("u-1")), "alice", "uid-1").unwrap();
         assert_eq!(r.reason, "INC-1");
@@ -195,6 +223,7 @@ mod tests {
             },
             reason: reason.into(),
             lock_until: None,
+            message: None,
         };
         let r = revocation(
             &spec("INC-1\u{202E}txt.exe\u{200B}\r\nforged"),
@@ -205,5 +234,39 @@ mod tests {
         assert_eq!(r.reason, "INC-1txt.exe  forged");
         let err = revocation(&spec("\u{200B}\u{202E} "), "alice", "k").unwrap_err();
         assert!(err.0.contains("invisible"), "{err}");
+    }
+
+    #[test]
+    fn lock_messages_are_cleaned_bounded_and_only_with_a_lock() {
+        let spec = |user: bool, lock: bool, message: Option<&str>| RevocationSpec {
+            tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+            target: Target {
+                session_id: (!user).then(|| "s-1".into()),
+                user_id: user.then(|| "u-1".into()),
+            },
+            reason: "INC-1".into(),
+            lock_until: lock.then(|| {
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    "2030-01-01T00:00:00Z".parse().unwrap(),
+                )
+            }),
+            message: message.map(Into::into),
+        };
+        let r = revocation(
+            &spec(true, true, Some(" INC-2041\u{202E} <b>\r\n& ")),
+            "a",
+            "k",
+        )
+        .unwrap();
+        let RevocationTarget::User { message, .. } = r.target else {
+            panic!("a user target");
+        };
+        assert_eq!(message.as_deref(), Some("INC-2041 <b>  &"));
+        let long = "x".repeat(LOCK_MESSAGE_MAX_CHARS + 1);
+        let err = revocation(&spec(true, true, Some(&long)), "a", "k").unwrap_err();
+        assert!(err.0.contains("200"), "{err}");
+        let err = revocation(&spec(true, false, Some("m")), "a", "k").unwrap_err();
+        assert!(err.0.contains("lockUntil"), "{err}");
+        assert!(revocation(&spec(false, false, Some("m")), "a", "k").is_err());
     }
 }

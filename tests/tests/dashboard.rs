@@ -376,3 +376,75 @@ async fn a_revocation_through_replica_a_reaches_the_event_stream_of_replica_b_on
     let redis_server = RedisServer::start().await;
     revocation_reaches_the_other_replica(redis(&redis_server)).await;
 }
+
+/// Locks that explain themselves, in Chromium: lock with a message from the revoke-all dialog,
+/// listed under Blocked users with its end and message, shown (as text) on the user's
+/// refusal page through Envoy, lifted; a new sign-in works; both audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_locks_a_user_with_a_message_lists_it_and_lifts_it() {
+    let stack = Stack::start_with(StackOptions {
+        dashboard: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let user = "user-lena";
+    let token = stack.token(user, "sid-lena-1").await;
+    let mut fresh = stack.claims(user, Some("sid-lena-2"));
+    fresh["auth_time"] = grantflow_core::clock::Clock::now_secs(&stack.clock).into();
+    let fresh = stack.issuer.token(fresh).await;
+    let message = "INC-2041 <b>call</b> the security desk & quote it";
+    let input = json!({
+        "dashboardUrl": format!("http://{}/admin/", stack.admin_addr(0)),
+        "envoyUrl": stack.envoy.url("/"),
+        "user": user,
+        "userToken": {"sid": "sid-lena-1", "token": token},
+        "freshToken": {"sid": "sid-lena-2", "token": fresh},
+        "message": message,
+        "artifacts": artifacts("dashboard-locks"),
+    });
+    let result = run_browser("locks.mjs", &input, Duration::from_secs(120)).await;
+    assert_eq!(result["afterLift"], 200, "{result}");
+    assert!(
+        result["userPage"].as_str().unwrap().contains(message),
+        "{result}"
+    );
+    assert!(
+        result["lockAuditRow"]
+            .as_str()
+            .unwrap()
+            .contains("User locked"),
+        "{result}"
+    );
+    assert!(
+        result["liftAuditRow"]
+            .as_str()
+            .unwrap()
+            .contains("Block lifted"),
+        "{result}"
+    );
+    let audit = stack.store.audit(TENANT, 10).await.unwrap();
+    let ours: Vec<_> = audit.iter().filter(|r| r.actor.id == ADMIN_OID).collect();
+    assert_eq!(ours.len(), 2, "{audit:?}");
+    assert_eq!(ours[0].action, Action::UserUnblock);
+    assert_eq!(ours[0].reason.as_deref(), Some("false positive"));
+    assert!(
+        ours[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains(&format!("({message})"))),
+        "{:?}",
+        ours[0]
+    );
+    assert_eq!(ours[1].action, Action::UserLock);
+    assert_eq!(ours[1].source, Source::Dashboard);
+    assert_eq!(ours[1].target.user.as_deref(), Some(user));
+    assert!(
+        ours[1]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.ends_with(&format!(": {message}"))),
+        "{:?}",
+        ours[1]
+    );
+    assert!(stack.store.blocked_users(TENANT).await.unwrap().is_empty());
+}

@@ -62,6 +62,7 @@ async fn a_revocation_through_one_replica_is_enforced_by_the_other() {
             RevocationTarget::User {
                 user: "user-ann".into(),
                 lock_until: None,
+                message: None,
             },
             "INC-7",
         )
@@ -119,6 +120,7 @@ async fn no_request_is_allowed_after_the_revoke_call_returns() {
             RevocationTarget::User {
                 user: "user-bea".into(),
                 lock_until: None,
+                message: None,
             },
             "INC-8",
         )

@@ -191,6 +191,7 @@ async fn revoking_a_session_or_a_user_refuses_the_very_next_request() {
             RevocationTarget::User {
                 user: "user-dave".into(),
                 lock_until: None,
+                message: None,
             },
             "INC-2041",
         )

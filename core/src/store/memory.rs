@@ -166,7 +166,7 @@ impl MemoryStore {
         self.record(|| Op::Marks {
             tenant: tenant_id.to_owned(),
             user: user.to_owned(),
-            marks: tenant.sessions.users.get(user).copied(),
+            marks: tenant.sessions.users.get(user).cloned(),
         });
     }
 
@@ -236,7 +236,7 @@ impl SessionStore for MemoryStore {
                 tenant
                     .sessions
                     .decide(tenant_id, request, &self.limits, self.lost_at, now);
-            match verdict {
+            match &verdict {
                 Verdict::Allow { created: true, .. } => {
                     self.record_key(tenant_id, tenant, key);
                     // A fresh sign-in under the key of a session that had just expired.
@@ -250,7 +250,7 @@ impl SessionStore for MemoryStore {
                         });
                     }
                 }
-                Verdict::Deny(_) | Verdict::TooManySessions => {
+                Verdict::Deny(_) | Verdict::TooManySessions | Verdict::Locked { .. } => {
                     // Only a change is written: a refused client that keeps trying costs no
                     // disk write. A tombstone can change in place: a sign-in after the end
                     // replaces it, and is refused as too old (a later end). Too many sessions
@@ -263,6 +263,7 @@ impl SessionStore for MemoryStore {
                     if let Some(session) = was_live {
                         let reason = match verdict {
                             Verdict::Deny(reason) => reason,
+                            Verdict::Locked { .. } => EndReason::Revoked,
                             _ => EndReason::Expired,
                         };
                         self.ended(tenant_id, session, reason);

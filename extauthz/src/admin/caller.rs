@@ -134,6 +134,11 @@ pub(super) async fn confirm(
             ));
         }
         Verdict::TooManySessions => return Err(Problem::too_many_sessions()),
+        Verdict::Locked { .. } => {
+            return Err(Problem::unauthorized(
+                "Your access is locked by an administrator.",
+            ));
+        }
     }
     let source = match header_value(parts, header::HeaderName::from_static(CLIENT_HEADER)) {
         Some(client) if client.eq_ignore_ascii_case("dashboard") => Source::Dashboard,

@@ -50,6 +50,9 @@ pub(super) struct BlockedView {
     not_before: Option<String>,
     /// No session at all until then.
     lock_until: Option<String>,
+    /// The lock's message to the user (only with a lock that has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
     /// When nothing holds the user out any more (the watermark is forgotten, the lock over).
     holds_until: String,
 }
@@ -60,6 +63,7 @@ impl BlockedView {
             user: b.user.clone(),
             not_before: b.not_before.map(rfc3339),
             lock_until: b.lock_until.map(rfc3339),
+            message: b.message.clone(),
             holds_until: rfc3339(b.holds_until),
         }
     }

@@ -8,6 +8,7 @@ mod dashboard;
 mod errors;
 mod events;
 mod idempotency;
+mod locks;
 mod openapi;
 mod rate_limit;
 mod sessions;

@@ -35,6 +35,7 @@ fn user_revocation(name: &str, requested_by: Option<&str>) -> Revocation {
             },
             reason: "INC-2041 credential theft".into(),
             lock_until: None,
+            message: None,
         },
     );
     r.metadata.namespace = Some(NS.into());
@@ -354,4 +355,122 @@ fn the_revocation_object_key_is_the_stores_idempotency_key() {
         grantflow_operator::spec::revocation(&r.spec, "alice", r.meta().uid.as_deref().unwrap())
             .unwrap();
     assert_eq!(request.idempotency_key.as_deref(), Some("uid-inc-2041"));
+}
+
+/// Locks that explain themselves: a Revocation with `lockUntil` and `message` locks the user
+/// with the message (cleaned), which the user's refusal and the audit record carry.
+#[tokio::test]
+async fn a_lock_with_a_message_is_applied_and_the_users_refusal_carries_it() {
+    let clock = ManualClock::new(NOW_MS);
+    let store = memory_store(&clock);
+    open_session(&store, "user-mallory", "sid-1", &clock).await;
+    let until = "2026-11-27T14:00:00Z";
+    let until_ms = NOW_MS + 2 * 3_600_000;
+    let mut revocation = user_revocation("inc-2041-lock", Some("alice@contoso.com"));
+    revocation.spec.lock_until = Some(Time(until.parse().unwrap()));
+    revocation.spec.message = Some(" INC-2041 <b>call</b> the desk\r\n\u{202E}".into());
+    let Harness { ctx, mut api, .. } = harness(store.clone(), cache(&[]));
+    let reply = serde_json::to_value(&revocation).unwrap();
+    let server = tokio::spawn(async move {
+        let call = api.next().await;
+        call.assert("PATCH", &revocation_status_url("inc-2041-lock"));
+        let conditions = &call.body["status"]["conditions"];
+        assert_eq!(conditions[0]["status"], "True", "{}", call.body);
+        let said = conditions[0]["message"].as_str().unwrap();
+        assert!(
+            said.starts_with(
+                "ended the sessions of user user-mallory (locked out until \
+                 2026-11-27T14:00:00.000Z) in tenant"
+            ),
+            "{said}"
+        );
+        assert_eq!(call.body["status"]["sessionsRevoked"], 1);
+        call.answer(&reply);
+        let event = api.next().await;
+        assert_eq!(event.body["reason"], "Revoked");
+        event.echo();
+        api
+    });
+    revocation::reconcile(Arc::new(revocation), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    server.await.unwrap().no_more().await;
+
+    let message = "INC-2041 <b>call</b> the desk";
+    let blocked = store.blocked_users(TENANT).await.unwrap();
+    assert_eq!(blocked.len(), 1);
+    assert_eq!(blocked[0].lock_until, Some(until_ms));
+    assert_eq!(blocked[0].message.as_deref(), Some(message));
+    let audit = store.audit(TENANT, 10).await.unwrap();
+    assert_eq!(audit[0].action, AuditAction::UserLock);
+    assert_eq!(
+        audit[0].detail.as_deref(),
+        Some(format!("locked until 2026-11-27T14:00:00.000Z: {message}").as_str())
+    );
+    // A fresh sign-in of the user is refused with the lock's end and message.
+    clock.advance(Duration::from_secs(1));
+    let identity = Identity {
+        tenant: TENANT.into(),
+        user: "user-mallory".into(),
+        display_name: None,
+        session: SessionKey {
+            id: "sid-2".into(),
+            anchor: SessionAnchor::Sid,
+        },
+        auth_time: Some(clock.now_secs()),
+        issued_at: Some(clock.now_secs()),
+        not_before: None,
+        expires_at: clock.now_secs() + 3600,
+        roles: Vec::new(),
+    };
+    let verdict = store
+        .check(&AccessRequest {
+            identity: Arc::new(identity),
+            client_ip: None,
+            user_agent: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        verdict,
+        Verdict::Locked {
+            until: until_ms,
+            message: Some(message.into()),
+        }
+    );
+}
+
+/// Where the schema is missing, the operator refuses a message without a lock itself.
+#[tokio::test]
+async fn a_message_without_a_lock_is_an_invalid_spec_and_changes_nothing() {
+    let clock = ManualClock::new(NOW_MS);
+    let store = memory_store(&clock);
+    let mut revocation = user_revocation("no-lock", Some("alice@contoso.com"));
+    revocation.spec.message = Some("INC-2041".into());
+    let Harness { ctx, mut api, .. } = harness(store.clone(), cache(&[]));
+    let reply = serde_json::to_value(&revocation).unwrap();
+    let server = tokio::spawn(async move {
+        let call = api.next().await;
+        call.assert("PATCH", &revocation_status_url("no-lock"));
+        let condition = &call.body["status"]["conditions"][0];
+        assert_eq!(condition["status"], "False");
+        assert_eq!(condition["reason"], "InvalidSpec");
+        assert_eq!(
+            condition["message"],
+            "message applies to a lock only: set lockUntil and target.userId"
+        );
+        call.answer(&reply);
+        let event = api.next().await;
+        assert_eq!(event.body["reason"], "InvalidSpec");
+        event.echo();
+        api
+    });
+    revocation::reconcile(Arc::new(revocation), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    server.await.unwrap().no_more().await;
+    assert!(store.audit(TENANT, 10).await.unwrap().is_empty());
+    assert!(store.blocked_users(TENANT).await.unwrap().is_empty());
 }

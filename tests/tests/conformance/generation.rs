@@ -113,7 +113,7 @@ async fn a_reopened_data_folder_keeps_every_fact(mut ctx: Ctx) {
     let bob_old = authenticated(ctx.token(BOB, "b-3"), T0 / 1000);
     assert_eq!(ctx.check(&bob_old).await, REVOKED, "watermark");
     let carol_fresh = authenticated(ctx.token(CAROL, "c-2"), ctx.now_secs());
-    assert_eq!(ctx.check(&carol_fresh).await, REVOKED, "lock");
+    assert_eq!(ctx.check(&carol_fresh).await, locked(carol_until), "lock");
     assert_eq!(ctx.check(&between).await, EXPIRED, "the later end");
     let replay = ctx
         .revoke(keyed(revocation(&t, user(BOB), "phished"), "k-bob"))

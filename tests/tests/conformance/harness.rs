@@ -67,6 +67,14 @@ pub const EXPIRED: Verdict = Verdict::Deny(EndReason::Expired);
 pub const REVOKED: Verdict = Verdict::Deny(EndReason::Revoked);
 pub const REAUTHENTICATE: Verdict = Verdict::Deny(EndReason::Reauthenticate);
 
+/// The refusal of a user locked until `until`, without a message.
+pub fn locked(until: UnixMillis) -> Verdict {
+    Verdict::Locked {
+        until,
+        message: None,
+    }
+}
+
 pub fn created(started_at: i64) -> Verdict {
     Verdict::Allow {
         created: true,
@@ -179,6 +187,7 @@ pub fn user(user: &str) -> RevocationTarget {
     RevocationTarget::User {
         user: user.into(),
         lock_until: None,
+        message: None,
     }
 }
 
@@ -186,6 +195,7 @@ pub fn lock(user: &str, until: UnixMillis) -> RevocationTarget {
     RevocationTarget::User {
         user: user.into(),
         lock_until: Some(until),
+        message: None,
     }
 }
 

@@ -53,7 +53,7 @@ pub(crate) async fn a_replay_returns_the_first_outcome_and_writes_nothing(ctx: C
     // of the fingerprint): the first answer, marked as a replay.
     ctx.advance(mins(5));
     let fresh = authenticated(ctx.token(ALICE, "a-3"), ctx.now_secs());
-    assert_eq!(ctx.check(&fresh).await, REVOKED, "locked");
+    assert_eq!(ctx.check(&fresh).await, locked(T0 + 3_600_000), "locked");
     let mut again = request.clone();
     again.actor.id = "another-admin".into();
     again.source = grantflow_core::audit::Source::Kubernetes;

@@ -306,7 +306,7 @@ async fn a_lock_refuses_even_fresh_sign_ins_until_it_ends(ctx: Ctx) {
     );
     assert_eq!(serde_json::to_value(record).unwrap()["action"], "user.lock");
 
-    assert_eq!(ctx.check(&a1).await, REVOKED);
+    assert_eq!(ctx.check(&a1).await, locked(until));
     ctx.advance(SEC);
     let fresh = || {
         let sid = format!("a-fresh-{}", ctx.now());
@@ -314,7 +314,7 @@ async fn a_lock_refuses_even_fresh_sign_ins_until_it_ends(ctx: Ctx) {
     };
     assert_eq!(
         ctx.check(&fresh()).await,
-        REVOKED,
+        locked(until),
         "a fresh sign-in during the lock"
     );
     assert_eq!(
@@ -325,7 +325,7 @@ async fn a_lock_refuses_even_fresh_sign_ins_until_it_ends(ctx: Ctx) {
     ctx.set_time(until - 1);
     assert_eq!(
         ctx.check(&fresh()).await,
-        REVOKED,
+        locked(until),
         "one millisecond before the end"
     );
 
@@ -348,7 +348,7 @@ async fn a_lock_refuses_new_sessions_until_it_ends_and_is_audited(ctx: Ctx) {
     ctx.revoke(revocation(t, lock("u1", until), "INC-1")).await;
     ctx.advance(mins(1));
     let during = authenticated(ctx.token("u1", "during"), ctx.now_secs());
-    assert_eq!(ctx.check(&during).await, REVOKED);
+    assert_eq!(ctx.check(&during).await, locked(until));
     ctx.advance(mins(10));
     let after = authenticated(ctx.token("u1", "after"), ctx.now_secs());
     assert!(is_allowed(ctx.check(&after).await));
@@ -365,7 +365,7 @@ async fn revoke_all_without_a_lock_keeps_an_existing_lock(ctx: Ctx) {
     ctx.revoke(revocation(t, user(ALICE), "revoke again")).await;
     ctx.advance(SEC);
     let fresh = authenticated(ctx.token(ALICE, "a-1"), ctx.now_secs());
-    assert_eq!(ctx.check(&fresh).await, REVOKED, "still locked");
+    assert_eq!(ctx.check(&fresh).await, locked(until), "still locked");
     ctx.set_time(until);
     let fresh = authenticated(ctx.token(ALICE, "a-2"), ctx.now_secs());
     assert_eq!(ctx.check(&fresh).await, created(until));

@@ -162,6 +162,7 @@ async fn the_watermark_stops_refusing_after_the_watermark_retention(ctx: Ctx) {
             user: ALICE.into(),
             not_before: Some(T0),
             lock_until: None,
+            message: None,
             holds_until: T0 + HOUR.as_millis() as i64,
         }]
     );
@@ -199,12 +200,14 @@ pub(crate) async fn blocked_users_lists_watermarks_and_locks_and_unblock_lifts_t
         user: ALICE.into(),
         not_before: Some(alice_revoked),
         lock_until: None,
+        message: None,
         holds_until: alice_revoked + retention,
     };
     let bob = BlockedUser {
         user: BOB.into(),
         not_before: Some(bob_revoked),
         lock_until: Some(until),
+        message: None,
         holds_until: bob_revoked + retention,
     };
     assert_eq!(ctx.blocked(t).await, [alice.clone(), bob.clone()]);
@@ -239,7 +242,7 @@ pub(crate) async fn blocked_users_lists_watermarks_and_locks_and_unblock_lifts_t
 
     // Lifting a lock: a sign-in is allowed at once.
     let locked_out = authenticated(ctx.token(BOB, "b-1"), ctx.now_secs());
-    assert_eq!(ctx.check(&locked_out).await, REVOKED);
+    assert_eq!(ctx.check(&locked_out).await, locked(until));
     let lifted = ctx.store().unblock_user(t, BOB, unblock(BOB)).await;
     assert_eq!(lifted, Ok(true));
     assert_eq!(ctx.check(&locked_out).await, created(ctx.now()));
@@ -275,13 +278,14 @@ async fn a_lock_that_outlasts_the_watermark_is_listed_without_it(ctx: Ctx) {
         user: ALICE.into(),
         not_before,
         lock_until: Some(until),
+        message: None,
         holds_until: until,
     };
     assert_eq!(ctx.blocked(t).await, [listed(Some(T0))]);
     ctx.advance(2 * HOUR);
     assert_eq!(ctx.blocked(t).await, [listed(None)]);
     let fresh = authenticated(ctx.token(ALICE, "a-1"), ctx.now_secs());
-    assert_eq!(ctx.check(&fresh).await, REVOKED);
+    assert_eq!(ctx.check(&fresh).await, locked(until));
     ctx.set_time(until);
     assert!(ctx.blocked(t).await.is_empty());
     assert_eq!(ctx.check(&ctx.token(ALICE, "a-2")).await, created(until));
@@ -322,7 +326,7 @@ async fn housekeeping_forgets_watermarks_after_the_retention_but_not_active_lock
     assert_eq!(ctx.check(&old).await, EXPIRED);
     // BOB's lock is still running: kept regardless of the retention.
     let bob = authenticated(ctx.token(BOB, "b-1"), ctx.now_secs());
-    assert_eq!(ctx.check(&bob).await, REVOKED);
+    assert_eq!(ctx.check(&bob).await, locked(until));
     assert_eq!(ctx.blocked(t).await.len(), 1);
 
     ctx.set_time(until);

@@ -524,3 +524,90 @@ async fn leaders(running: &[Option<Operator>]) -> Vec<usize> {
     }
     leading
 }
+
+/// Locks that explain themselves through Kubernetes: a Revocation with `lockUntil` and
+/// `message`, applied with kubectl, locks the user; their request through Envoy gets the 403
+/// page and problem with the message (escaped). A message without a lock is refused by the
+/// API server's CEL rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubectl_lock_with_a_message_is_shown_to_the_user_through_envoy() {
+    let mut operated = Operated::start().await;
+    let stack = &operated.stack;
+    let laptop = stack.token("user-hank", "sid-hank-laptop").await;
+    assert_eq!(stack.status(&laptop).await, 200);
+
+    let until_ms =
+        grantflow_core::clock::Clock::now_ms(&stack.clock) / 60_000 * 60_000 + 2 * 3_600_000;
+    let until = grantflow_core::clock::rfc3339(until_ms).replace(".000Z", "Z");
+    let message = "INC-2041 <b>call</b> the desk & quote it";
+    let (ok, out) = operated
+        .cluster
+        .apply_as(
+            &operated.alice,
+            &revocation(
+                "lock-hank",
+                "userId: user-hank",
+                &format!("  lockUntil: \"{until}\"\n  message: \"{message}\"\n"),
+            ),
+        )
+        .await;
+    assert!(ok, "{out}");
+    let applied = operated
+        .cluster
+        .wait_for("revocation", "lock-hank", "Applied", "True")
+        .await;
+    assert_eq!(applied["spec"]["message"], message, "{applied:#}");
+    assert_eq!(applied["status"]["sessionsRevoked"], 1, "{applied:#}");
+
+    // A fresh sign-in of the user, through Envoy: the page and the problem say it.
+    let mut fresh = stack.claims("user-hank", Some("sid-hank-new"));
+    fresh["auth_time"] = grantflow_core::clock::Clock::now_secs(&stack.clock).into();
+    let fresh = stack.issuer.token(fresh).await;
+    let page = stack
+        .get(Some(&fresh), "text/html,application/xhtml+xml;q=0.9", &[])
+        .await;
+    assert_eq!(page.status(), 403);
+    let body = page.text().await.unwrap();
+    assert!(
+        body.contains("UTC: INC-2041 &lt;b&gt;call&lt;/b&gt; the desk &amp; quote it</p>"),
+        "{body}"
+    );
+    let problem = stack.get(Some(&fresh), "application/json", &[]).await;
+    assert_eq!(problem.status(), 403);
+    let problem: serde_json::Value = problem.json().await.unwrap();
+    assert_eq!(problem["message"], message);
+    assert_eq!(
+        problem["locked_until"],
+        grantflow_core::clock::rfc3339(until_ms)
+    );
+    let audit = stack.store.audit(TENANT, 10).await.unwrap();
+    let lock = audit
+        .iter()
+        .find(|r| r.target.user.as_deref() == Some("user-hank"))
+        .expect("the lock's audit record");
+    assert_eq!(lock.actor.id, ALICE);
+    assert_eq!(
+        lock.detail.as_deref(),
+        Some(
+            format!(
+                "locked until {}: {message}",
+                grantflow_core::clock::rfc3339(until_ms)
+            )
+            .as_str()
+        )
+    );
+
+    // The server refuses a message without a lock.
+    let (ok, out) = operated
+        .cluster
+        .apply_as(
+            &operated.alice,
+            &revocation("message-only", "userId: user-hank", "  message: hello\n"),
+        )
+        .await;
+    assert!(
+        !ok && out.contains("message applies to a lock only"),
+        "{out}"
+    );
+    operated.operator.take().unwrap().stop().await;
+}

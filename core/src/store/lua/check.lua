@@ -11,6 +11,7 @@
 -- Returns {code, started, generation, reset}: code 1 allow, 2 allow (created), 3 expired,
 -- 4 revoked, 5 reauthenticate, 6 too many sessions (nothing stored); generation is the tenant's marker when it is not the one the
 -- caller knows (else ''); reset is 1 when this call found the tenant's data lost.
+-- Code 7, locked, answers {7, lock until, generation, reset, lock message ('' = none)}.
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local retention = tonumber(ARGV[4])
@@ -53,8 +54,8 @@ local max_age = tonumber(redis.call('HGET', KEYS[1], 'max_age_ms') or ARGV[3])
 local auth_time = tonumber(ARGV[6])
 
 -- 2. user lock / watermark (the watermark holds for the watermark retention)
-local marks = redis.call('HMGET', p .. 'u:' .. user, 'nb', 'lock')
-if marks[2] and tonumber(marks[2]) > now then return {4, 0, told, reset} end
+local marks = redis.call('HMGET', p .. 'u:' .. user, 'nb', 'lock', 'msg')
+if marks[2] and tonumber(marks[2]) > now then return {7, tonumber(marks[2]), told, reset, marks[3] or ''} end
 if marks[1] then
   local nb = tonumber(marks[1])
   if now - nb < tonumber(ARGV[5]) then

@@ -5,7 +5,8 @@
 --       6 lock until ms ('' = none), 7 audit record JSON (sessionsRevoked and target.user
 --       are filled in here), 8 idempotency key ('' = none), 9 publish command,
 --       10 audit cap, 11 the request's fingerprint, 12 idempotency TTL ms,
---       13 watermark retention ms, 14 audit retention ms
+--       13 watermark retention ms, 14 audit retention ms, 15 lock message ('' = none; a new
+--       lock replaces the message of an earlier one)
 -- Returns {sessions revoked, audit id, replayed, record, capped}: replayed 0 applied now, 1 the
 -- stored answer of the same request under this idempotency key, 2 the key was used for another
 -- request (nothing changed); record is the audit record JSON as stored ('' unless applied now);
@@ -67,6 +68,11 @@ else
   local holds = now + watermark
   if ARGV[6] ~= '' then
     redis.call('HSET', marks, 'lock', ARGV[6])
+    if ARGV[15] ~= '' then
+      redis.call('HSET', marks, 'msg', ARGV[15])
+    else
+      redis.call('HDEL', marks, 'msg')
+    end
     holds = math.max(holds, tonumber(ARGV[6]))
   else
     local lock = tonumber(redis.call('HGET', marks, 'lock') or '0')

@@ -187,7 +187,7 @@ impl SessionStore for RedisStore {
             .unwrap_or_default();
         let call = async {
             let mut connection = self.connection().await?;
-            let reply: (i64, i64, String, u8) = self
+            let reply: Vec<redis::Value> = self
                 .scripts
                 .check
                 .key(format!("{p}policy"))
@@ -229,8 +229,8 @@ impl SessionStore for RedisStore {
                 .map_err(unavailable)?;
             Ok(reply)
         };
-        let (code, started_at, generation, reset) =
-            self.within(self.settings.timeout, call).await?;
+        let (code, started_at, generation, reset, message) =
+            check_reply(self.within(self.settings.timeout, call).await?)?;
         if !generation.is_empty() {
             self.generations
                 .lock()
@@ -255,15 +255,23 @@ impl SessionStore for RedisStore {
             4 => Ok(Verdict::Deny(EndReason::Revoked)),
             5 => Ok(Verdict::Deny(EndReason::Reauthenticate)),
             6 => Ok(Verdict::TooManySessions),
+            7 => Ok(Verdict::Locked {
+                until: started_at,
+                message: message.filter(|m| !m.is_empty()),
+            }),
             _ => Err(malformed("check verdict")),
         }
     }
 
     async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError> {
         let now = self.clock.now_ms();
-        let (kind, target_id, lock_until) = match &revocation.target {
-            RevocationTarget::Session(key) => ("session", key.as_str(), None),
-            RevocationTarget::User { user, lock_until } => ("user", user.as_str(), *lock_until),
+        let (kind, target_id, lock_until, message) = match &revocation.target {
+            RevocationTarget::Session(key) => ("session", key.as_str(), None, None),
+            RevocationTarget::User {
+                user,
+                lock_until,
+                message,
+            } => ("user", user.as_str(), *lock_until, message.as_deref()),
         };
         // `revoke.lua` fills in the count and, for one session, its user, and answers the record
         // it stored, which is the one logged.
@@ -291,6 +299,7 @@ impl SessionStore for RedisStore {
                 .arg(millis(IDEMPOTENCY_TTL))
                 .arg(millis(self.limits.watermark_retention))
                 .arg(millis(self.limits.audit_retention))
+                .arg(message.unwrap_or(""))
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
@@ -342,9 +351,10 @@ impl SessionStore for RedisStore {
                 pipe.cmd("HMGET")
                     .arg(format!("{p}u:{user}"))
                     .arg("nb")
-                    .arg("lock");
+                    .arg("lock")
+                    .arg("msg");
             }
-            let marks: Vec<(Option<i64>, Option<i64>)> = pipe
+            let marks: Vec<(Option<i64>, Option<i64>, Option<String>)> = pipe
                 .query_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
@@ -355,10 +365,11 @@ impl SessionStore for RedisStore {
         let mut blocked: Vec<BlockedUser> = users
             .iter()
             .zip(marks)
-            .filter_map(|(user, (not_before, lock_until))| {
+            .filter_map(|(user, (not_before, lock_until, lock_message))| {
                 let marks = UserMarks {
                     not_before,
                     lock_until,
+                    lock_message,
                 };
                 marks.blocked(user, &self.limits, now)
             })
@@ -528,4 +539,22 @@ impl SessionStore for RedisStore {
     fn resets(&self) -> Vec<StoreReset> {
         self.resets.lock().clone()
     }
+}
+
+/// `check.lua`'s answer: {code, started, generation, reset} and, for a lock (code 7), its
+/// message as a fifth element.
+type CheckReply = (i64, i64, String, u8, Option<String>);
+
+fn check_reply(mut items: Vec<redis::Value>) -> Result<CheckReply, StoreError> {
+    let message = match items.len() {
+        4 => None,
+        5 => items
+            .pop()
+            .and_then(|m| redis::from_redis_value::<String>(m).ok()),
+        _ => return Err(malformed("check verdict")),
+    };
+    let (code, started, generation, reset): (i64, i64, String, u8) =
+        redis::from_redis_value(redis::Value::Array(items))
+            .map_err(|_| malformed("check verdict"))?;
+    Ok((code, started, generation, reset, message))
 }

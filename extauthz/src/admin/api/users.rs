@@ -9,7 +9,10 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use grantflow_core::audit::{Action, AuditRecord, Target, new_audit_id};
 use grantflow_core::clock::{UnixMillis, rfc3339};
-use grantflow_core::revocation::{BlockedUser, Revocation, RevocationTarget};
+use grantflow_core::revocation::{
+    BlockedUser, LOCK_MESSAGE_MAX_CHARS, Revocation, RevocationTarget,
+};
+use grantflow_core::text;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -27,6 +30,28 @@ struct RevokeUserBody {
     reason: Option<String>,
     /// RFC 3339; no new session for the user until then.
     lock_until: Option<String>,
+    /// Shown to the user on the refusal while the lock holds (only with `lockUntil`).
+    message: Option<String>,
+}
+
+/// A lock's message as the store keeps it: cleaned like a reason (one line, no format
+/// characters), at most [`LOCK_MESSAGE_MAX_CHARS`]; only with a lock; empty is none.
+fn lock_message(message: Option<String>, locked: bool) -> Result<Option<String>, Problem> {
+    let Some(message) = message else {
+        return Ok(None);
+    };
+    if !locked {
+        return Err(Problem::bad_request(
+            "message needs lockUntil: it is shown to the user while the lock holds them out.",
+        ));
+    }
+    let message = text::clean(&message, usize::MAX);
+    if message.chars().count() > LOCK_MESSAGE_MAX_CHARS {
+        return Err(Problem::bad_request(format!(
+            "The message is longer than {LOCK_MESSAGE_MAX_CHARS} characters."
+        )));
+    }
+    Ok(Some(message).filter(|m| !m.is_empty()))
 }
 
 /// The answer of a revoke-all: what it did, and what the user must do to get back in.
@@ -74,11 +99,13 @@ pub(super) async fn revoke_user(
             Some(at)
         }
     };
+    let message = lock_message(body.message, lock_until.is_some())?;
     let revocation = Revocation {
         tenant: caller.tenant().to_owned(),
         target: RevocationTarget::User {
             user: user.clone(),
             lock_until,
+            message,
         },
         reason,
         actor: caller.actor(),
@@ -275,7 +302,10 @@ pub(super) async fn lift_revocation(
         lifted.push(format!("revoke-all watermark of {}", rfc3339(at)));
     }
     if let Some(until) = blocked.lock_until {
-        lifted.push(format!("lock until {}", rfc3339(until)));
+        match &blocked.message {
+            Some(message) => lifted.push(format!("lock until {} ({message})", rfc3339(until))),
+            None => lifted.push(format!("lock until {}", rfc3339(until))),
+        }
     }
     let record = AuditRecord {
         id: new_audit_id(),
