@@ -277,6 +277,7 @@ impl LogoutValidator<'_> {
                 RevocationTarget::User {
                     user,
                     lock_until: None,
+                    message: None,
                 }
             }
             (None, None) => return Err(SignalError::NoSubject),
@@ -455,6 +456,7 @@ impl SetValidator<'_> {
             user.map(|user| RevocationTarget::User {
                 user,
                 lock_until: None,
+                message: None,
             })
             .ok_or(SignalError::NoSubject)
         };

@@ -128,6 +128,7 @@ async fn a_logout_token_without_sid_ends_the_users_sessions_by_oid_else_sub() {
     let user = |user: &str| RevocationTarget::User {
         user: user.into(),
         lock_until: None,
+        message: None,
     };
     assert_eq!(signal.revocation.target, user(USER));
     let claims = edit(claims, "oid", Some(json!("the-oid")));
@@ -271,7 +272,8 @@ async fn a_session_revoked_set_ends_the_session_else_the_user() {
         signal.revocation.target,
         RevocationTarget::User {
             user: USER.into(),
-            lock_until: None
+            lock_until: None,
+            message: None,
         }
     );
     assert_eq!(signal.revocation.reason, "CAEP session revoked");
@@ -291,7 +293,8 @@ async fn a_credential_change_set_ends_every_session_of_the_user() {
         signal.revocation.target,
         RevocationTarget::User {
             user: USER.into(),
-            lock_until: None
+            lock_until: None,
+            message: None,
         }
     );
     assert_eq!(signal.revocation.reason, "password reset");
