@@ -65,6 +65,8 @@ mod generation;
 mod housekeeping;
 #[path = "conformance/idempotency.rs"]
 mod idempotency;
+#[path = "conformance/listing.rs"]
+mod listing;
 #[path = "conformance/policy.rs"]
 mod policy;
 #[path = "conformance/redis.rs"]
