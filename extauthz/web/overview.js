@@ -52,6 +52,7 @@ function render(overview) {
   const { minutes, reasons } = overview;
   $('overview-live').textContent = overview.liveSessions.toLocaleString('en');
   $('overview').dataset.live = String(overview.liveSessions);
+  $('session-count').textContent = String(overview.liveSessions);
   const started = minutes.reduce((n, m) => n + m.started, 0);
   $('overview-started-total').textContent = `(${started.toLocaleString('en')} in all)`;
   $('overview').dataset.started = String(started);

@@ -511,6 +511,20 @@ impl SessionStore for MemoryStore {
         })
     }
 
+    async fn session(&self, tenant: &str, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let now = self.clock.now_ms();
+        let tenants = self.tenants.lock();
+        Ok(tenants.get(tenant).and_then(|entry| {
+            let max_age = millis(entry.sessions.policy(&self.limits).max_session_age);
+            entry
+                .sessions
+                .live
+                .get(key)
+                .filter(|s| now - s.started_at < max_age)
+                .cloned()
+        }))
+    }
+
     async fn live_count(&self, tenant: &str) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
         let tenants = self.tenants.lock();

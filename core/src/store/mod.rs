@@ -262,6 +262,16 @@ pub trait SessionStore: Send + Sync + 'static {
         Ok(listing::group(query, &all))
     }
 
+    /// One live session of the tenant by its key (`None`: not live). This default lists every
+    /// session; the stores read the one session.
+    async fn session(&self, tenant: &str, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self
+            .sessions(tenant)
+            .await?
+            .into_iter()
+            .find(|s| s.id == key))
+    }
+
     /// How many live sessions the tenant has now.
     async fn live_count(&self, tenant: &str) -> Result<usize, StoreError> {
         Ok(self.sessions(tenant).await?.len())

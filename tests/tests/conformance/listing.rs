@@ -19,6 +19,7 @@ cases! {
     a_cursor_of_another_query_or_a_tampered_one_is_refused;
     sessions_are_grouped_by_user_with_counts;
     ended_and_too_old_sessions_are_not_listed_nor_counted;
+    one_session_is_read_by_its_key;
 }
 
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
@@ -474,4 +475,47 @@ async fn ended_and_too_old_sessions_are_not_listed_nor_counted(ctx: Ctx) {
         assert_eq!(page.sessions.len(), 1);
     }
     assert_eq!(users(&ctx, &query()).await.total, 1);
+}
+
+async fn one_session_is_read_by_its_key(ctx: Ctx) {
+    ctx.store()
+        .set_policy(&ctx.tenant, policy(mins(5)), None)
+        .await
+        .unwrap();
+    start(
+        &ctx,
+        named(ctx.token(ALICE, "a-1"), "Alice"),
+        "10.0.0.1",
+        FIREFOX,
+    )
+    .await;
+    start(&ctx, ctx.token(BOB, "b-1"), "10.0.0.2", CHROME).await;
+    let read = |key: &'static str| {
+        let ctx = &ctx;
+        async move {
+            ctx.store()
+                .session(&ctx.tenant, key)
+                .await
+                .expect("session")
+        }
+    };
+    let alice = read("a-1").await.expect("live");
+    assert_eq!(alice.user, ALICE);
+    assert_eq!(alice.display_name.as_deref(), Some("Alice"));
+    assert_eq!(alice.client_label.as_deref(), Some("Firefox on Linux"));
+    assert!(read("nobody").await.is_none());
+    // Not another tenant's.
+    assert!(
+        ctx.store()
+            .session(&new_tenant(), "a-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Not once ended, nor past the max age.
+    ctx.revoke(revocation(&ctx.tenant, session("b-1"), "test"))
+        .await;
+    assert!(read("b-1").await.is_none());
+    ctx.advance(mins(6));
+    assert!(read("a-1").await.is_none());
 }

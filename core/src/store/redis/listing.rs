@@ -73,6 +73,28 @@ impl RedisStore {
             .collect())
     }
 
+    /// One live session by key: one `HGETALL`.
+    pub(super) async fn one_session(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let p = prefix(tenant);
+        let keys = [key.to_owned()];
+        let call = async {
+            let mut connection = self.connection().await?;
+            self.read_sessions(&mut connection, &p, &keys).await
+        };
+        let rows = self.within(self.settings.write_timeout, call).await?;
+        let max_age = millis(self.policy(tenant).await?.max_session_age);
+        let now = self.clock.now_ms();
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|fields| parse_session(tenant, key, fields))
+            .filter(|s| now - s.started_at < max_age))
+    }
+
     async fn read_sessions(
         &self,
         connection: &mut super::connection::Connection,

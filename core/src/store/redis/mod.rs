@@ -485,6 +485,10 @@ impl SessionStore for RedisStore {
         Ok(crate::listing::group(query, &sessions))
     }
 
+    async fn session(&self, tenant: &str, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.one_session(tenant, key).await
+    }
+
     async fn live_count(&self, tenant: &str) -> Result<usize, StoreError> {
         let max_age = millis(self.policy(tenant).await?.max_session_age);
         let oldest = self.clock.now_ms() - max_age;

@@ -193,10 +193,8 @@ async fn live_session(
     caller: &Caller,
     id: &str,
 ) -> Result<SessionRecord, Problem> {
-    within(state.store.sessions(caller.tenant()))
+    within(state.store.session(caller.tenant(), id))
         .await?
-        .into_iter()
-        .find(|s| s.id == id)
         .ok_or_else(|| Problem::not_found("No live session with this id in your tenant."))
 }
 
