@@ -7,7 +7,10 @@ import { state } from './state.js';
 import { $ } from './ui.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
-const REFRESH_MS = 15_000;
+/// The chart has one bar a minute: re-read once a minute, and shortly after sessions start or
+/// end (events), at most once per SOON_MS.
+const REFRESH_MS = 60_000;
+const SOON_MS = 3_000;
 const LABELS = {
   expired: 'Expired',
   revoked: 'Revoked or locked',
@@ -72,6 +75,17 @@ function render(overview) {
 
 export async function loadOverview() {
   render(await api('/api/v1/overview'));
+}
+
+let soon = null;
+
+/// Re-reads the overview a little later (after a session event), once for a burst of them.
+export function refreshOverviewSoon() {
+  if (soon) return;
+  soon = setTimeout(() => {
+    soon = null;
+    if (state.token && state.me && state.view === 'sessions') loadOverview().catch(() => {});
+  }, SOON_MS);
 }
 
 export function initOverview() {

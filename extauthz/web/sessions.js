@@ -311,6 +311,7 @@ export async function submitRevoke(event) {
     return;
   }
   const target = revoking;
+  const own = target.id === state.me?.session;
   $('revoke-submit').disabled = true;
   try {
     const result = await api(`/api/v1/sessions/${encodeURIComponent(target.id)}/revoke`, {
@@ -320,7 +321,8 @@ export async function submitRevoke(event) {
     });
     $('revoke-dialog').close();
     removeSession(target.id);
-    loadOverview().catch(() => {});
+    // Not after ending one's own session: the dashboard is signing out.
+    if (!own && state.token) loadOverview().catch(() => {});
     toast(result.sessionsRevoked ? `Session of ${target.displayName || target.user} ended.` : 'That session had already ended.');
     if (state.view === 'audit') loadAudit();
   } catch (err) {
