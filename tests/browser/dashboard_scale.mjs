@@ -170,6 +170,22 @@ try {
       && document.querySelectorAll('#sessions-body tr').length > 0,
   );
   result.screenshots.push(await shot(page, '04-grouped'));
+  const counts = await page.$$eval('#sessions-body tr', (rows) => rows.map((r) => r.querySelector('.count-pill')?.textContent));
+  check(counts.every((c) => /^\d+ sessions?$/.test(c ?? '')), `a count per user: ${counts.slice(0, 3)}`);
+  // Expanding one user: that user's sessions, through the per-user lookup.
+  const expanded = await page.$eval('#sessions-body tr', (r) => r.dataset.user);
+  result.expandMs = await timed(
+    page,
+    () => page.locator('#sessions-body tr').first().getByRole('button', { name: /^Show the sessions of/ }).click(),
+    (user) => {
+      const rows = [...document.querySelectorAll('#sessions-body tr')];
+      return document.getElementById('sessions-table').dataset.mode === 'sessions'
+        && rows.length > 0 && rows.every((r) => r.dataset.user === user && r.dataset.sessionId)
+        && !document.getElementById('sessions-table').hasAttribute('aria-busy');
+    },
+    expanded,
+  );
+  check(await page.isVisible('#session-user'), 'the user chip shows');
 
   check(consoleErrors.length === 0, `no console errors (a CSP violation would be one): ${consoleErrors.join(' | ')}`);
   process.stdout.write(`${JSON.stringify(result)}\n`);

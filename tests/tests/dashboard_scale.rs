@@ -2,7 +2,8 @@
 //! (seeded through the store the replica uses, not through Envoy). The browser proves the
 //! first page shows, a search by user narrows to that user's sessions, a sort header changes
 //! the order (server-side), the next page shows other rows, a revoke from the page ends that
-//! session (the store refuses it afterwards), and the overview shows the live count and the
+//! session (the store refuses it afterwards), grouping by user shows a count per user and
+//! expands one, and the overview shows the live count and the
 //! last hour's counts. Time to first rows, the round trips and the tab's JS heap are measured
 //! and printed (docs/admin.md has them), not asserted.
 
