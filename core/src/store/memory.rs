@@ -16,13 +16,15 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
+mod listing;
+
 use super::embedded::{Journal, Op};
 use super::tenant::{Applied, Logged, Tenant};
 use super::{AUDIT_CAP, ChangeEvent, ChangeStream, SessionStore, StoreError, StoreReset};
 use crate::audit::AuditRecord;
 use crate::clock::{Clock, UnixMillis, millis};
 use crate::decision::Limits;
-use crate::listing::{self, SessionPage, SessionQuery, UserPage};
+use crate::listing::{SessionPage, SessionQuery, UserPage};
 use crate::policy::Policy;
 use crate::revocation::{
     BlockedUser, IDEMPOTENCY_TTL, Revocation, RevocationOutcome, RevocationTarget,
@@ -476,20 +478,7 @@ impl SessionStore for MemoryStore {
         tenant: &str,
         query: &SessionQuery,
     ) -> Result<SessionPage, StoreError> {
-        let now = self.clock.now_ms();
-        let tenants = self.tenants.lock();
-        let Some(entry) = tenants.get(tenant) else {
-            return Ok(listing::page(query, []));
-        };
-        let sessions = &entry.sessions;
-        let max_age = millis(sessions.policy(&self.limits).max_session_age);
-        let live = |s: &&SessionRecord| now - s.started_at < max_age;
-        // A user's sessions through the per-user index; anything else looks at the tenant's
-        // live sessions once (under the lock: about 10 ms per 100 000 sessions).
-        Ok(match &query.user {
-            Some(user) => listing::page(query, sessions.user_sessions(user).filter(live)),
-            None => listing::page(query, sessions.live.values().filter(live)),
-        })
+        Ok(self.list_page(tenant, query))
     }
 
     async fn session_users(
@@ -497,46 +486,15 @@ impl SessionStore for MemoryStore {
         tenant: &str,
         query: &SessionQuery,
     ) -> Result<UserPage, StoreError> {
-        let now = self.clock.now_ms();
-        let tenants = self.tenants.lock();
-        let Some(entry) = tenants.get(tenant) else {
-            return Ok(listing::group(query, []));
-        };
-        let sessions = &entry.sessions;
-        let max_age = millis(sessions.policy(&self.limits).max_session_age);
-        let live = |s: &&SessionRecord| now - s.started_at < max_age;
-        Ok(match &query.user {
-            Some(user) => listing::group(query, sessions.user_sessions(user).filter(live)),
-            None => listing::group(query, sessions.live.values().filter(live)),
-        })
+        Ok(self.user_page(tenant, query))
     }
 
     async fn session(&self, tenant: &str, key: &str) -> Result<Option<SessionRecord>, StoreError> {
-        let now = self.clock.now_ms();
-        let tenants = self.tenants.lock();
-        Ok(tenants.get(tenant).and_then(|entry| {
-            let max_age = millis(entry.sessions.policy(&self.limits).max_session_age);
-            entry
-                .sessions
-                .live
-                .get(key)
-                .filter(|s| now - s.started_at < max_age)
-                .cloned()
-        }))
+        Ok(self.live_session(tenant, key))
     }
 
     async fn live_count(&self, tenant: &str) -> Result<usize, StoreError> {
-        let now = self.clock.now_ms();
-        let tenants = self.tenants.lock();
-        Ok(tenants.get(tenant).map_or(0, |entry| {
-            let max_age = millis(entry.sessions.policy(&self.limits).max_session_age);
-            entry
-                .sessions
-                .live
-                .values()
-                .filter(|s| now - s.started_at < max_age)
-                .count()
-        }))
+        Ok(self.count_live(tenant))
     }
 
     async fn audit(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
