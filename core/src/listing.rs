@@ -117,6 +117,57 @@ pub fn parse_network(text: &str) -> Result<IpNet, ListingError> {
         .map_err(|_| ListingError::BadNetwork(text.chars().take(64).collect()))
 }
 
+/// A query's filters, lower-cased once for a pass over many sessions.
+struct Matcher<'q> {
+    query: &'q SessionQuery,
+    name: Option<String>,
+    browser: Option<String>,
+}
+
+impl<'q> Matcher<'q> {
+    fn new(query: &'q SessionQuery) -> Self {
+        Self {
+            query,
+            name: query.name_prefix.as_ref().map(|p| p.to_lowercase()),
+            browser: query.browser.as_ref().map(|b| b.to_lowercase()),
+        }
+    }
+
+    fn matches(&self, session: &SessionRecord) -> bool {
+        if self
+            .query
+            .user
+            .as_ref()
+            .is_some_and(|user| *user != session.user)
+        {
+            return false;
+        }
+        if let Some(prefix) = &self.name {
+            let named = session
+                .display_name
+                .as_ref()
+                .is_some_and(|name| name.to_lowercase().starts_with(prefix.as_str()));
+            if !named && !session.user.to_lowercase().starts_with(prefix.as_str()) {
+                return false;
+            }
+        }
+        if let Some(network) = &self.query.network
+            && !session.client_ip.is_some_and(|ip| network.contains(&ip))
+        {
+            return false;
+        }
+        if let Some(part) = &self.browser
+            && !session
+                .client_label
+                .as_ref()
+                .is_some_and(|label| label.to_lowercase().contains(part.as_str()))
+        {
+            return false;
+        }
+        true
+    }
+}
+
 impl SessionQuery {
     /// The first page of everything, newest first.
     pub fn new() -> Self {
@@ -134,35 +185,7 @@ impl SessionQuery {
 
     /// Whether `session` passes every filter.
     pub fn matches(&self, session: &SessionRecord) -> bool {
-        if self.user.as_ref().is_some_and(|user| *user != session.user) {
-            return false;
-        }
-        if let Some(prefix) = &self.name_prefix {
-            let prefix = prefix.to_lowercase();
-            let named = session
-                .display_name
-                .as_ref()
-                .is_some_and(|name| name.to_lowercase().starts_with(&prefix));
-            if !named && !session.user.to_lowercase().starts_with(&prefix) {
-                return false;
-            }
-        }
-        if let Some(network) = &self.network
-            && !session.client_ip.is_some_and(|ip| network.contains(&ip))
-        {
-            return false;
-        }
-        if let Some(part) = &self.browser {
-            let part = part.to_lowercase();
-            if !session
-                .client_label
-                .as_ref()
-                .is_some_and(|label| label.to_lowercase().contains(&part))
-            {
-                return false;
-            }
-        }
-        true
+        Matcher::new(self).matches(session)
     }
 
     /// The sort value of `session`.
@@ -302,10 +325,11 @@ pub fn page<'a>(
     query: &SessionQuery,
     sessions: impl IntoIterator<Item = &'a SessionRecord>,
 ) -> SessionPage {
+    let matcher = Matcher::new(query);
     let mut total = 0;
     let rows: Vec<&SessionRecord> = sessions
         .into_iter()
-        .filter(|s| query.matches(s))
+        .filter(|s| matcher.matches(s))
         .inspect(|_| total += 1)
         .filter(|s| query.is_after(query.value(s), &s.id))
         .collect();
@@ -329,7 +353,8 @@ pub fn group<'a>(
 ) -> UserPage {
     let mut users: std::collections::HashMap<&str, (UserGroup, UnixMillis)> =
         std::collections::HashMap::new();
-    for s in sessions.into_iter().filter(|s| query.matches(s)) {
+    let matcher = Matcher::new(query);
+    for s in sessions.into_iter().filter(|s| matcher.matches(s)) {
         let (group, named_at) = users.entry(&s.user).or_insert_with(|| {
             (
                 UserGroup {

@@ -187,13 +187,9 @@ export function addSession(s) {
     return;
   }
   state.sessions.set(s.id, s);
+  // The page grows by the row rather than dropping its last one: the next page starts after
+  // the last row the server sent, so a dropped row would be shown on no page.
   $('sessions-body').insertBefore(sessionRow(s, true), before ?? null);
-  // The page keeps its size: the last row moves to the next page.
-  if ($('sessions-body').rows.length > LIST_PAGE) {
-    const last = $('sessions-body').rows[LIST_PAGE];
-    state.sessions.delete(last.dataset.sessionId);
-    last.remove();
-  }
   updateSessionCounts();
 }
 
