@@ -153,6 +153,9 @@ impl RedisStore {
             };
             let mut walked: Vec<(String, i64)> = Vec::with_capacity(limit + 1);
             let mut offset = 0;
+            // The last entry looked at, and whether the walk reached the end of the range.
+            let mut scanned: Option<(String, i64)> = None;
+            let mut finished = false;
             for _ in 0..WALK_ROUNDS {
                 let batch: Vec<(String, f64)> = redis::cmd(command)
                     .arg(&live)
@@ -166,22 +169,35 @@ impl RedisStore {
                     .await
                     .map_err(unavailable)?;
                 offset += batch.len();
-                let done = batch.len() < WALK_BATCH;
+                finished = batch.len() < WALK_BATCH;
+                // Scores are whole milliseconds, exact in a double.
+                let batch: Vec<(String, i64)> = batch
+                    .into_iter()
+                    .map(|(key, score)| (key, score as i64))
+                    .collect();
+                scanned = batch.last().cloned().or(scanned);
                 let room = limit + 1 - walked.len();
                 walked.extend(
                     batch
                         .into_iter()
-                        // Scores are whole milliseconds, exact in a double.
-                        .map(|(key, score)| (key, score as i64))
                         .filter(|(key, start)| query.is_after(*start, key))
                         .take(room),
                 );
-                if done || walked.len() > limit {
+                if finished || walked.len() > limit {
                     break;
                 }
             }
             let more = walked.len() > limit;
             walked.truncate(limit);
+            // Out of rounds before the page was known to be the last (a long run of entries at
+            // the cursor's start, all skipped): the next page resumes after the last entry
+            // looked at, so no session is ever skipped.
+            if !more && !finished {
+                let next = scanned.map(|(key, start)| query.cursor(false, start, &key));
+                let keys: Vec<String> = walked.iter().map(|(key, _)| key.clone()).collect();
+                let rows = self.read_sessions(&mut connection, &p, &keys).await?;
+                return Ok((total, keys, rows, next));
+            }
             let keys: Vec<String> = walked.iter().map(|(key, _)| key.clone()).collect();
             let rows = self.read_sessions(&mut connection, &p, &keys).await?;
             // The next page starts after the last key walked, read back or not.
