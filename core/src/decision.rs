@@ -25,7 +25,7 @@
 //!    [`Limits::max_sessions_per_user`] live sessions in the tenant, which refuses it
 //!    ([`Verdict::TooManySessions`]) and stores nothing: their existing sessions keep working.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -218,6 +218,8 @@ pub struct TenantSessions {
     pub ended: HashMap<String, Tombstone>,
     /// How many entries of `live` each user has (expired ones not swept yet included).
     per_user: HashMap<String, u32>,
+    /// The keys of each user's entries in `live`: a user's sessions in O(result) (listing).
+    by_user: HashMap<String, HashSet<String>>,
 }
 
 impl TenantSessions {
@@ -354,9 +356,12 @@ impl TenantSessions {
     /// counts.
     pub fn insert_live(&mut self, record: SessionRecord) {
         let user = record.user.clone();
+        let key = record.id.clone();
         if let Some(old) = self.live.insert(record.id.clone(), record) {
             self.uncount(&old.user);
+            self.unindex(&old.user, &key);
         }
+        self.by_user.entry(user.clone()).or_default().insert(key);
         *self.per_user.entry(user).or_default() += 1;
     }
 
@@ -364,7 +369,26 @@ impl TenantSessions {
     pub fn remove_live(&mut self, key: &str) -> Option<SessionRecord> {
         let removed = self.live.remove(key)?;
         self.uncount(&removed.user);
+        self.unindex(&removed.user, key);
         Some(removed)
+    }
+
+    fn unindex(&mut self, user: &str, key: &str) {
+        if let Some(keys) = self.by_user.get_mut(user) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_user.remove(user);
+            }
+        }
+    }
+
+    /// The user's entries in `live`, in O(their number).
+    pub fn user_sessions<'a>(&'a self, user: &str) -> impl Iterator<Item = &'a SessionRecord> {
+        self.by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.live.get(key))
     }
 
     fn uncount(&mut self, user: &str) {

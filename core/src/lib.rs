@@ -19,6 +19,7 @@ pub mod clock;
 pub mod decision;
 pub mod identity;
 pub mod jwks;
+pub mod listing;
 pub mod policy;
 pub mod revocation;
 pub mod session;

@@ -8,6 +8,7 @@ use grantflow_core::session::{AccessRequest, EndReason, Verdict};
 use grantflow_core::store::{SessionStore, StoreError};
 use grantflow_core::token::{TokenError, TokenValidator};
 
+use crate::activity::Activity;
 use crate::metrics::Metrics;
 use crate::outcome::{Denial, LockNotice, Outcome};
 use crate::request::{Credential, HttpRequest};
@@ -18,6 +19,8 @@ pub struct Authorizer {
     pub store: Arc<dyn SessionStore>,
     pub store_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// The per-minute counts of the dashboard's overview.
+    pub activity: Arc<Activity>,
 }
 
 impl Authorizer {
@@ -45,6 +48,7 @@ impl Authorizer {
         span.record("outcome", outcome.label());
         self.metrics
             .observe_check(outcome.label(), started.elapsed());
+        self.activity.record(&outcome);
         tracing::debug!("checked");
         outcome
     }

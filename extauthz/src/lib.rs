@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod activity;
 pub mod admin;
 pub mod authorize;
 pub mod check_client;

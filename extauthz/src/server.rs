@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
+use crate::activity::Activity;
 use crate::admin::{self, AdminState};
 use crate::authorize::Authorizer;
 use crate::config::{KeySource, Settings};
@@ -78,11 +79,13 @@ pub async fn start(
         keys.clone(),
         clock.clone(),
     ));
+    let activity = Arc::new(Activity::new(clock.clone()));
     let authorizer = Arc::new(Authorizer {
         validator: validator.clone(),
         store: store.clone(),
         store_timeout: settings.store_timeout,
         metrics: metrics.clone(),
+        activity: activity.clone(),
     });
 
     let (shutdown, signal) = watch::channel(false);
@@ -144,6 +147,7 @@ pub async fn start(
         clock,
         admin: Arc::new(settings.admin.clone()),
         dev,
+        activity,
     };
     let admin = admin::router_with_signals(signals, admin);
     let admin_signal = stopped(signal.clone());

@@ -15,7 +15,8 @@ import { api } from './api.js';
 import { loadBlocked, submitLift } from './blocked.js';
 import { setLive, runLive } from './live.js';
 import { loadPolicy, submitPolicy } from './policy.js';
-import { renderSessions, submitRevoke, submitRevokeAll, tick } from './sessions.js';
+import { initOverview } from './overview.js';
+import { initSessions, submitRevoke, submitRevokeAll, tick } from './sessions.js';
 import { beginSignIn, completeSignIn, loadToken, signOut } from './signin.js';
 import { state } from './state.js';
 import { $, showError, toast } from './ui.js';
@@ -66,7 +67,8 @@ async function start() {
 async function main() {
   $('sign-in').addEventListener('click', () => beginSignIn(start));
   $('sign-out').addEventListener('click', () => signOut('You signed out.'));
-  $('session-filter').addEventListener('input', () => renderSessions());
+  initSessions();
+  initOverview();
   $('revoke-form').addEventListener('submit', submitRevoke);
   $('revoke-all-form').addEventListener('submit', submitRevokeAll);
   $('lift-form').addEventListener('submit', submitLift);

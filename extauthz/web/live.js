@@ -4,6 +4,7 @@
 import { authHeaders } from './api.js';
 import { loadAudit } from './audit.js';
 import { loadBlocked, refreshBlockedSoon } from './blocked.js';
+import { loadOverview, refreshOverviewSoon } from './overview.js';
 import { loadPolicy, renderPolicy } from './policy.js';
 import { addSession, loadSessions, removeSession } from './sessions.js';
 import { signOut } from './signin.js';
@@ -16,7 +17,7 @@ export function setLive(mode, text) {
 }
 
 async function reloadAll() {
-  const jobs = [loadSessions(), loadPolicy(), loadBlocked()];
+  const jobs = [loadSessions(), loadPolicy(), loadBlocked(), loadOverview()];
   if (state.view === 'audit') jobs.push(loadAudit());
   await Promise.all(jobs);
 }
@@ -29,9 +30,11 @@ function handleEvent(name, data) {
       break;
     case 'session.created':
       addSession(data);
+      refreshOverviewSoon();
       break;
     case 'session.ended':
       removeSession(data.id);
+      refreshOverviewSoon();
       // A revocation may have been a revoke-all (through another replica or the API).
       if (data.reason === 'revoked') refreshBlockedSoon();
       if (state.view === 'audit') loadAudit().catch(() => {});

@@ -277,12 +277,13 @@ fn state(w: &World) -> (AdminState, Arc<MemoryStore>) {
         validator: Arc::new(grantflow_fuzz::validator(w.keys.clone(), &clock)),
         metrics: Arc::new(Metrics::default()),
         store_timeout: Duration::from_secs(10),
-        clock: Arc::new(clock),
+        clock: Arc::new(clock.clone()),
         admin: Arc::new(AdminSettings {
             role: DEFAULT_ADMIN_ROLE.into(),
             sign_in: None,
         }),
         dev: None,
+        activity: Arc::new(grantflow_extauthz::activity::Activity::new(Arc::new(clock))),
     };
     (state, store)
 }

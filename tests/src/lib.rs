@@ -10,6 +10,7 @@
 //! - [`upstream::Upstream`]: the protected app, echoing the headers it received;
 //! - [`redis::RedisServer`], [`redis::RedisCluster`]: real Redis (standalone, 3-master
 //!   cluster);
+//! - [`browser`]: a `tests/browser/` script in real Chromium, its JSON result and artifacts;
 //! - [`stack::Stack`]: all of them plus extauthz in this process, on a memory store the test
 //!   can revoke through, with a clock the test moves;
 //! - [`control_plane::ControlPlane`]: a real `kube-apiserver` + `etcd` (built from Go modules
@@ -19,6 +20,7 @@
 //!
 //! The tools come from `scripts/install-test-tools.sh`; `scripts/test.sh` exports their paths.
 
+pub mod browser;
 pub mod chart;
 pub mod control_plane;
 pub mod envoy;

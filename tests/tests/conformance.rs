@@ -67,6 +67,8 @@ mod housekeeping;
 mod idempotency;
 #[path = "conformance/locks.rs"]
 mod locks;
+#[path = "conformance/listing.rs"]
+mod listing;
 #[path = "conformance/policy.rs"]
 mod policy;
 #[path = "conformance/redis.rs"]

@@ -16,12 +16,15 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
+mod listing;
+
 use super::embedded::{Journal, Op};
 use super::tenant::{Applied, Logged, Tenant};
 use super::{AUDIT_CAP, ChangeEvent, ChangeStream, SessionStore, StoreError, StoreReset};
 use crate::audit::AuditRecord;
 use crate::clock::{Clock, UnixMillis, millis};
 use crate::decision::Limits;
+use crate::listing::{SessionPage, SessionQuery, UserPage};
 use crate::policy::Policy;
 use crate::revocation::{
     BlockedUser, IDEMPOTENCY_TTL, Revocation, RevocationOutcome, RevocationTarget,
@@ -469,6 +472,30 @@ impl SessionStore for MemoryStore {
                 .then_with(|| a.id.cmp(&b.id))
         });
         Ok(live)
+    }
+
+    async fn list_sessions(
+        &self,
+        tenant: &str,
+        query: &SessionQuery,
+    ) -> Result<SessionPage, StoreError> {
+        Ok(self.list_page(tenant, query))
+    }
+
+    async fn session_users(
+        &self,
+        tenant: &str,
+        query: &SessionQuery,
+    ) -> Result<UserPage, StoreError> {
+        Ok(self.user_page(tenant, query))
+    }
+
+    async fn session(&self, tenant: &str, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.live_session(tenant, key))
+    }
+
+    async fn live_count(&self, tenant: &str) -> Result<usize, StoreError> {
+        Ok(self.count_live(tenant))
     }
 
     async fn audit(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {

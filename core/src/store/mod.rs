@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, UnixMillis};
 use crate::decision::Limits;
+use crate::listing::{self, SessionPage, SessionQuery, UserPage};
 
 /// Which store to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +237,45 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// The tenant's live sessions, oldest first.
     async fn sessions(&self, tenant: &str) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// One page of the tenant's live sessions as `query` asks ([`crate::listing`]). This
+    /// default lists every session and pages them here; the stores answer a user's sessions
+    /// through their per-user index (O(result)).
+    async fn list_sessions(
+        &self,
+        tenant: &str,
+        query: &SessionQuery,
+    ) -> Result<SessionPage, StoreError> {
+        let all = self.sessions(tenant).await?;
+        Ok(listing::page(query, &all))
+    }
+
+    /// One page of the tenant's users with live sessions matching `query`, one row per user
+    /// with the count of their sessions. Looks at every live session of the tenant (or of the
+    /// user, when the query names one).
+    async fn session_users(
+        &self,
+        tenant: &str,
+        query: &SessionQuery,
+    ) -> Result<UserPage, StoreError> {
+        let all = self.sessions(tenant).await?;
+        Ok(listing::group(query, &all))
+    }
+
+    /// One live session of the tenant by its key (`None`: not live). This default lists every
+    /// session; the stores read the one session.
+    async fn session(&self, tenant: &str, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self
+            .sessions(tenant)
+            .await?
+            .into_iter()
+            .find(|s| s.id == key))
+    }
+
+    /// How many live sessions the tenant has now.
+    async fn live_count(&self, tenant: &str) -> Result<usize, StoreError> {
+        Ok(self.sessions(tenant).await?.len())
+    }
 
     /// The tenant's audit trail, newest first, at most `limit` records.
     async fn audit(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;

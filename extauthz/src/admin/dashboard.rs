@@ -26,6 +26,7 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("/admin/audit.js", include_str!("../../web/audit.js")),
     ("/admin/blocked.js", include_str!("../../web/blocked.js")),
     ("/admin/live.js", include_str!("../../web/live.js")),
+    ("/admin/overview.js", include_str!("../../web/overview.js")),
     ("/admin/policy.js", include_str!("../../web/policy.js")),
     ("/admin/sessions.js", include_str!("../../web/sessions.js")),
     ("/admin/signin.js", include_str!("../../web/signin.js")),

@@ -93,6 +93,8 @@ pub struct AdminState {
     pub clock: Arc<dyn Clock>,
     pub admin: Arc<AdminSettings>,
     pub dev: Option<Arc<DevIssuer>>,
+    /// The request path's per-minute counts (the overview).
+    pub activity: Arc<crate::activity::Activity>,
 }
 
 pub fn router(state: AdminState) -> Router {

@@ -123,12 +123,13 @@ async fn development_mode_signs_the_dashboard_in_with_the_built_in_issuer() {
         validator,
         metrics: Arc::new(Metrics::default()),
         store_timeout: Duration::from_millis(50),
-        clock: Arc::new(clock),
+        clock: Arc::new(clock.clone()),
         admin: Arc::new(AdminSettings {
             role: DEFAULT_ADMIN_ROLE.into(),
             sign_in: None,
         }),
         dev: Some(dev),
+        activity: Arc::new(grantflow_extauthz::activity::Activity::new(Arc::new(clock))),
     });
     let get = |uri: &str, token: Option<String>| {
         let mut request = Request::builder().uri(uri);

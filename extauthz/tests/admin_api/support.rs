@@ -18,6 +18,7 @@ use grantflow_core::session::{AccessRequest, Verdict};
 use grantflow_core::store::{MemoryStore, SessionStore, StoreError};
 use grantflow_core::testing::{Fault, FaultyStore, Operation};
 use grantflow_core::token::{TokenRules, TokenValidator};
+use grantflow_extauthz::activity::Activity;
 use grantflow_extauthz::admin::{self, AdminState};
 use grantflow_extauthz::config::{AdminSettings, DEFAULT_ADMIN_ROLE, DashboardSignIn};
 use grantflow_extauthz::metrics::Metrics;
@@ -38,6 +39,9 @@ pub(crate) struct Harness {
     pub(crate) store: Arc<MemoryStore>,
     pub(crate) clock: ManualClock,
     pub(crate) key: EncodingKey,
+    pub(crate) activity: Arc<Activity>,
+    /// The request path's validator (for an `Authorizer` in tests).
+    pub(crate) validator: Arc<TokenValidator>,
 }
 
 pub(crate) fn harness() -> Harness {
@@ -70,10 +74,11 @@ pub(crate) fn harness_over(
         Arc::new(clock.clone()),
     ));
     let store = Arc::new(MemoryStore::new(Limits::default(), Arc::new(clock.clone())));
+    let activity = Arc::new(Activity::new(Arc::new(clock.clone())));
     let state = AdminState {
         store: wrap(store.clone()),
         keys,
-        validator,
+        validator: validator.clone(),
         metrics: Arc::new(Metrics::default()),
         store_timeout: Duration::from_millis(50),
         clock: Arc::new(clock.clone()),
@@ -82,12 +87,15 @@ pub(crate) fn harness_over(
             sign_in,
         }),
         dev: None,
+        activity: activity.clone(),
     };
     Harness {
         app: admin::router(state),
         store,
         clock,
         key,
+        activity,
+        validator,
     }
 }
 

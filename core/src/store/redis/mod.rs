@@ -30,6 +30,7 @@
 mod codec;
 mod connection;
 mod feed;
+mod listing;
 mod scripts;
 
 pub use connection::RedisSettings;
@@ -83,6 +84,7 @@ use super::{AUDIT_CAP, ChangeEvent, ChangeStream, SessionStore, StoreError, Stor
 use crate::audit::AuditRecord;
 use crate::clock::{Clock, millis};
 use crate::decision::{Limits, TOUCH_INTERVAL_MS, UserMarks};
+use crate::listing::{SessionPage, SessionQuery, UserPage};
 use crate::policy::Policy;
 use crate::revocation::{
     BlockedUser, IDEMPOTENCY_TTL, Revocation, RevocationOutcome, RevocationTarget,
@@ -472,6 +474,47 @@ impl SessionStore for RedisStore {
             .filter_map(|(key, fields)| parse_session(tenant, key, fields))
             .filter(|s| now - s.started_at < max_age)
             .collect())
+    }
+
+    async fn list_sessions(
+        &self,
+        tenant: &str,
+        query: &SessionQuery,
+    ) -> Result<SessionPage, StoreError> {
+        self.list_page(tenant, query).await
+    }
+
+    async fn session_users(
+        &self,
+        tenant: &str,
+        query: &SessionQuery,
+    ) -> Result<UserPage, StoreError> {
+        let sessions = match &query.user {
+            Some(user) => self.user_sessions(tenant, user).await?,
+            None => self.sessions(tenant).await?,
+        };
+        Ok(crate::listing::group(query, &sessions))
+    }
+
+    async fn session(&self, tenant: &str, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.one_session(tenant, key).await
+    }
+
+    async fn live_count(&self, tenant: &str) -> Result<usize, StoreError> {
+        let max_age = millis(self.policy(tenant).await?.max_session_age);
+        let oldest = self.clock.now_ms() - max_age;
+        let live = format!("{}live", prefix(tenant));
+        let call = async {
+            let mut connection = self.connection().await?;
+            redis::cmd("ZCOUNT")
+                .arg(live)
+                .arg(format!("({oldest}"))
+                .arg("+inf")
+                .query_async::<usize>(&mut connection)
+                .await
+                .map_err(unavailable)
+        };
+        self.within(self.settings.write_timeout, call).await
     }
 
     async fn audit(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {

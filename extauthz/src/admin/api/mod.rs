@@ -9,6 +9,7 @@
 //! query and path checks, the reason of a write, paging and idempotency keys.
 
 mod audit;
+mod overview;
 mod policy;
 mod sessions;
 mod users;
@@ -53,6 +54,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/policy"),
     ("put", "/api/v1/policy"),
     ("get", "/api/v1/events"),
+    ("get", "/api/v1/overview"),
 ];
 
 /// Page sizes.
@@ -80,6 +82,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/policy", get(get_policy).put(put_policy))
         .route("/api/v1/events", get(events::stream))
+        .route("/api/v1/overview", get(overview::overview))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Every error of the API is a problem document, the framework's own (405, 413, …)
         // included.

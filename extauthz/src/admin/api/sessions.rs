@@ -7,12 +7,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use grantflow_core::audit::Action;
+use grantflow_core::clock::rfc3339;
+use grantflow_core::listing::{Direction, SessionQuery as ListingQuery, SortKey, parse_network};
 use grantflow_core::revocation::{Revocation, RevocationTarget};
 use grantflow_core::session::SessionRecord;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AUDIT_WINDOW, DEFAULT_PAGE, Page, idempotency_key, json_body, page, path_id, query, reason,
+    AUDIT_WINDOW, DEFAULT_PAGE, idempotency_key, json_body, page, path_id, query, reason,
     revocation_answer,
 };
 use crate::admin::caller::Caller;
@@ -22,54 +24,177 @@ use crate::admin::views::SessionView;
 use crate::admin::{AdminState, within};
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct SessionQuery {
-    /// Only this user's sessions (`oid`).
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct SessionParams {
+    /// Only this user's sessions (`oid`): answered through the store's per-user index.
     user: Option<String>,
-    /// `started` (oldest first) or `-started` (newest first, the default).
+    /// A case-insensitive prefix of the display name or user id.
+    name: Option<String>,
+    /// The client IP, or a CIDR range it is in.
+    ip: Option<String>,
+    /// A case-insensitive part of the browser label.
+    browser: Option<String>,
+    /// `started`/`-started` (newest first, the default) or `lastSeen`/`-lastSeen`.
     sort: Option<String>,
     limit: Option<usize>,
+    /// The `nextCursor` of the previous page.
+    cursor: Option<String>,
+    /// The older way to page (skips rows; `cursor` is the stable one).
     offset: Option<usize>,
+    /// `user`: one row per user, with the count of their sessions.
+    group_by: Option<String>,
+}
+
+/// The listing query of `params`, its cursor applied.
+fn listing_query(params: &SessionParams, grouped: bool) -> Result<ListingQuery, Problem> {
+    let (sort, direction) = match params.sort.as_deref() {
+        None | Some("-started") => (SortKey::Started, Direction::Descending),
+        Some("started") => (SortKey::Started, Direction::Ascending),
+        Some("-lastSeen") => (SortKey::LastSeen, Direction::Descending),
+        Some("lastSeen") => (SortKey::LastSeen, Direction::Ascending),
+        Some(_) => {
+            return Err(Problem::bad_request(
+                "sort must be `started`, `-started`, `lastSeen` or `-lastSeen`.",
+            ));
+        }
+    };
+    let text = |value: &Option<String>| {
+        value
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.chars().take(200).collect::<String>())
+    };
+    let network = match text(&params.ip) {
+        Some(ip) => Some(parse_network(&ip).map_err(|e| Problem::bad_request(e.to_string()))?),
+        None => None,
+    };
+    let mut query = ListingQuery {
+        user: text(&params.user),
+        name_prefix: text(&params.name),
+        network,
+        browser: text(&params.browser),
+        sort,
+        direction,
+        limit: page(params.limit, DEFAULT_PAGE)?,
+        after: None,
+    };
+    if let Some(cursor) = &params.cursor {
+        if params.offset.is_some() {
+            return Err(Problem::bad_request(
+                "Use either cursor or offset, not both.",
+            ));
+        }
+        query
+            .resume(cursor, grouped)
+            .map_err(|e| Problem::bad_request(e.to_string()))?;
+    }
+    Ok(query)
+}
+
+/// A page of sessions: the fields of every page, and the cursor of the next one.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionList<T> {
+    items: Vec<T>,
+    /// Rows matching the filters, across all pages.
+    total: usize,
+    offset: usize,
+    limit: usize,
+    next_offset: Option<usize>,
+    /// Pass as `cursor` for the next page; stays correct while sessions start and end.
+    next_cursor: Option<String>,
+}
+
+/// One user's live sessions, summed up (`groupBy=user`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserRow {
+    user: String,
+    display_name: Option<String>,
+    sessions: usize,
+    newest_start: String,
+    last_seen: String,
 }
 
 pub(super) async fn list_sessions(
     caller: Caller,
     State(state): State<AdminState>,
-    q: Result<Query<SessionQuery>, QueryRejection>,
+    q: Result<Query<SessionParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let q = query(q)?;
-    let limit = page(q.limit, DEFAULT_PAGE)?;
-    let newest_first = match q.sort.as_deref() {
-        None | Some("-started") => true,
-        Some("started") => false,
-        Some(_) => {
+    let params = query(q)?;
+    let grouped = match params.group_by.as_deref() {
+        None => false,
+        Some("user") => true,
+        Some(_) => return Err(Problem::bad_request("groupBy must be `user`.")),
+    };
+    let mut query = listing_query(&params, grouped)?;
+    let limit = query.limit;
+    if grouped {
+        if params.offset.is_some() {
             return Err(Problem::bad_request(
-                "sort must be `started` or `-started`.",
+                "groupBy pages with cursor, not offset.",
             ));
         }
+        let page = within(state.store.session_users(caller.tenant(), &query)).await?;
+        let items = page
+            .users
+            .into_iter()
+            .map(|g| UserRow {
+                user: g.user,
+                display_name: g.display_name,
+                sessions: g.sessions,
+                newest_start: rfc3339(g.newest_start),
+                last_seen: rfc3339(g.last_seen),
+            })
+            .collect();
+        return Ok(Json(SessionList {
+            items,
+            total: page.total,
+            offset: 0,
+            limit,
+            next_offset: None,
+            next_cursor: page.next_cursor,
+        })
+        .into_response());
+    }
+    // `offset` skips rows of the first `offset + limit` (the older form of paging).
+    let offset = params.offset.unwrap_or(0).min(MAX_OFFSET);
+    query.limit = limit + offset;
+    let page = within(state.store.list_sessions(caller.tenant(), &query)).await?;
+    query.limit = limit;
+    let rows: Vec<&SessionRecord> = page.sessions.iter().skip(offset).collect();
+    let end = offset + rows.len();
+    let more = end < page.total && rows.len() == limit;
+    let next_cursor = match (offset, page.next_cursor) {
+        (0, cursor) => cursor,
+        (_, _) => more
+            .then(|| rows.last())
+            .flatten()
+            .map(|s| query.cursor(false, query.value(s), &s.id)),
     };
-    // The store lists oldest first.
-    let mut sessions = within(state.store.sessions(caller.tenant())).await?;
-    if let Some(user) = &q.user {
-        sessions.retain(|s| &s.user == user);
-    }
-    if newest_first {
-        sessions.reverse();
-    }
     let now = state.clock.now_ms();
-    let views = sessions.iter().map(|s| SessionView::new(s, now)).collect();
-    Ok(Json(Page::of(views, q.offset.unwrap_or(0), limit)).into_response())
+    Ok(Json(SessionList {
+        items: rows.iter().map(|s| SessionView::new(s, now)).collect(),
+        total: page.total,
+        offset,
+        limit,
+        next_offset: (end < page.total).then_some(end),
+        next_cursor,
+    })
+    .into_response())
 }
+
+/// The largest `offset` accepted; page further with `cursor`.
+const MAX_OFFSET: usize = 10_000;
 
 async fn live_session(
     state: &AdminState,
     caller: &Caller,
     id: &str,
 ) -> Result<SessionRecord, Problem> {
-    within(state.store.sessions(caller.tenant()))
+    within(state.store.session(caller.tenant(), id))
         .await?
-        .into_iter()
-        .find(|s| s.id == id)
         .ok_or_else(|| Problem::not_found("No live session with this id in your tenant."))
 }
 
