@@ -29,9 +29,11 @@ const MINUTE_MS: i64 = 60_000;
 pub enum Event {
     Started,
     Expired,
-    /// Revoked by an administrator, a Kubernetes Revocation, a revoke-all or a lock (the
-    /// store answers "revoked" for each).
+    /// Revoked by an administrator, a Kubernetes Revocation, a revoke-all, the identity
+    /// provider (back-channel logout, a Shared Signals event).
     Revoked,
+    /// The user is locked out until a time.
+    Locked,
     SignInAgain,
     TooManySessions,
     /// No token, or one that could not be verified (counted for the replica, not a tenant).
@@ -41,10 +43,11 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 7] = [
+    pub const ALL: [Event; 8] = [
         Event::Started,
         Event::Expired,
         Event::Revoked,
+        Event::Locked,
         Event::SignInAgain,
         Event::TooManySessions,
         Event::InvalidToken,
@@ -57,6 +60,7 @@ impl Event {
             Event::Started => "started",
             Event::Expired => "expired",
             Event::Revoked => "revoked",
+            Event::Locked => "locked",
             Event::SignInAgain => "signInAgain",
             Event::TooManySessions => "tooManySessions",
             Event::InvalidToken => "invalidToken",
@@ -73,6 +77,7 @@ impl Event {
                 Denial::MissingToken | Denial::InvalidToken => Event::InvalidToken,
                 Denial::SessionExpired => Event::Expired,
                 Denial::SessionRevoked => Event::Revoked,
+                Denial::Locked => Event::Locked,
                 Denial::SignInAgain => Event::SignInAgain,
                 Denial::TooManySessions => Event::TooManySessions,
                 Denial::Unavailable => Event::Unavailable,
@@ -234,6 +239,30 @@ mod tests {
         assert_eq!(before.invalid_tokens, 1);
         assert_eq!(now.counts[Event::Expired as usize], 1);
         clock.advance(Duration::from_secs(60 * 60));
-        assert!(activity.last_hour("t").iter().all(|m| m.counts == [0; 7]));
+        assert!(
+            activity
+                .last_hour("t")
+                .iter()
+                .all(|m| m.counts == [0; Event::ALL.len()])
+        );
+    }
+
+    #[test]
+    fn every_event_has_its_place_and_a_lock_is_counted_as_locked() {
+        for (index, event) in Event::ALL.into_iter().enumerate() {
+            assert_eq!(event as usize, index, "{event:?}");
+        }
+        let locked = Outcome::Deny {
+            denial: Denial::Locked,
+            identity: None,
+            lock: None,
+        };
+        assert_eq!(Event::of(&locked), Some(Event::Locked));
+        let revoked = Outcome::Deny {
+            denial: Denial::SessionRevoked,
+            identity: None,
+            lock: None,
+        };
+        assert_eq!(Event::of(&revoked), Some(Event::Revoked));
     }
 }

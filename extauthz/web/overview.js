@@ -13,7 +13,8 @@ const REFRESH_MS = 60_000;
 const SOON_MS = 3_000;
 const LABELS = {
   expired: 'Expired',
-  revoked: 'Revoked or locked',
+  revoked: 'Revoked',
+  locked: 'Locked',
   signInAgain: 'Sign in again',
   tooManySessions: 'Too many sessions',
   invalidToken: 'Invalid token',

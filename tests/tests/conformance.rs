@@ -65,10 +65,10 @@ mod generation;
 mod housekeeping;
 #[path = "conformance/idempotency.rs"]
 mod idempotency;
-#[path = "conformance/locks.rs"]
-mod locks;
 #[path = "conformance/listing.rs"]
 mod listing;
+#[path = "conformance/locks.rs"]
+mod locks;
 #[path = "conformance/policy.rs"]
 mod policy;
 #[path = "conformance/redis.rs"]

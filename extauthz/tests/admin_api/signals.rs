@@ -16,6 +16,7 @@ use grantflow_core::signals::{BACKCHANNEL_LOGOUT_EVENT, CAEP_SESSION_REVOKED, Tr
 use grantflow_core::store::{MemoryStore, SessionStore, StoreError};
 use grantflow_core::testing::{Fault, FaultyStore, Operation};
 use grantflow_core::token::{TokenRules, TokenValidator};
+use grantflow_extauthz::activity::Activity;
 use grantflow_extauthz::admin::{self, AdminState, OPENAPI_JSON, SIGNAL_ROUTES, Signals};
 use grantflow_extauthz::config::{AdminSettings, DEFAULT_ADMIN_ROLE};
 use grantflow_extauthz::metrics::Metrics;
@@ -77,6 +78,7 @@ fn app(signals_on: bool, failures: u32) -> Signed {
             sign_in: None,
         }),
         dev: None,
+        activity: Arc::new(Activity::new(Arc::new(clock.clone()))),
     };
     let signals = if signals_on {
         Signals {

@@ -36,7 +36,7 @@ async fn start(ctx: &Ctx, identity: Identity, ip: &str, user_agent: &str) {
         .check(&request)
         .await
         .expect("the store answers");
-    assert!(is_allowed(verdict), "{verdict:?}");
+    assert!(is_allowed(verdict.clone()), "{verdict:?}");
 }
 
 fn named(identity: Identity, name: &str) -> Identity {
