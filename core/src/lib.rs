@@ -22,6 +22,7 @@ pub mod jwks;
 pub mod policy;
 pub mod revocation;
 pub mod session;
+pub mod session_limit;
 pub mod store;
 #[cfg(feature = "test-util")]
 pub mod testing;

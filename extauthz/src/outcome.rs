@@ -19,6 +19,16 @@ pub enum Denial {
     /// sessions the store keeps for one user in one tenant: nothing was stored, and the
     /// user's other sessions keep working.
     TooManySessions,
+    /// The session ended after sitting unused longer than the tenant's idle timeout
+    /// (`idle_seconds`, when the tenant still has one): sign in again.
+    SessionIdle {
+        idle_seconds: Option<u64>,
+    },
+    /// The request would start a new session and the user already holds the tenant's
+    /// `maxSessionsPerUser` (`limit`) live sessions (`onLimit: RefuseNew`): nothing was stored.
+    SessionLimit {
+        limit: u32,
+    },
     Unavailable,
 }
 
@@ -47,6 +57,8 @@ impl Outcome {
                 Denial::SessionRevoked => "session_revoked",
                 Denial::SignInAgain => "sign_in_again",
                 Denial::TooManySessions => "too_many_sessions",
+                Denial::SessionIdle { .. } => "session_idle",
+                Denial::SessionLimit { .. } => "session_limit",
                 Denial::Unavailable => "unavailable",
             },
         }

@@ -27,13 +27,13 @@ const PROBLEM_BASE: &str = "https://grantflow.io/problems/";
 const MAX_URL_LEN: usize = 2048;
 
 /// Fixed wording for one denial.
-struct Wording {
-    slug: &'static str,
-    title: &'static str,
-    what: &'static str,
-    next: &'static str,
-    detail: &'static str,
-    icon: &'static str,
+struct Wording<'a> {
+    slug: &'a str,
+    title: &'a str,
+    what: &'a str,
+    next: &'a str,
+    detail: &'a str,
+    icon: &'a str,
 }
 
 const ICON_LOCK: &str =
@@ -42,7 +42,7 @@ const ICON_CLOCK: &str = r#"<circle cx="12" cy="12" r="9"/><path d="M12 7v5l3 2"
 const ICON_BAN: &str = r#"<circle cx="12" cy="12" r="9"/><path d="M5.6 5.6l12.8 12.8"/>"#;
 const ICON_ALERT: &str = r#"<path d="M12 3 2 20h20z"/><path d="M12 10v4m0 3v.01"/>"#;
 
-fn wording(denial: Denial) -> Wording {
+fn wording(denial: Denial) -> Wording<'static> {
     match denial {
         Denial::MissingToken => Wording {
             slug: "missing-token",
@@ -92,6 +92,22 @@ fn wording(denial: Denial) -> Wording {
             detail: "You already have as many active sessions as one person may hold, so a new one was not started. Sign out of privileged access in another browser or device, then try again, or ask an administrator to end your old sessions.",
             icon: ICON_ALERT,
         },
+        Denial::SessionIdle { .. } => Wording {
+            slug: "session-idle",
+            title: "Session expired",
+            what: "Your session ended after a period without activity. Sessions for privileged access end when unused for a time set by your administrator.",
+            next: "Sign in again to continue.",
+            detail: "Your session ended after a period without activity. Sign in again to continue.",
+            icon: ICON_CLOCK,
+        },
+        Denial::SessionLimit { .. } => Wording {
+            slug: "session-limit",
+            title: "Session limit reached",
+            what: "You already have as many active sessions as your administrator allows, so a new one was not started. Your other sessions still work.",
+            next: "Sign out of privileged access in another browser or device, then try again. If you cannot, ask an administrator to end one of your sessions.",
+            detail: "You already have as many active sessions as your administrator allows, so a new one was not started. Sign out of privileged access in another browser or device, then try again, or ask an administrator to end one of your sessions.",
+            icon: ICON_ALERT,
+        },
         Denial::Unavailable => Wording {
             slug: "unavailable",
             title: "Temporarily unavailable",
@@ -109,8 +125,10 @@ fn status(denial: Denial) -> u16 {
         | Denial::InvalidToken
         | Denial::SessionExpired
         | Denial::SessionRevoked
-        | Denial::SignInAgain => 401,
+        | Denial::SignInAgain
+        | Denial::SessionIdle { .. } => 401,
         Denial::TooManySessions => 429,
+        Denial::SessionLimit { .. } => 403,
         Denial::Unavailable => 503,
     }
 }
@@ -243,8 +261,51 @@ fn safe_url(raw: &str) -> &str {
     }
 }
 
+/// The sentences of the denials that name a number from the tenant's policy (not from the
+/// request): (what, detail).
+fn numbered(denial: Denial) -> Option<(String, String)> {
+    match denial {
+        Denial::SessionIdle {
+            idle_seconds: Some(seconds),
+        } => {
+            let idle = if seconds % 60 == 0 {
+                match seconds / 60 {
+                    1 => "1 minute".to_owned(),
+                    minutes => format!("{minutes} minutes"),
+                }
+            } else {
+                humantime::format_duration(std::time::Duration::from_secs(seconds)).to_string()
+            };
+            Some((
+                format!(
+                    "Your session ended after {idle} without activity. Sessions for privileged access end when unused for a time set by your administrator."
+                ),
+                format!(
+                    "Your session ended after {idle} without activity. Sign in again to continue."
+                ),
+            ))
+        }
+        Denial::SessionLimit { limit } => {
+            let sessions = if limit == 1 { "session" } else { "sessions" };
+            Some((
+                format!(
+                    "You already have {limit} active {sessions}, the most your administrator allows, so a new one was not started. Your other sessions still work."
+                ),
+                format!(
+                    "You already have {limit} active {sessions}, the most your administrator allows, so a new one was not started. Sign out of privileged access in another browser or device, then try again, or ask an administrator to end one of your sessions."
+                ),
+            ))
+        }
+        _ => None,
+    }
+}
+
 fn render_problem(denial: Denial, url: &str) -> String {
-    let c = wording(denial);
+    let numbered = numbered(denial);
+    let mut c: Wording<'_> = wording(denial);
+    if let Some((_, detail)) = &numbered {
+        c.detail = detail;
+    }
     let status = status(denial);
     let mut doc = Map::new();
     doc.insert("type".into(), format!("{PROBLEM_BASE}{}", c.slug).into());
@@ -274,7 +335,11 @@ a.btn:focus-visible{outline:3px solid var(--fg);outline-offset:3px}\
 @media (max-width:30rem){body{align-items:flex-start;padding:.75rem}main{padding:1.5rem 1.25rem}a.btn{display:block;text-align:center}}";
 
 fn render_html(denial: Denial, url: &str) -> String {
-    let c = wording(denial);
+    let numbered = numbered(denial);
+    let mut c: Wording<'_> = wording(denial);
+    if let Some((what, _)) = &numbered {
+        c.what = what;
+    }
     // 429 and 503: "Try again" reloads the page that was refused (an empty
     // href is the current document); 401s send the person to sign in.
     let (href, action) = if status(denial) == 401 {

@@ -18,6 +18,7 @@ pub const SESSION_HEADER: &str = "x-grantflow-session";
 
 /// gRPC status codes Envoy reads from `CheckResponse.status`.
 const GRPC_OK: i32 = 0;
+const GRPC_PERMISSION_DENIED: i32 = 7;
 const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
 const GRPC_UNAVAILABLE: i32 = 14;
 const GRPC_UNAUTHENTICATED: i32 = 16;
@@ -77,7 +78,7 @@ pub fn check_response(
                 Denial::Unavailable => headers.push(header("retry-after", "5", true)),
                 // Not a credential problem, and no wait helps: a slot frees when a session
                 // ends, so neither WWW-Authenticate nor Retry-After.
-                Denial::TooManySessions => {}
+                Denial::TooManySessions | Denial::SessionLimit { .. } => {}
                 _ => headers.push(header(
                     "www-authenticate",
                     r#"Bearer error="invalid_token""#,
@@ -93,6 +94,7 @@ pub fn check_response(
             let code = match page.status {
                 503 => GRPC_UNAVAILABLE,
                 429 => GRPC_RESOURCE_EXHAUSTED,
+                403 => GRPC_PERMISSION_DENIED,
                 _ => GRPC_UNAUTHENTICATED,
             };
             CheckResponse {

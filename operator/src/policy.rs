@@ -75,7 +75,11 @@ async fn apply(
 ) -> Result<Action, Error> {
     // Conflicts are judged on the whole cache; the controller runs no reconcile before its
     // initial list is in it.
-    let (verdict, store_error) = match spec::session_policy(&policy.spec) {
+    let parsed = spec::session_policy(&policy.spec).and_then(|(tenant, max_age)| {
+        let rules = spec::session_rules(&policy.spec, max_age)?;
+        Ok((tenant, max_age, rules))
+    });
+    let (verdict, store_error) = match parsed {
         // Not applied: the store keeps what it had (a valid earlier version stays in force).
         Err(invalid) => (
             Verdict::failed(
@@ -84,42 +88,47 @@ async fn apply(
             ),
             None,
         ),
-        Ok((tenant, max_age)) => match owner_of(&ctx.policies, policy, &tenant) {
-            Some(owner) => (
-                Verdict::failed(
-                    reason::CONFLICT,
-                    format!(
-                        "tenant {tenant} already has SessionPolicy {owner}; this one is not applied"
+        Ok((tenant, max_age, (idle_timeout, max_sessions_per_user, on_limit))) => {
+            match owner_of(&ctx.policies, policy, &tenant) {
+                Some(owner) => (
+                    Verdict::failed(
+                        reason::CONFLICT,
+                        format!(
+                            "tenant {tenant} already has SessionPolicy {owner}; this one is not applied"
+                        ),
                     ),
+                    None,
                 ),
-                None,
-            ),
-            None => {
-                let desired = Policy {
-                    max_session_age: max_age,
-                    source: PolicySource::Kubernetes(key(policy)),
-                };
-                match put_policy(ctx, policy, &tenant, desired).await {
-                    Ok(()) => (
-                        Verdict::ok(
-                            reason::APPLIED,
-                            format!(
-                                "sessions of tenant {tenant} end {} after sign-in",
-                                humantime::format_duration(max_age)
+                None => {
+                    let desired = Policy {
+                        max_session_age: max_age,
+                        idle_timeout,
+                        max_sessions_per_user,
+                        on_limit,
+                        source: PolicySource::Kubernetes(key(policy)),
+                    };
+                    match put_policy(ctx, policy, &tenant, desired).await {
+                        Ok(()) => (
+                            Verdict::ok(
+                                reason::APPLIED,
+                                format!(
+                                    "sessions of tenant {tenant} end {} after sign-in",
+                                    humantime::format_duration(max_age)
+                                ),
                             ),
+                            None,
                         ),
-                        None,
-                    ),
-                    Err(error) => (
-                        Verdict::failed(
-                            reason::STORE_UNAVAILABLE,
-                            format!("the session store did not take the policy: {error}"),
+                        Err(error) => (
+                            Verdict::failed(
+                                reason::STORE_UNAVAILABLE,
+                                format!("the session store did not take the policy: {error}"),
+                            ),
+                            Some(error),
                         ),
-                        Some(error),
-                    ),
+                    }
                 }
             }
-        },
+        }
     };
     ctx.metrics.outcome(CONTROLLER, verdict.reason);
     write_status(

@@ -88,6 +88,9 @@ async fn tenant_settings_are_edited_audited_applied_and_kubernetes_wins() {
     // A tenant managed by a Kubernetes SessionPolicy refuses edits.
     let managed = Policy {
         max_session_age: Duration::from_secs(600),
+        idle_timeout: None,
+        max_sessions_per_user: None,
+        on_limit: Default::default(),
         source: PolicySource::Kubernetes("security/contoso".into()),
     };
     h.store

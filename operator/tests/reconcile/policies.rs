@@ -26,6 +26,9 @@ fn session_policy(name: &str, tenant: &str, max_age: &str, created: &str) -> Ses
         SessionPolicySpec {
             tenant_id: tenant.into(),
             max_session_age: max_age.into(),
+            idle_timeout: None,
+            max_sessions_per_user: None,
+            on_limit: Default::default(),
         },
     );
     policy.metadata.namespace = Some(NS.into());
@@ -314,6 +317,9 @@ async fn deleting_the_policy_in_force_returns_the_tenant_to_the_default() {
             TENANT,
             Policy {
                 max_session_age: Duration::from_secs(300),
+                idle_timeout: None,
+                max_sessions_per_user: None,
+                on_limit: Default::default(),
                 source: PolicySource::Kubernetes("team/contoso".into()),
             },
             None,
@@ -366,6 +372,9 @@ async fn deleting_a_conflicting_policy_leaves_the_owner_in_force() {
     let store = memory_store(&clock);
     let owner = Policy {
         max_session_age: Duration::from_secs(1800),
+        idle_timeout: None,
+        max_sessions_per_user: None,
+        on_limit: Default::default(),
         source: PolicySource::Kubernetes("team/contoso".into()),
     };
     store.set_policy(TENANT, owner.clone(), None).await.unwrap();

@@ -5,7 +5,7 @@
 //!
 //! | key                         | type   | holds                                         |
 //! |-----------------------------|--------|-----------------------------------------------|
-//! | `gf:{T}:policy`             | hash   | `max_age_ms`, `source` (JSON)                 |
+//! | `gf:{T}:policy`             | hash   | `max_age_ms`, `source` (JSON), `idle_ms`, `max_per_user`, `on_limit` (absent: off / `RefuseNew`) |
 //! | `gf:{T}:s:<session>`        | hash   | a live session; TTL start + max age + retention |
 //! | `gf:{T}:end:<session>`      | hash   | tombstone `reason`, `at`, `user`; TTL retention |
 //! | `gf:{T}:gen`                | hash   | generation marker: `id` (the instant the tenant's state began), `lost` (L) |
@@ -187,12 +187,13 @@ impl SessionStore for RedisStore {
             .unwrap_or_default();
         let call = async {
             let mut connection = self.connection().await?;
-            let reply: (i64, i64, String, u8) = self
+            let now = self.clock.now_ms();
+            let reply: (i64, i64, String, u8, Vec<String>) = self
                 .scripts
                 .check
                 .key(format!("{p}policy"))
                 .arg(&p)
-                .arg(self.clock.now_ms())
+                .arg(now)
                 .arg(millis(self.limits.default_max_age))
                 .arg(millis(self.limits.retention))
                 .arg(millis(self.limits.watermark_retention))
@@ -224,13 +225,29 @@ impl SessionStore for RedisStore {
                 .arg(TOUCH_INTERVAL_MS)
                 .arg(&known)
                 .arg(self.limits.max_sessions_per_user)
+                // For the audit record of the tenant's session limit, if this check writes one.
+                .arg(crate::audit::new_audit_id())
+                .arg(crate::clock::rfc3339(now))
+                .arg(millis(self.limits.audit_retention))
+                .arg(AUDIT_CAP)
+                .arg(&identity.tenant)
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
             Ok(reply)
         };
-        let (code, started_at, generation, reset) =
+        let (code, started_at, generation, reset, audits) =
             self.within(self.settings.timeout, call).await?;
+        // The session limit's audit records, in effect now: logged as the stream holds them.
+        for json in &audits {
+            match serde_json::from_str::<AuditRecord>(json) {
+                Ok(record) => record.log(),
+                Err(_) => tracing::error!("a session-limit audit record could not be read back"),
+            }
+        }
+        if !audits.is_empty() {
+            self.register_tenant(&identity.tenant).await;
+        }
         if !generation.is_empty() {
             self.generations
                 .lock()
@@ -255,6 +272,15 @@ impl SessionStore for RedisStore {
             4 => Ok(Verdict::Deny(EndReason::Revoked)),
             5 => Ok(Verdict::Deny(EndReason::Reauthenticate)),
             6 => Ok(Verdict::TooManySessions),
+            7 => Ok(Verdict::Idle {
+                idle_timeout: u64::try_from(started_at)
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .map(Duration::from_millis),
+            }),
+            8 => Ok(Verdict::SessionLimit {
+                limit: u32::try_from(started_at).map_err(|_| malformed("session limit"))?,
+            }),
             _ => Err(malformed("check verdict")),
         }
     }
@@ -460,6 +486,12 @@ impl SessionStore for RedisStore {
             .zip(rows)
             .filter_map(|(key, fields)| parse_session(tenant, key, fields))
             .filter(|s| now - s.started_at < max_age)
+            // Nor are sessions unused past the idle timeout.
+            .filter(|s| {
+                policy
+                    .idle_timeout
+                    .is_none_or(|idle| now - s.last_seen < millis(idle))
+            })
             .collect())
     }
 
