@@ -644,4 +644,71 @@ mod tests {
         assert_eq!(parse_q("-1"), 0);
         assert_eq!(parse_q(""), 0);
     }
+
+    /// The session rules' denials name the tenant's number; nothing else varies.
+    #[test]
+    fn idle_and_session_limit_pages_name_the_number() {
+        let idle = |secs| Denial::SessionIdle {
+            idle_seconds: Some(secs),
+        };
+        let page = render(idle(300), true, URL);
+        assert_eq!(page.status, 401);
+        assert_eq!(h1(&page.body), "Session expired");
+        assert!(
+            page.body
+                .contains("Your session ended after 5 minutes without activity.")
+        );
+        assert!(page.body.contains("Sign in again</a>"));
+        assert!(
+            render(idle(60), true, URL)
+                .body
+                .contains("after 1 minute without")
+        );
+        assert!(
+            render(idle(90), true, URL)
+                .body
+                .contains("after 1m 30s without")
+        );
+        let unknown = render(Denial::SessionIdle { idle_seconds: None }, true, URL);
+        assert!(unknown.body.contains("after a period without activity"));
+        let doc = problem(idle(600), URL);
+        assert_eq!(doc["type"], "https://grantflow.io/problems/session-idle");
+        assert_eq!(doc["status"], 401);
+        assert_eq!(doc["sign_in"], URL);
+        assert!(
+            doc["detail"]
+                .as_str()
+                .unwrap()
+                .contains("after 10 minutes without activity")
+        );
+
+        let limit = |limit| Denial::SessionLimit { limit };
+        let page = render(limit(3), true, URL);
+        assert_eq!(page.status, 403);
+        assert_eq!(h1(&page.body), "Session limit reached");
+        assert!(
+            page.body
+                .contains("You already have 3 active sessions, the most your administrator allows")
+        );
+        assert!(
+            page.body
+                .contains("ask an administrator to end one of your sessions")
+        );
+        assert!(page.body.contains("Try again</a>"));
+        assert!(
+            render(limit(1), true, URL)
+                .body
+                .contains("1 active session, the most")
+        );
+        let doc = problem(limit(3), URL);
+        assert_eq!(doc["type"], "https://grantflow.io/problems/session-limit");
+        assert_eq!(doc["status"], 403);
+        assert!(doc.get("sign_in").is_none());
+        assert!(
+            doc["detail"]
+                .as_str()
+                .unwrap()
+                .contains("3 active sessions")
+        );
+    }
 }
