@@ -179,13 +179,29 @@ async fn put_policy(
         reason: None,
         source: Source::Kubernetes,
         sessions_revoked: None,
-        detail: Some(format!(
-            "maxSessionAge {}",
-            humantime::format_duration(desired.max_session_age)
-        )),
+        detail: Some(spec_detail(&desired)),
     };
     ctx.store_call(ctx.store.set_policy(tenant, desired, Some(audit)))
         .await
+}
+
+/// The audit detail of an applied policy: its max age, and its idle timeout and session
+/// limit when set (`maxSessionAge 30m, idleTimeout 10m, maxSessionsPerUser 3 (EndOldest)`).
+fn spec_detail(policy: &Policy) -> String {
+    let mut detail = format!(
+        "maxSessionAge {}",
+        humantime::format_duration(policy.max_session_age)
+    );
+    if let Some(idle) = policy.idle_timeout {
+        detail += &format!(", idleTimeout {}", humantime::format_duration(idle));
+    }
+    if let Some(limit) = policy.max_sessions_per_user {
+        detail += &format!(
+            ", maxSessionsPerUser {limit} ({})",
+            policy.on_limit.as_str()
+        );
+    }
+    detail
 }
 
 /// Returns the tenant to the default, if this policy is the one in force.
