@@ -248,7 +248,8 @@ async fn the_dashboard_in_chromium_shows_sessions_live_revokes_them_and_audits_o
     );
     assert_eq!(
         ours[0].detail.as_deref(),
-        Some("max session age 15m -> 20m")
+        Some("max session age 15m -> 20m; idle timeout off -> 10m"),
+        "the dashboard's idle timeout field reached the store"
     );
     assert_eq!(ours[1].action, Action::UserUnblock);
     assert_eq!(ours[1].target.user.as_deref(), Some("user-jack"));
