@@ -96,12 +96,13 @@ impl Problem {
     /// A new session of the administrator refused by the tenant's `maxSessionsPerUser`
     /// (`onLimit: RefuseNew`).
     pub fn session_limit(limit: u32) -> Self {
+        let sessions = if limit == 1 { "session" } else { "sessions" };
         Self::new(
             StatusCode::FORBIDDEN,
             "session-limit",
             "Session limit reached",
             format!(
-                "You already have {limit} active sessions, the most this tenant allows, so a new \
+                "You already have {limit} active {sessions}, the most this tenant allows, so a new \
                  one was not started. Sign out of privileged access in another browser or device \
                  and try again, or ask another administrator to end one of your sessions."
             ),

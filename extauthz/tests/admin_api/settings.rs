@@ -199,3 +199,34 @@ async fn the_idle_timeout_and_session_limit_are_set_kept_checked_and_audited() {
     let (status, problem) = h.send("PUT", "/api/v1/policy", &admin, body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
 }
+
+/// The administrator's own sessions obey the tenant's rules: a second sign-in beyond a limit of
+/// one is refused with 403 `session-limit`, and an idle session with 401.
+#[tokio::test]
+async fn the_administrators_own_sessions_obey_the_session_rules() {
+    let h = harness();
+    let admin = h.admin(CONTOSO, "admin-ann");
+    let body = json!({"maxSessionAgeSeconds": 3600, "idleTimeoutSeconds": 300,
+                      "maxSessionsPerUser": 1, "reason": "CAB-10"});
+    let (status, _) = h.send("PUT", "/api/v1/policy", &admin, body).await;
+    assert_eq!(status, StatusCode::OK);
+    let elsewhere = h.sign(&h.claims(CONTOSO, "admin-ann", "sid-laptop", true));
+    let (status, problem) = h.get("/api/v1/policy", Some(&elsewhere)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(
+        problem["type"],
+        "https://grantflow.io/problems/session-limit"
+    );
+    assert!(
+        detail(&problem).contains("You already have 1 active session,"),
+        "{problem}"
+    );
+    assert_eq!(
+        h.get("/api/v1/policy", Some(&admin)).await.0,
+        StatusCode::OK
+    );
+    h.clock.advance(Duration::from_secs(300));
+    let (status, problem) = h.get("/api/v1/policy", Some(&admin)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    assert!(detail(&problem).contains("without activity"), "{problem}");
+}
