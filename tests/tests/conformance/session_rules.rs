@@ -18,7 +18,7 @@ cases! {
     a_session_unused_longer_than_the_idle_timeout_ends_and_stays_ended;
     every_check_keeps_a_session_alive;
     a_policy_change_applies_to_the_next_check;
-    idle_sessions_are_not_listed_before_or_after_housekeeping [; exclusive];
+    idle_sessions_are_not_listed_and_housekeeping_ends_them [; exclusive];
     the_session_limit_refuses_a_new_session_and_audits_it;
     the_session_limit_ends_exactly_the_oldest_session;
     lowering_the_limit_ends_as_many_oldest_sessions_as_needed;
@@ -180,7 +180,7 @@ async fn a_policy_change_applies_to_the_next_check(ctx: Ctx) {
     assert_eq!(ids, ["s-2", "s-3"]);
 }
 
-async fn idle_sessions_are_not_listed_before_or_after_housekeeping(ctx: Ctx) {
+async fn idle_sessions_are_not_listed_and_housekeeping_ends_them(ctx: Ctx) {
     let t = ctx.tenant.clone();
     set(
         &ctx,
@@ -197,7 +197,13 @@ async fn idle_sessions_are_not_listed_before_or_after_housekeeping(ctx: Ctx) {
         ["s-2"],
         "s-1 is 6 minutes unused"
     );
+    let mut feed = ctx.store().subscribe(&t).await.unwrap();
     ctx.maintain().await;
+    assert_eq!(
+        crate::housekeeping::next_event(&mut feed).await,
+        crate::housekeeping::ended(&t, "s-1", ALICE, EndReason::Idle),
+        "housekeeping ends it, so dashboards see it go"
+    );
     assert_eq!(ctx.session_ids(&t).await, ["s-2"]);
     assert_eq!(ctx.check(&one).await, idle(5));
     assert_eq!(ctx.check(&two).await, allowed(T0 + 3 * 60_000));
