@@ -26,6 +26,7 @@ cases! {
     the_session_limit_is_off_by_default;
     a_fresh_sign_in_refused_by_the_limit_keeps_its_key_ended;
     the_rules_survive_a_restart [embedded];
+    the_change_feed_carries_the_rules;
 }
 
 /// A policy of `max_age` with an idle timeout and a session limit.
@@ -386,6 +387,31 @@ async fn the_rules_survive_a_restart(mut ctx: Ctx) {
     set(&ctx, rules.clone()).await;
     ctx.restart().await;
     assert_eq!(ctx.policy(&t).await, rules);
+}
+
+async fn the_change_feed_carries_the_rules(ctx: Ctx) {
+    let t = ctx.tenant.clone();
+    let mut feed = ctx.store().subscribe(&t).await.unwrap();
+    let rules = rules(mins(45), Some(mins(7)), Some(4), OnLimit::EndOldest);
+    set(&ctx, rules.clone()).await;
+    assert_eq!(
+        crate::housekeeping::next_event(&mut feed).await,
+        ChangeEvent::PolicyChanged {
+            tenant: t.clone(),
+            policy: rules.clone()
+        }
+    );
+    assert_eq!(ctx.policy(&t).await, rules);
+    // Turned off again: the feed says so too.
+    set(&ctx, policy(mins(45))).await;
+    assert_eq!(
+        crate::housekeeping::next_event(&mut feed).await,
+        ChangeEvent::PolicyChanged {
+            tenant: t.clone(),
+            policy: policy(mins(45))
+        }
+    );
+    assert_eq!(ctx.policy(&t).await, policy(mins(45)));
 }
 
 // -- Redis only ---------------------------------------------------------------------------------
