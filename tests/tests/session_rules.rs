@@ -156,3 +156,54 @@ async fn end_oldest_refuses_the_old_token_and_allows_the_new_one() {
     assert_eq!(ended.reason.as_deref(), Some("session limit"));
     assert_eq!(ended.sessions_revoked, Some(1));
 }
+
+/// On Redis with two replicas (the rules decided inside `check.lua`): a new session on one
+/// replica ends the oldest, refused on the other at once; the new one, left unused, ends as
+/// idle with the page naming the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_the_rules_hold_across_replicas() {
+    let redis_server = grantflow_e2e::redis::RedisServer::start().await;
+    let stack = Stack::start_with(grantflow_e2e::stack::StackOptions {
+        store: grantflow_core::store::StoreConfig::Redis(grantflow_core::store::RedisSettings {
+            urls: vec![redis_server.url()],
+            cluster: false,
+            timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(5),
+            ca_pem: None,
+            wait_replicas: 0,
+        }),
+        replicas: 2,
+        ..Default::default()
+    })
+    .await;
+    let policy = rules(Some(Duration::from_secs(300)), Some(1), OnLimit::EndOldest);
+    stack.store.set_policy(TENANT, policy, None).await.unwrap();
+    let old = stack.token("user-redis", "sid-redis-1").await;
+    assert_eq!(stack.status_via(0, &old).await, 200);
+    stack.clock.advance(Duration::from_secs(1));
+    let new = stack.token("user-redis", "sid-redis-2").await;
+    assert_eq!(stack.status_via(1, &new).await, 200);
+    assert_eq!(stack.status_via(0, &old).await, 401, "ended by the limit");
+    assert_eq!(stack.status_via(0, &new).await, 200);
+
+    stack.clock.advance(Duration::from_secs(5 * 60));
+    let page = stack.get_via(1, Some(&new), BROWSER_ACCEPT, &[]).await;
+    assert_eq!(page.status(), 401);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Your session ended after 5 minutes without activity."),
+        "{html}"
+    );
+    assert_eq!(
+        stack.status_via(0, &new).await,
+        401,
+        "ended for every replica"
+    );
+    let audit = stack.store.audit(TENANT, 10).await.unwrap();
+    assert!(
+        audit.iter().any(|r| r.action == Action::SessionRevoke
+            && r.target.session.as_deref() == Some("sid-redis-1")
+            && r.reason.as_deref() == Some("session limit")),
+        "{audit:?}"
+    );
+}
