@@ -337,7 +337,7 @@ impl TenantSessions {
         }
         // The tenant's own limit (at most the store's bound, checked next).
         if let Some(limit) = policy.max_sessions_per_user {
-            let mut live = self.live_of(&identity.user, max_age, idle, now);
+            let mut live = self.live_at_limit(&identity.user, limit, max_age, idle, now);
             if live.len() >= limit as usize {
                 match policy.on_limit {
                     OnLimit::RefuseNew => {
@@ -419,16 +419,17 @@ impl TenantSessions {
         live >= limit as usize
     }
 
-    /// The user's live sessions at `now` as (start, key); empty at once when the per-user
-    /// count says there are none.
-    fn live_of(
+    /// The user's live sessions at `now` as (start, key) — empty at once when the per-user
+    /// count of `live` is below `limit`, so the sessions are looked at only at the limit.
+    fn live_at_limit(
         &self,
         user: &str,
+        limit: u32,
         max_age: i64,
         idle: Option<i64>,
         now: UnixMillis,
     ) -> Vec<(UnixMillis, String)> {
-        if !self.per_user.contains_key(user) {
+        if self.per_user.get(user).copied().unwrap_or(0) < limit {
             return Vec::new();
         }
         self.live
