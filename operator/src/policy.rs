@@ -88,47 +88,46 @@ async fn apply(
             ),
             None,
         ),
-        Ok((tenant, max_age, (idle_timeout, max_sessions_per_user, on_limit))) => {
-            match owner_of(&ctx.policies, policy, &tenant) {
-                Some(owner) => (
-                    Verdict::failed(
-                        reason::CONFLICT,
-                        format!(
-                            "tenant {tenant} already has SessionPolicy {owner}; this one is not applied"
-                        ),
+        Ok((tenant, max_age, rules)) => match owner_of(&ctx.policies, policy, &tenant) {
+            Some(owner) => (
+                Verdict::failed(
+                    reason::CONFLICT,
+                    format!(
+                        "tenant {tenant} already has SessionPolicy {owner}; this one is not applied"
                     ),
-                    None,
                 ),
-                None => {
-                    let desired = Policy {
-                        max_session_age: max_age,
-                        idle_timeout,
-                        max_sessions_per_user,
-                        on_limit,
-                        source: PolicySource::Kubernetes(key(policy)),
-                    };
-                    match put_policy(ctx, policy, &tenant, desired).await {
-                        Ok(()) => (
-                            Verdict::ok(
-                                reason::APPLIED,
-                                format!(
-                                    "sessions of tenant {tenant} end {} after sign-in",
-                                    humantime::format_duration(max_age)
-                                ),
+                None,
+            ),
+            None => {
+                let (idle_timeout, max_sessions_per_user, on_limit) = rules;
+                let desired = Policy {
+                    max_session_age: max_age,
+                    idle_timeout,
+                    max_sessions_per_user,
+                    on_limit,
+                    source: PolicySource::Kubernetes(key(policy)),
+                };
+                match put_policy(ctx, policy, &tenant, desired).await {
+                    Ok(()) => (
+                        Verdict::ok(
+                            reason::APPLIED,
+                            format!(
+                                "sessions of tenant {tenant} end {} after sign-in",
+                                humantime::format_duration(max_age)
                             ),
-                            None,
                         ),
-                        Err(error) => (
-                            Verdict::failed(
-                                reason::STORE_UNAVAILABLE,
-                                format!("the session store did not take the policy: {error}"),
-                            ),
-                            Some(error),
+                        None,
+                    ),
+                    Err(error) => (
+                        Verdict::failed(
+                            reason::STORE_UNAVAILABLE,
+                            format!("the session store did not take the policy: {error}"),
                         ),
-                    }
+                        Some(error),
+                    ),
                 }
             }
-        }
+        },
     };
     ctx.metrics.outcome(CONTROLLER, verdict.reason);
     write_status(
