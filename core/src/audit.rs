@@ -37,6 +37,9 @@ pub enum Action {
     /// The store found its generation marker gone or changed: it lost data.
     #[serde(rename = "store.reset")]
     StoreReset,
+    /// A new session was refused: the user held the tenant's `maxSessionsPerUser`.
+    #[serde(rename = "session.refuse")]
+    SessionRefuse,
 }
 
 /// Through which door.

@@ -24,6 +24,15 @@
 //!    already older than the max age, which is expired, or the user already has
 //!    [`Limits::max_sessions_per_user`] live sessions in the tenant, which refuses it
 //!    ([`Verdict::TooManySessions`]) and stores nothing: their existing sessions keep working.
+//!
+//! The tenant's policy adds two rules (both off by default):
+//! - **idle timeout** (steps 3–4): a live session whose last seen is older than the idle
+//!   timeout ends ([`EndReason::Idle`], tombstoned at last seen + idle timeout, like an expired
+//!   one) and the request is refused ([`Verdict::Idle`]);
+//! - **sessions per user** (step 6): a new session of a user who already holds the policy's
+//!   `max_sessions_per_user` live sessions is refused ([`Verdict::SessionLimit`], `RefuseNew`)
+//!   or ends the user's oldest live sessions by start (`EndOldest`: revoked, tombstoned; the
+//!   store takes them with [`TenantSessions::take_evicted`] to journal, publish and audit).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -32,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{UnixMillis, millis};
 use crate::identity::Identity;
-use crate::policy::Policy;
+use crate::policy::{OnLimit, Policy};
 use crate::revocation::{BlockedUser, RevocationTarget};
 use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict, client_label};
 
@@ -200,6 +209,13 @@ impl Tombstone {
     }
 }
 
+/// Whether a session is live at `now`: younger than `max_age` and, with an idle timeout,
+/// used within it.
+fn is_live(session: &SessionRecord, max_age: i64, idle: Option<i64>, now: UnixMillis) -> bool {
+    now < session.started_at.saturating_add(max_age)
+        && idle.is_none_or(|idle| now < session.last_seen.saturating_add(idle))
+}
+
 /// Whether the token's `auth_time` is later than `at`.
 fn signed_in_after(identity: &Identity, at: UnixMillis) -> bool {
     identity
@@ -216,10 +232,12 @@ pub struct TenantSessions {
     /// [`Self::remove_live`], which keep the per-user counts.
     pub live: HashMap<String, SessionRecord>,
     pub ended: HashMap<String, Tombstone>,
-    /// How many entries of `live` each user has (expired ones not swept yet included).
-    per_user: HashMap<String, u32>,
-    /// The keys of each user's entries in `live`: a user's sessions in O(result) (listing).
+    /// The keys of each user's entries in `live` (expired ones not swept yet included): a
+    /// user's sessions and their count in O(result) (listing, session limits).
     by_user: HashMap<String, HashSet<String>>,
+    /// The sessions the last [`Self::decide`] ended to make room for a new one
+    /// (`on_limit: EndOldest`), until the store takes them ([`Self::take_evicted`]).
+    evicted: Vec<SessionRecord>,
 }
 
 impl TenantSessions {
@@ -244,7 +262,9 @@ impl TenantSessions {
         if lost_at.is_some_and(|lost_at| !issued_since(identity, lost_at)) {
             return Verdict::Deny(EndReason::Expired);
         }
-        let max_age = millis(self.policy(limits).max_session_age);
+        let policy = self.policy(limits);
+        let max_age = millis(policy.max_session_age);
+        let idle = policy.idle_timeout.map(millis);
         let key = &identity.session.id;
 
         if let Some(marks) = self.users.get(&identity.user) {
@@ -262,6 +282,11 @@ impl TenantSessions {
         if let Some(tombstone) = self.ended.get(key)
             && !tombstone.yields_to(identity)
         {
+            if tombstone.reason == EndReason::Idle {
+                return Verdict::Idle {
+                    idle_timeout: policy.idle_timeout,
+                };
+            }
             return Verdict::Deny(tombstone.reason);
         }
         // The end of this key's live session when it is too old and this token may replace
@@ -274,7 +299,18 @@ impl TenantSessions {
                 return Verdict::Deny(EndReason::Revoked);
             }
             let expires_at = session.started_at.saturating_add(max_age);
-            if now < expires_at {
+            // Unused longer than the idle timeout (before it reached the max age): it ended
+            // then. A token of its user signed in after that starts a new session (step 6).
+            let idle_ends = idle.map(|idle| session.last_seen.saturating_add(idle));
+            if let Some(idle_ends) = idle_ends.filter(|at| now >= *at && *at < expires_at) {
+                if !signed_in_after(identity, idle_ends) {
+                    self.end(key, EndReason::Idle, idle_ends, now);
+                    return Verdict::Idle {
+                        idle_timeout: policy.idle_timeout,
+                    };
+                }
+                replaces = Some((EndReason::Idle, idle_ends));
+            } else if now < expires_at {
                 if now - session.last_seen >= TOUCH_INTERVAL_MS {
                     session.last_seen = now;
                 }
@@ -285,11 +321,12 @@ impl TenantSessions {
             }
             // Too old: it ended when it reached the max age. A token of its user signed in
             // after that starts a new session (step 6); any other is refused.
-            if !signed_in_after(identity, expires_at) {
+            else if !signed_in_after(identity, expires_at) {
                 self.end(key, EndReason::Expired, expires_at, now);
                 return Verdict::Deny(EndReason::Expired);
+            } else {
+                replaces = Some((EndReason::Expired, expires_at));
             }
-            replaces = Some(expires_at);
         }
         // Saturating: `auth_time` is the issuer's number; it must not overflow.
         let started_at = identity
@@ -309,10 +346,43 @@ impl TenantSessions {
             );
             return Verdict::Deny(EndReason::Expired);
         }
-        if self.at_session_limit(&identity.user, limits.max_sessions_per_user, max_age, now) {
-            // Nothing is stored; a session of this key that had reached its max age ended.
-            if let Some(expires_at) = replaces {
-                self.end(key, EndReason::Expired, expires_at, now);
+        // The tenant's own limit (at most the store's bound, checked next).
+        if let Some(limit) = policy.max_sessions_per_user {
+            let mut live = self.live_at_limit(&identity.user, limit, max_age, idle, now);
+            if live.len() >= limit as usize {
+                match policy.on_limit {
+                    OnLimit::RefuseNew => {
+                        // Nothing is stored; a session of this key that had ended (max age,
+                        // idle) is tombstoned.
+                        if let Some((reason, ended_at)) = replaces {
+                            self.end(key, reason, ended_at, now);
+                        }
+                        return Verdict::SessionLimit { limit };
+                    }
+                    OnLimit::EndOldest => {
+                        // Oldest first; enough of them that the new one makes `limit`.
+                        live.sort();
+                        let surplus = live.len() + 1 - limit as usize;
+                        for (_, oldest) in live.into_iter().take(surplus) {
+                            if let Some(ended) = self.end(&oldest, EndReason::Revoked, now, now) {
+                                self.evicted.push(ended);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if self.at_session_limit(
+            &identity.user,
+            limits.max_sessions_per_user,
+            max_age,
+            idle,
+            now,
+        ) {
+            // Nothing is stored; a session of this key that had ended (max age, idle) is
+            // tombstoned.
+            if let Some((reason, ended_at)) = replaces {
+                self.end(key, reason, ended_at, now);
             }
             return Verdict::TooManySessions;
         }
@@ -337,19 +407,52 @@ impl TenantSessions {
         }
     }
 
-    /// Whether `user` already holds `limit` sessions live at `now` (younger than `max_age`).
-    /// The per-user count of `live` answers at once below the limit; only at it are the
-    /// sessions looked at, since some may have reached the max age and not been swept yet.
-    fn at_session_limit(&self, user: &str, limit: u32, max_age: i64, now: UnixMillis) -> bool {
-        if self.per_user.get(user).copied().unwrap_or(0) < limit {
+    /// Whether `user` already holds `limit` sessions live at `now` (younger than `max_age`,
+    /// and used within the idle timeout). The per-user count of `live` answers at once below
+    /// the limit; only at it are the sessions looked at, since some may have ended (max age,
+    /// idle) and not been swept yet.
+    fn at_session_limit(
+        &self,
+        user: &str,
+        limit: u32,
+        max_age: i64,
+        idle: Option<i64>,
+        now: UnixMillis,
+    ) -> bool {
+        if self.user_entries(user) < limit as usize {
             return false;
         }
         let live = self
-            .live
-            .values()
-            .filter(|s| s.user == user && now < s.started_at.saturating_add(max_age))
+            .user_sessions(user)
+            .filter(|s| is_live(s, max_age, idle, now))
             .count();
         live >= limit as usize
+    }
+
+    /// The user's live sessions at `now` as (start, key) — empty at once when the per-user
+    /// count of `live` is below `limit`, so the sessions are looked at only at the limit.
+    fn live_at_limit(
+        &self,
+        user: &str,
+        limit: u32,
+        max_age: i64,
+        idle: Option<i64>,
+        now: UnixMillis,
+    ) -> Vec<(UnixMillis, String)> {
+        if self.user_entries(user) < limit as usize {
+            return Vec::new();
+        }
+        self.user_sessions(user)
+            .filter(|s| is_live(s, max_age, idle, now))
+            .map(|s| (s.started_at, s.id.clone()))
+            .collect()
+    }
+
+    /// The sessions the last [`Self::decide`] ended to make room for a new one
+    /// (`on_limit: EndOldest`; revoked and tombstoned), for the store to journal, publish and
+    /// audit.
+    pub fn take_evicted(&mut self) -> Vec<SessionRecord> {
+        std::mem::take(&mut self.evicted)
     }
 
     /// Adds a live session (a new one, or one read back from disk), keeping the per-user
@@ -358,17 +461,14 @@ impl TenantSessions {
         let user = record.user.clone();
         let key = record.id.clone();
         if let Some(old) = self.live.insert(record.id.clone(), record) {
-            self.uncount(&old.user);
             self.unindex(&old.user, &key);
         }
-        self.by_user.entry(user.clone()).or_default().insert(key);
-        *self.per_user.entry(user).or_default() += 1;
+        self.by_user.entry(user).or_default().insert(key);
     }
 
     /// Removes a live session, keeping the per-user counts.
     pub fn remove_live(&mut self, key: &str) -> Option<SessionRecord> {
         let removed = self.live.remove(key)?;
-        self.uncount(&removed.user);
         self.unindex(&removed.user, key);
         Some(removed)
     }
@@ -391,13 +491,9 @@ impl TenantSessions {
             .filter_map(|key| self.live.get(key))
     }
 
-    fn uncount(&mut self, user: &str) {
-        if let Some(count) = self.per_user.get_mut(user) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.per_user.remove(user);
-            }
-        }
+    /// How many entries of `live` the user has (ended ones not swept yet included).
+    fn user_entries(&self, user: &str) -> usize {
+        self.by_user.get(user).map_or(0, HashSet::len)
     }
 
     /// Ends a live session (if any) at `ended_at` and tombstones its key at `now`. Returns
@@ -458,24 +554,43 @@ impl TenantSessions {
         }
     }
 
-    /// Expires live sessions past the max age and forgets what is older than the retention.
-    /// Returns the sessions it expired.
+    /// Expires live sessions past the max age (or unused past the idle timeout) and forgets
+    /// what is older than the retention. Returns the sessions it expired.
     pub fn sweep(&mut self, limits: &Limits, now: UnixMillis) -> Vec<SessionRecord> {
-        let max_age = millis(self.policy(limits).max_session_age);
+        let policy = self.policy(limits);
+        let max_age = millis(policy.max_session_age);
         let retention = millis(limits.retention);
+        let mut ended = Vec::new();
+        if let Some(idle) = policy.idle_timeout.map(millis) {
+            let unused: Vec<(String, UnixMillis)> = self
+                .live
+                .values()
+                .filter(|s| {
+                    let idle_ends = s.last_seen.saturating_add(idle);
+                    now >= idle_ends && idle_ends < s.started_at.saturating_add(max_age)
+                })
+                .map(|s| (s.id.clone(), s.last_seen.saturating_add(idle)))
+                .collect();
+            ended.extend(
+                unused
+                    .into_iter()
+                    .filter_map(|(key, at)| self.end(&key, EndReason::Idle, at, now)),
+            );
+        }
         let old: Vec<(String, UnixMillis)> = self
             .live
             .values()
             .filter(|s| now - s.started_at >= max_age)
             .map(|s| (s.id.clone(), s.started_at.saturating_add(max_age).min(now)))
             .collect();
-        let expired = old
-            .iter()
-            .filter_map(|(key, expired_at)| self.end(key, EndReason::Expired, *expired_at, now))
-            .collect();
+        ended.extend(
+            old.iter().filter_map(|(key, expired_at)| {
+                self.end(key, EndReason::Expired, *expired_at, now)
+            }),
+        );
         self.ended.retain(|_, t| now - t.recorded_at < retention);
         self.users.retain(|_, m| m.in_force(limits, now));
-        expired
+        ended
     }
 
     /// The users the marks still keep out at `now`, by user id, with the marks still in

@@ -23,6 +23,7 @@ pub mod listing;
 pub mod policy;
 pub mod revocation;
 pub mod session;
+pub mod session_limit;
 pub mod signals;
 pub mod store;
 #[cfg(feature = "test-util")]

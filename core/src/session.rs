@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,8 @@ pub enum EndReason {
     /// (it has no `auth_time`): only a new interactive sign-in, with a token that carries
     /// `auth_time`, gets the user back in (or an administrator lifting the revocation).
     Reauthenticate,
+    /// Unused for longer than its tenant's idle timeout.
+    Idle,
 }
 
 /// The store's answer to an [`AccessRequest`]. Not `Copy`: a lock's refusal carries its
@@ -73,6 +76,14 @@ pub enum Verdict {
         until: UnixMillis,
         message: Option<String>,
     },
+    /// Refuse the request: the session ended after sitting unused longer than the tenant's
+    /// idle timeout (now, or earlier: its key is tombstoned [`EndReason::Idle`]).
+    /// `idle_timeout` is the tenant's idle timeout now (`None` when it was turned off since).
+    Idle { idle_timeout: Option<Duration> },
+    /// Refuse the request: it would start a new session, and the user already holds the
+    /// tenant's `max_sessions_per_user` (`limit`) live sessions with `on_limit: RefuseNew`.
+    /// Nothing was stored; the refusal is audited (`session.refuse`).
+    SessionLimit { limit: u32 },
 }
 
 /// A "Browser on OS" label from a user agent, e.g. "Chrome on Windows".

@@ -78,6 +78,7 @@ pub const DEFAULT_MAX_SESSION_AGE: &str = "15m";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.idleTimeout) || duration(self.idleTimeout) <= duration(self.maxSessionAge)").message("idleTimeout must not be longer than maxSessionAge"))]
 pub struct SessionPolicySpec {
     /// The tenant (Entra `tid`), a GUID. Cannot be changed: create another policy instead.
     #[schemars(regex(pattern = GUID_PATTERN), length(max = 36))]
@@ -89,6 +90,37 @@ pub struct SessionPolicySpec {
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     #[x_kube(validation = Rule::new("self != '' && duration(self) >= duration('1m') && duration(self) <= duration('24h')").message("maxSessionAge must be between 1m and 24h"))]
     pub max_session_age: String,
+
+    /// A session unused this long ends, from 1m up to `maxSessionAge`, e.g. `10m`. Not set:
+    /// off (sessions end only at their maximum age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("self != '' && duration(self) >= duration('1m') && duration(self) <= duration('24h')").message("idleTimeout must be between 1m and 24h (and not longer than maxSessionAge)"))]
+    pub idle_timeout: Option<String>,
+
+    /// Most live sessions one user may hold in the tenant at once, 1 to 1000. Not set: no
+    /// limit of the tenant's own (the store's bound of 1000 still holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_sessions_per_user: Option<u32>,
+
+    /// What a new session beyond `maxSessionsPerUser` does: `RefuseNew` (the default: it is
+    /// refused, the user's other sessions keep working) or `EndOldest` (the user's oldest
+    /// session ends and the new one starts).
+    #[serde(default)]
+    pub on_limit: OnLimit,
+}
+
+/// What a new session beyond `maxSessionsPerUser` does.
+#[derive(
+    Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum OnLimit {
+    /// The new session is refused; the user's other sessions keep working.
+    #[default]
+    RefuseNew,
+    /// The user's oldest live session ends, and the new one starts.
+    EndOldest,
 }
 
 fn default_max_session_age() -> String {

@@ -75,11 +75,13 @@ impl Event {
             Outcome::Allow { created: false, .. } => return None,
             Outcome::Deny { denial, .. } => match denial {
                 Denial::MissingToken | Denial::InvalidToken => Event::InvalidToken,
-                Denial::SessionExpired => Event::Expired,
+                // Idle is an expiry too (the same "Session expired" page).
+                Denial::SessionExpired | Denial::SessionIdle { .. } => Event::Expired,
                 Denial::SessionRevoked => Event::Revoked,
                 Denial::Locked => Event::Locked,
                 Denial::SignInAgain => Event::SignInAgain,
-                Denial::TooManySessions => Event::TooManySessions,
+                // The store's bound or the tenant's own limit: a new session refused.
+                Denial::TooManySessions | Denial::SessionLimit { .. } => Event::TooManySessions,
                 Denial::Unavailable => Event::Unavailable,
             },
         })

@@ -97,6 +97,18 @@ impl Authorizer {
                 identity: Some(identity),
                 lock: Some(LockNotice { until, message }),
             },
+            Ok(Verdict::Deny(EndReason::Idle)) => {
+                deny(Denial::SessionIdle { idle_seconds: None }, Some(identity))
+            }
+            Ok(Verdict::Idle { idle_timeout }) => deny(
+                Denial::SessionIdle {
+                    idle_seconds: idle_timeout.map(|idle| idle.as_secs()),
+                },
+                Some(identity),
+            ),
+            Ok(Verdict::SessionLimit { limit }) => {
+                deny(Denial::SessionLimit { limit }, Some(identity))
+            }
             Err(error) => {
                 // Fail closed: a store that cannot answer never lets a request through.
                 self.metrics.store_failed(error.label());

@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::outcome::Outcome;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
@@ -34,18 +36,6 @@ struct ReasonLabel {
 struct ResultLabel {
     result: &'static str,
 }
-
-/// Every `outcome` of `grantflow_checks_total` (`Outcome::label`).
-const CHECK_OUTCOMES: [&str; 8] = [
-    "allow",
-    "missing_token",
-    "invalid_token",
-    "session_expired",
-    "session_revoked",
-    "sign_in_again",
-    "too_many_sessions",
-    "unavailable",
-];
 
 pub struct Metrics {
     registry: Registry,
@@ -130,7 +120,7 @@ impl Default for Metrics {
         );
         // The closed label sets start at 0, so their series exist (and rates and ratios are
         // defined) before the first event: the chart's alerts and dashboard read them.
-        for outcome in CHECK_OUTCOMES {
+        for outcome in Outcome::LABELS {
             checks.get_or_create_owned(&OutcomeLabel { outcome });
         }
         for reason in ["unavailable", "timeout", "malformed"] {

@@ -29,13 +29,13 @@ const PROBLEM_BASE: &str = "https://grantflow.io/problems/";
 const MAX_URL_LEN: usize = 2048;
 
 /// Fixed wording for one denial.
-struct Wording {
-    slug: &'static str,
-    title: &'static str,
-    what: &'static str,
-    next: &'static str,
-    detail: &'static str,
-    icon: &'static str,
+struct Wording<'a> {
+    slug: &'a str,
+    title: &'a str,
+    what: &'a str,
+    next: &'a str,
+    detail: &'a str,
+    icon: &'a str,
 }
 
 const ICON_LOCK: &str =
@@ -44,7 +44,7 @@ const ICON_CLOCK: &str = r#"<circle cx="12" cy="12" r="9"/><path d="M12 7v5l3 2"
 const ICON_BAN: &str = r#"<circle cx="12" cy="12" r="9"/><path d="M5.6 5.6l12.8 12.8"/>"#;
 const ICON_ALERT: &str = r#"<path d="M12 3 2 20h20z"/><path d="M12 10v4m0 3v.01"/>"#;
 
-fn wording(denial: Denial) -> Wording {
+fn wording(denial: Denial) -> Wording<'static> {
     match denial {
         Denial::MissingToken => Wording {
             slug: "missing-token",
@@ -102,6 +102,22 @@ fn wording(denial: Denial) -> Wording {
             detail: "An administrator locked your access. You can sign in again once the lock ends. If you didn't expect this, contact your security team.",
             icon: ICON_LOCK,
         },
+        Denial::SessionIdle { .. } => Wording {
+            slug: "session-idle",
+            title: "Session expired",
+            what: "Your session ended after a period without activity. Sessions for privileged access end when unused for a time set by your administrator.",
+            next: "Sign in again to continue.",
+            detail: "Your session ended after a period without activity. Sign in again to continue.",
+            icon: ICON_CLOCK,
+        },
+        Denial::SessionLimit { .. } => Wording {
+            slug: "session-limit",
+            title: "Session limit reached",
+            what: "You already have as many active sessions as your administrator allows, so a new one was not started. Your other sessions still work.",
+            next: "Sign out of privileged access in another browser or device, then try again. If you cannot, ask an administrator to end one of your sessions.",
+            detail: "You already have as many active sessions as your administrator allows, so a new one was not started. Sign out of privileged access in another browser or device, then try again, or ask an administrator to end one of your sessions.",
+            icon: ICON_ALERT,
+        },
         Denial::Unavailable => Wording {
             slug: "unavailable",
             title: "Temporarily unavailable",
@@ -119,8 +135,10 @@ fn status(denial: Denial) -> u16 {
         | Denial::InvalidToken
         | Denial::SessionExpired
         | Denial::SessionRevoked
-        | Denial::SignInAgain => 401,
+        | Denial::SignInAgain
+        | Denial::SessionIdle { .. } => 401,
         Denial::TooManySessions => 429,
+        Denial::SessionLimit { .. } => 403,
         Denial::Unavailable => 503,
         Denial::Locked => 403,
     }
@@ -310,8 +328,51 @@ fn safe_url(raw: &str) -> &str {
     }
 }
 
+/// The sentences of the denials that name a number from the tenant's policy (not from the
+/// request): (what, detail).
+fn numbered(denial: Denial) -> Option<(String, String)> {
+    match denial {
+        Denial::SessionIdle {
+            idle_seconds: Some(seconds),
+        } => {
+            let idle = if seconds % 60 == 0 {
+                match seconds / 60 {
+                    1 => "1 minute".to_owned(),
+                    minutes => format!("{minutes} minutes"),
+                }
+            } else {
+                humantime::format_duration(std::time::Duration::from_secs(seconds)).to_string()
+            };
+            Some((
+                format!(
+                    "Your session ended after {idle} without activity. Sessions for privileged access end when unused for a time set by your administrator."
+                ),
+                format!(
+                    "Your session ended after {idle} without activity. Sign in again to continue."
+                ),
+            ))
+        }
+        Denial::SessionLimit { limit } => {
+            let sessions = if limit == 1 { "session" } else { "sessions" };
+            Some((
+                format!(
+                    "You already have {limit} active {sessions}, the most your administrator allows, so a new one was not started. Your other sessions still work."
+                ),
+                format!(
+                    "You already have {limit} active {sessions}, the most your administrator allows, so a new one was not started. Sign out of privileged access in another browser or device, then try again, or ask an administrator to end one of your sessions."
+                ),
+            ))
+        }
+        _ => None,
+    }
+}
+
 fn render_problem(denial: Denial, url: &str) -> String {
-    let c = wording(denial);
+    let numbered = numbered(denial);
+    let mut c: Wording<'_> = wording(denial);
+    if let Some((_, detail)) = &numbered {
+        c.detail = detail;
+    }
     let status = status(denial);
     let mut doc = Map::new();
     doc.insert("type".into(), format!("{PROBLEM_BASE}{}", c.slug).into());
@@ -344,9 +405,16 @@ fn render_html(denial: Denial, url: &str) -> String {
     render_html_saying(denial, url, None)
 }
 
-/// The page, with `what` in place of the denial's fixed sentence (escaped here).
+/// The page, with `said` in place of the denial's fixed sentence (escaped here).
 fn render_html_saying(denial: Denial, url: &str, said: Option<&str>) -> String {
-    let c = wording(denial);
+    let numbered = numbered(denial);
+    let mut c: Wording<'_> = wording(denial);
+    if let Some((what, _)) = &numbered {
+        c.what = what;
+    }
+    if let Some(said) = said {
+        c.what = said;
+    }
     // 429 and 503: "Try again" reloads the page that was refused (an empty
     // href is the current document); 401s and a lock (which ends in a sign-in)
     // send the person to sign in.
@@ -357,7 +425,7 @@ fn render_html_saying(denial: Denial, url: &str, said: Option<&str>) -> String {
     };
     let (title, what, next) = (
         escape_html(c.title),
-        escape_html(said.unwrap_or(c.what)),
+        escape_html(c.what),
         escape_html(c.next),
     );
     let (slug, icon) = (c.slug, c.icon);
@@ -651,6 +719,73 @@ mod tests {
         assert_eq!(parse_q("0.1234"), 0);
         assert_eq!(parse_q("-1"), 0);
         assert_eq!(parse_q(""), 0);
+    }
+
+    /// The session rules' denials name the tenant's number; nothing else varies.
+    #[test]
+    fn idle_and_session_limit_pages_name_the_number() {
+        let idle = |secs| Denial::SessionIdle {
+            idle_seconds: Some(secs),
+        };
+        let page = render(idle(300), true, URL);
+        assert_eq!(page.status, 401);
+        assert_eq!(h1(&page.body), "Session expired");
+        assert!(
+            page.body
+                .contains("Your session ended after 5 minutes without activity.")
+        );
+        assert!(page.body.contains("Sign in again</a>"));
+        assert!(
+            render(idle(60), true, URL)
+                .body
+                .contains("after 1 minute without")
+        );
+        assert!(
+            render(idle(90), true, URL)
+                .body
+                .contains("after 1m 30s without")
+        );
+        let unknown = render(Denial::SessionIdle { idle_seconds: None }, true, URL);
+        assert!(unknown.body.contains("after a period without activity"));
+        let doc = problem(idle(600), URL);
+        assert_eq!(doc["type"], "https://grantflow.io/problems/session-idle");
+        assert_eq!(doc["status"], 401);
+        assert_eq!(doc["sign_in"], URL);
+        assert!(
+            doc["detail"]
+                .as_str()
+                .unwrap()
+                .contains("after 10 minutes without activity")
+        );
+
+        let limit = |limit| Denial::SessionLimit { limit };
+        let page = render(limit(3), true, URL);
+        assert_eq!(page.status, 403);
+        assert_eq!(h1(&page.body), "Session limit reached");
+        assert!(
+            page.body
+                .contains("You already have 3 active sessions, the most your administrator allows")
+        );
+        assert!(
+            page.body
+                .contains("ask an administrator to end one of your sessions")
+        );
+        assert!(page.body.contains("Try again</a>"));
+        assert!(
+            render(limit(1), true, URL)
+                .body
+                .contains("1 active session, the most")
+        );
+        let doc = problem(limit(3), URL);
+        assert_eq!(doc["type"], "https://grantflow.io/problems/session-limit");
+        assert_eq!(doc["status"], 403);
+        assert!(doc.get("sign_in").is_none());
+        assert!(
+            doc["detail"]
+                .as_str()
+                .unwrap()
+                .contains("3 active sessions")
+        );
     }
 }
 

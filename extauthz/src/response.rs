@@ -83,7 +83,7 @@ pub fn check_response(
                 Denial::Unavailable => headers.push(header("retry-after", "5", true)),
                 // Not a credential problem, and no wait helps: a slot frees when a session
                 // ends, so neither WWW-Authenticate nor Retry-After.
-                Denial::TooManySessions => {}
+                Denial::TooManySessions | Denial::SessionLimit { .. } => {}
                 // Forbidden, not a credential problem: no new token helps before it ends.
                 Denial::Locked => {}
                 _ => headers.push(header(
@@ -302,5 +302,40 @@ mod tests {
             ["content-type", "cache-control", "x-content-type-options"]
         );
         assert!(denied.body.contains("too-many-sessions"));
+    }
+
+    #[test]
+    fn session_limit_is_a_403_permission_denied_without_a_credential_challenge() {
+        let outcome = Outcome::Deny {
+            denial: Denial::SessionLimit { limit: 2 },
+            identity: Some(identity()),
+            lock: None,
+        };
+        let response = check_response(&outcome, &request(&[]), "https://sign-in.test/");
+        assert_eq!(
+            response.status.as_ref().unwrap().code,
+            GRPC_PERMISSION_DENIED
+        );
+        let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
+            panic!("a deny is a DeniedResponse: {response:?}");
+        };
+        assert_eq!(denied.status.unwrap().code, 403);
+        assert!(
+            denied
+                .headers
+                .iter()
+                .all(|h| h.header.as_ref().unwrap().key != "www-authenticate")
+        );
+        assert_eq!(outcome.label(), "session_limit");
+        let idle = Outcome::Deny {
+            denial: Denial::SessionIdle {
+                idle_seconds: Some(300),
+            },
+            identity: Some(identity()),
+            lock: None,
+        };
+        let response = check_response(&idle, &request(&[]), "https://sign-in.test/");
+        assert_eq!(response.status.as_ref().unwrap().code, GRPC_UNAUTHENTICATED);
+        assert_eq!(idle.label(), "session_idle");
     }
 }

@@ -11,6 +11,7 @@ const ACTIONS = {
   'user.unblock': ['Block lifted', 'badge-accent'],
   'policy.update': ['Policy changed', 'badge-accent'],
   'store.reset': ['Store data lost', 'badge-warn'],
+  'session.refuse': ['New session refused', 'badge-warn'],
 };
 
 function auditRow(r) {

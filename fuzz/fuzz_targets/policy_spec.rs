@@ -171,6 +171,9 @@ fuzz_target!(|input: Input| {
             let policy = SessionPolicySpec {
                 tenant_id: tenant(&t),
                 max_session_age: age.unwrap_or_default(),
+                idle_timeout: None,
+                max_sessions_per_user: None,
+                on_limit: Default::default(),
             };
             check_policy(&policy);
         }

@@ -75,7 +75,11 @@ async fn apply(
 ) -> Result<Action, Error> {
     // Conflicts are judged on the whole cache; the controller runs no reconcile before its
     // initial list is in it.
-    let (verdict, store_error) = match spec::session_policy(&policy.spec) {
+    let parsed = spec::session_policy(&policy.spec).and_then(|(tenant, max_age)| {
+        let rules = spec::session_rules(&policy.spec, max_age)?;
+        Ok((tenant, max_age, rules))
+    });
+    let (verdict, store_error) = match parsed {
         // Not applied: the store keeps what it had (a valid earlier version stays in force).
         Err(invalid) => (
             Verdict::failed(
@@ -84,7 +88,7 @@ async fn apply(
             ),
             None,
         ),
-        Ok((tenant, max_age)) => match owner_of(&ctx.policies, policy, &tenant) {
+        Ok((tenant, max_age, rules)) => match owner_of(&ctx.policies, policy, &tenant) {
             Some(owner) => (
                 Verdict::failed(
                     reason::CONFLICT,
@@ -95,8 +99,12 @@ async fn apply(
                 None,
             ),
             None => {
+                let (idle_timeout, max_sessions_per_user, on_limit) = rules;
                 let desired = Policy {
                     max_session_age: max_age,
+                    idle_timeout,
+                    max_sessions_per_user,
+                    on_limit,
                     source: PolicySource::Kubernetes(key(policy)),
                 };
                 match put_policy(ctx, policy, &tenant, desired).await {
@@ -170,13 +178,29 @@ async fn put_policy(
         reason: None,
         source: Source::Kubernetes,
         sessions_revoked: None,
-        detail: Some(format!(
-            "maxSessionAge {}",
-            humantime::format_duration(desired.max_session_age)
-        )),
+        detail: Some(spec_detail(&desired)),
     };
     ctx.store_call(ctx.store.set_policy(tenant, desired, Some(audit)))
         .await
+}
+
+/// The audit detail of an applied policy: its max age, and its idle timeout and session
+/// limit when set (`maxSessionAge 30m, idleTimeout 10m, maxSessionsPerUser 3 (EndOldest)`).
+fn spec_detail(policy: &Policy) -> String {
+    let mut detail = format!(
+        "maxSessionAge {}",
+        humantime::format_duration(policy.max_session_age)
+    );
+    if let Some(idle) = policy.idle_timeout {
+        detail += &format!(", idleTimeout {}", humantime::format_duration(idle));
+    }
+    if let Some(limit) = policy.max_sessions_per_user {
+        detail += &format!(
+            ", maxSessionsPerUser {limit} ({})",
+            policy.on_limit.as_str()
+        );
+    }
+    detail
 }
 
 /// Returns the tenant to the default, if this policy is the one in force.

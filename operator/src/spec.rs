@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use grantflow_core::audit::{Actor, ActorKind, Source};
 use grantflow_core::identity::{is_guid, is_safe_id};
-use grantflow_core::policy::check_max_age;
+use grantflow_core::policy::{
+    OnLimit, PolicyOutOfRange, check_idle_timeout, check_max_age, check_session_limit,
+};
 use grantflow_core::revocation::{LOCK_MESSAGE_MAX_CHARS, Revocation, RevocationTarget};
 use grantflow_crds::{DEFAULT_MAX_SESSION_AGE, RevocationSpec, SessionPolicySpec};
 
@@ -65,6 +67,35 @@ pub fn session_policy(spec: &SessionPolicySpec) -> Result<(String, Duration), In
     })?;
     let age = check_max_age(age).map_err(|e| invalid(format!("maxSessionAge {text:?}: {e}")))?;
     Ok((tenant, age))
+}
+
+/// A SessionPolicy's idle timeout, session limit and what the limit does, checked against
+/// its (already checked) maximum age `max_age`.
+pub fn session_rules(
+    spec: &SessionPolicySpec,
+    max_age: Duration,
+) -> Result<(Option<Duration>, Option<u32>, OnLimit), InvalidSpec> {
+    let idle = match &spec.idle_timeout {
+        None => None,
+        Some(text) => Some(parse_duration(text).ok_or_else(|| {
+            invalid(format!(
+                "idleTimeout {text:?} is not a duration such as 10m or 1h30m"
+            ))
+        })?),
+    };
+    let idle = check_idle_timeout(idle, max_age).map_err(|e| {
+        invalid(format!(
+            "idleTimeout {:?}: {e}",
+            spec.idle_timeout.as_deref().unwrap_or_default()
+        ))
+    })?;
+    let limit = check_session_limit(spec.max_sessions_per_user)
+        .map_err(|e: PolicyOutOfRange| invalid(format!("maxSessionsPerUser: {e}")))?;
+    let on_limit = match spec.on_limit {
+        grantflow_crds::OnLimit::RefuseNew => OnLimit::RefuseNew,
+        grantflow_crds::OnLimit::EndOldest => OnLimit::EndOldest,
+    };
+    Ok((idle, limit, on_limit))
 }
 
 /// The longest reason kept, as the CRD's schema allows.
@@ -179,6 +210,9 @@ mod tests {
         let spec = |tenant: &str, age: &str| SessionPolicySpec {
             tenant_id: tenant.into(),
             max_session_age: age.into(),
+            idle_timeout: None,
+            max_sessions_per_user: None,
+            on_limit: Default::default(),
         };
         let tenant = "72F988BF-86F1-41AF-91AB-2D7CD011DB47";
         assert_eq!(
@@ -189,6 +223,45 @@ mod tests {
         let err = session_policy(&spec(tenant, "30s")).unwrap_err();
         assert!(err.0.contains("between 1 minute and 24 hours"), "{err}");
         assert!(session_policy(&spec(tenant, "soon")).is_err());
+    }
+
+    #[test]
+    fn session_rules_map_and_check_bounds() {
+        let spec = |idle: Option<&str>, limit: Option<u32>, on: grantflow_crds::OnLimit| {
+            SessionPolicySpec {
+                tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+                max_session_age: "30m".into(),
+                idle_timeout: idle.map(Into::into),
+                max_sessions_per_user: limit,
+                on_limit: on,
+            }
+        };
+        let age = Duration::from_secs(1800);
+        use grantflow_crds::OnLimit as Crd;
+        assert_eq!(
+            session_rules(&spec(None, None, Crd::RefuseNew), age).unwrap(),
+            (None, None, OnLimit::RefuseNew),
+            "off by default"
+        );
+        assert_eq!(
+            session_rules(&spec(Some("10m"), Some(3), Crd::EndOldest), age).unwrap(),
+            (Some(Duration::from_secs(600)), Some(3), OnLimit::EndOldest)
+        );
+        assert_eq!(
+            session_rules(&spec(Some("30m"), Some(1000), Crd::RefuseNew), age)
+                .unwrap()
+                .0,
+            Some(age),
+            "the idle timeout may equal the max age"
+        );
+        for bad in ["59s", "31m", "soon", ""] {
+            let err = session_rules(&spec(Some(bad), None, Crd::RefuseNew), age).unwrap_err();
+            assert!(err.0.starts_with("idleTimeout"), "{bad}: {err}");
+        }
+        for bad in [0, 1001] {
+            let err = session_rules(&spec(None, Some(bad), Crd::RefuseNew), age).unwrap_err();
+            assert!(err.0.contains("between 1 and 1000"), "{bad}: {err}");
+        }
     }
 
     #[test]

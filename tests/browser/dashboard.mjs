@@ -245,17 +245,26 @@ try {
   await page.waitForSelector('#max-age');
   result.maxAgeMinutes = Number(await page.inputValue('#max-age'));
   await page.fill('#max-age', '20');
+  // The idle timeout may not exceed the max age: the form says so before asking the API.
+  await page.fill('#idle-timeout', '25');
+  await page.fill('#policy-reason', 'CAB-1234: tighten privileged sessions');
+  await page.getByRole('button', { name: 'Save' }).click();
+  const idleError = await page.locator('#policy-error').textContent();
+  check(idleError.includes('idle timeout'), `an idle timeout over the max age is refused: ${idleError}`);
+  await page.fill('#idle-timeout', '10');
+  await page.fill('#policy-reason', '');
   await page.getByRole('button', { name: 'Save' }).click();
   check(await page.evaluate(() => document.getElementById('policy-reason').validity.valueMissing), 'saving needs a reason');
   await page.fill('#policy-reason', 'CAB-1234: tighten privileged sessions');
   await page.getByRole('button', { name: 'Save' }).click();
-  await page.locator('#toasts', { hasText: 'Maximum session age set to 20 min' }).waitFor();
+  await page.locator('#toasts', { hasText: 'Maximum session age set to 20 min, idle timeout 10 min' }).waitFor();
   // …and when Kubernetes takes the tenant over (the test applies a SessionPolicy now), the
   // view says so live and turns editing off.
   await page.waitForSelector('#policy-managed:not([hidden])', { timeout: 30_000 });
   const managed = await page.textContent('#policy-managed');
   check(managed.includes('Managed by Kubernetes'), `managed notice: ${managed}`);
   check(await page.isDisabled('#max-age') && await page.isDisabled('#policy-save'), 'editing is off');
+  check(await page.inputValue('#idle-timeout') === '', 'the SessionPolicy has no idle timeout');
   result.managedNotice = managed.trim();
   result.maxAgeMinutesAfter = Number(await page.inputValue('#max-age'));
   result.screenshots.push(await shot(page, '04-settings-managed-by-kubernetes'));

@@ -75,5 +75,7 @@ mod policy;
 mod redis;
 #[path = "conformance/revocation.rs"]
 mod revocation;
+#[path = "conformance/session_rules.rs"]
+mod session_rules;
 #[path = "conformance/watermark.rs"]
 mod watermark;

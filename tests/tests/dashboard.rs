@@ -122,6 +122,9 @@ async fn the_dashboard_in_chromium_shows_sessions_live_revokes_them_and_audits_o
     // Kubernetes takes the tenant over (as the operator does for a SessionPolicy).
     let managed = Policy {
         max_session_age: Duration::from_secs(30 * 60),
+        idle_timeout: None,
+        max_sessions_per_user: None,
+        on_limit: Default::default(),
         source: PolicySource::Kubernetes("security/contoso-admins".into()),
     };
     let kubernetes_takes_over = async {
@@ -245,7 +248,8 @@ async fn the_dashboard_in_chromium_shows_sessions_live_revokes_them_and_audits_o
     );
     assert_eq!(
         ours[0].detail.as_deref(),
-        Some("max session age 15m -> 20m")
+        Some("max session age 15m -> 20m; idle timeout off -> 10m"),
+        "the dashboard's idle timeout field reached the store"
     );
     assert_eq!(ours[1].action, Action::UserUnblock);
     assert_eq!(ours[1].target.user.as_deref(), Some("user-jack"));

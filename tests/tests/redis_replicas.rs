@@ -167,6 +167,9 @@ async fn a_lowered_max_age_refuses_older_sessions_on_every_replica() {
     assert_eq!(stack.status_via(1, &young).await, 200);
     let policy = Policy {
         max_session_age: Duration::from_secs(120),
+        idle_timeout: None,
+        max_sessions_per_user: None,
+        on_limit: Default::default(),
         source: PolicySource::Admin,
     };
     stack.store.set_policy(TENANT, policy, None).await.unwrap();

@@ -97,6 +97,9 @@ async fn session_past_max_age_is_refused_with_a_page_for_browsers_and_problem_fo
     let stack = Stack::start().await;
     let policy = Policy {
         max_session_age: Duration::from_secs(60),
+        idle_timeout: None,
+        max_sessions_per_user: None,
+        on_limit: Default::default(),
         source: PolicySource::Kubernetes("e2e/short".into()),
     };
     stack.store.set_policy(TENANT, policy, None).await.unwrap();

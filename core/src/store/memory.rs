@@ -239,12 +239,54 @@ impl SessionStore for MemoryStore {
                 tenant
                     .sessions
                     .decide(tenant_id, request, &self.limits, self.lost_at, now);
+            // The oldest sessions the tenant's session limit ended to make room (EndOldest).
+            let evicted = tenant.sessions.take_evicted();
+            if !evicted.is_empty() {
+                let limit = tenant
+                    .sessions
+                    .policy(&self.limits)
+                    .max_sessions_per_user
+                    .unwrap_or_default();
+                let keys: Vec<String> = evicted.iter().map(|s| s.id.clone()).collect();
+                let record = crate::session_limit::ended_oldest(
+                    tenant_id,
+                    &request.identity.user,
+                    &keys,
+                    key,
+                    limit,
+                    now,
+                );
+                record.log();
+                self.push_audit(tenant_id, tenant, record, now);
+                for session in evicted {
+                    self.record_key(tenant_id, tenant, &session.id);
+                    self.ended(tenant_id, session, EndReason::Revoked);
+                }
+            }
+            if let Verdict::SessionLimit { limit } = &verdict {
+                let record = crate::session_limit::refused(
+                    tenant_id,
+                    &request.identity.user,
+                    key,
+                    *limit,
+                    now,
+                );
+                record.log();
+                self.push_audit(tenant_id, tenant, record, now);
+            }
             match &verdict {
                 Verdict::Allow { created: true, .. } => {
                     self.record_key(tenant_id, tenant, key);
-                    // A fresh sign-in under the key of a session that had just expired.
-                    if let Some(expired) = was_live {
-                        self.ended(tenant_id, expired, EndReason::Expired);
+                    // A fresh sign-in under the key of a session that had just ended (max age
+                    // or idle: its tombstone was replaced, so tell by its age).
+                    if let Some(ended) = was_live {
+                        let max_age = tenant.sessions.policy(&self.limits).max_session_age;
+                        let reason = if now - ended.started_at < millis(max_age) {
+                            EndReason::Idle
+                        } else {
+                            EndReason::Expired
+                        };
+                        self.ended(tenant_id, ended, reason);
                     }
                     if let Some(session) = tenant.sessions.live.get(key).cloned() {
                         self.publish(ChangeEvent::SessionCreated {
@@ -253,7 +295,11 @@ impl SessionStore for MemoryStore {
                         });
                     }
                 }
-                Verdict::Deny(_) | Verdict::TooManySessions | Verdict::Locked { .. } => {
+                Verdict::Deny(_)
+                | Verdict::TooManySessions
+                | Verdict::Locked { .. }
+                | Verdict::Idle { .. }
+                | Verdict::SessionLimit { .. } => {
                     // Only a change is written: a refused client that keeps trying costs no
                     // disk write. A tombstone can change in place: a sign-in after the end
                     // replaces it, and is refused as too old (a later end). Too many sessions
@@ -264,10 +310,16 @@ impl SessionStore for MemoryStore {
                         self.record_key(tenant_id, tenant, key);
                     }
                     if let Some(session) = was_live {
+                        // The reason its tombstone says (max age, idle, or another user's
+                        // token naming it: revoked).
                         let reason = match verdict {
                             Verdict::Deny(reason) => reason,
                             Verdict::Locked { .. } => EndReason::Revoked,
-                            _ => EndReason::Expired,
+                            _ => tenant
+                                .sessions
+                                .ended
+                                .get(key)
+                                .map_or(EndReason::Expired, |t| t.reason),
                         };
                         self.ended(tenant_id, session, reason);
                     }
@@ -459,11 +511,14 @@ impl SessionStore for MemoryStore {
         };
         // Sessions past the max age that housekeeping has not expired yet are not live.
         let max_age = millis(entry.sessions.policy(&self.limits).max_session_age);
+        // Nor are sessions unused past the idle timeout.
+        let idle = entry.sessions.policy(&self.limits).idle_timeout.map(millis);
         let mut live: Vec<SessionRecord> = entry
             .sessions
             .live
             .values()
             .filter(|s| now - s.started_at < max_age)
+            .filter(|s| idle.is_none_or(|idle| now - s.last_seen < idle))
             .cloned()
             .collect();
         live.sort_by(|a, b| {
@@ -552,7 +607,12 @@ impl SessionStore for MemoryStore {
                 let users: Vec<String> = tenant.sessions.users.keys().cloned().collect();
                 for session in tenant.sessions.sweep(&self.limits, now) {
                     self.record_key(id, tenant, &session.id);
-                    self.ended(id, session, EndReason::Expired);
+                    let reason = tenant
+                        .sessions
+                        .ended
+                        .get(&session.id)
+                        .map_or(EndReason::Expired, |t| t.reason);
+                    self.ended(id, session, reason);
                 }
                 for key in tombstones {
                     if !tenant.sessions.ended.contains_key(&key) {

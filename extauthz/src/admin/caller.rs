@@ -139,6 +139,14 @@ pub(super) async fn confirm(
                 "Your access is locked by an administrator.",
             ));
         }
+        Verdict::Deny(EndReason::Idle) | Verdict::Idle { .. } => {
+            return Err(Problem::unauthorized(
+                "Your session ended after a period without activity. Sign in again.",
+            ));
+        }
+        Verdict::SessionLimit { limit } => {
+            return Err(Problem::session_limit(limit));
+        }
     }
     let source = match header_value(parts, header::HeaderName::from_static(CLIENT_HEADER)) {
         Some(client) if client.eq_ignore_ascii_case("dashboard") => Source::Dashboard,

@@ -93,6 +93,22 @@ impl Problem {
         )
     }
 
+    /// A new session of the administrator refused by the tenant's `maxSessionsPerUser`
+    /// (`onLimit: RefuseNew`).
+    pub fn session_limit(limit: u32) -> Self {
+        let sessions = if limit == 1 { "session" } else { "sessions" };
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "session-limit",
+            "Session limit reached",
+            format!(
+                "You already have {limit} active {sessions}, the most this tenant allows, so a new \
+                 one was not started. Sign out of privileged access in another browser or device \
+                 and try again, or ask another administrator to end one of your sessions."
+            ),
+        )
+    }
+
     /// The administrator already holds the most live event streams one administrator may
     /// hold open in this process; one frees when a stream ends (a tab closes).
     pub fn too_many_streams(retry_after_secs: u64) -> Self {

@@ -2,7 +2,10 @@
 //! policy. Both `api` and `events` render with them.
 
 use grantflow_core::clock::{UnixMillis, rfc3339};
-use grantflow_core::policy::{MAX_MAX_SESSION_AGE, MIN_MAX_SESSION_AGE, Policy, PolicySource};
+use grantflow_core::policy::{
+    MAX_MAX_SESSION_AGE, MAX_SESSIONS_PER_USER, MIN_IDLE_TIMEOUT, MIN_MAX_SESSION_AGE, Policy,
+    PolicySource,
+};
 use grantflow_core::revocation::BlockedUser;
 use grantflow_core::session::SessionRecord;
 use serde::Serialize;
@@ -82,6 +85,16 @@ pub(super) struct PolicyView {
     editable: bool,
     min_seconds: u64,
     max_seconds: u64,
+    /// A session unused this long ends; `null`: off.
+    idle_timeout_seconds: Option<u64>,
+    /// The shortest idle timeout (the longest is the max age).
+    min_idle_seconds: u64,
+    /// Most live sessions one user may hold; `null`: off.
+    max_sessions_per_user: Option<u32>,
+    /// The highest `maxSessionsPerUser` the tenant may set.
+    max_sessions_per_user_cap: u32,
+    /// `RefuseNew` or `EndOldest`.
+    on_limit: &'static str,
 }
 
 impl PolicyView {
@@ -98,6 +111,11 @@ impl PolicyView {
             managed_by,
             min_seconds: MIN_MAX_SESSION_AGE.as_secs(),
             max_seconds: MAX_MAX_SESSION_AGE.as_secs(),
+            idle_timeout_seconds: policy.idle_timeout.map(|d| d.as_secs()),
+            min_idle_seconds: MIN_IDLE_TIMEOUT.as_secs(),
+            max_sessions_per_user: policy.max_sessions_per_user,
+            max_sessions_per_user_cap: MAX_SESSIONS_PER_USER,
+            on_limit: policy.on_limit.as_str(),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use grantflow_core::audit::{Action, Source};
-use grantflow_core::policy::{Policy, PolicySource};
+use grantflow_core::policy::{OnLimit, Policy, PolicySource};
 use grantflow_core::session::{EndReason, Verdict};
 use grantflow_core::store::SessionStore;
 use serde_json::json;
@@ -20,7 +20,10 @@ async fn tenant_settings_are_edited_audited_applied_and_kubernetes_wins() {
     assert_eq!(
         policy,
         json!({"maxSessionAgeSeconds": 900, "source": "default", "managedBy": null,
-               "editable": true, "minSeconds": 60, "maxSeconds": 86400})
+               "editable": true, "minSeconds": 60, "maxSeconds": 86400,
+               "idleTimeoutSeconds": null, "minIdleSeconds": 60,
+               "maxSessionsPerUser": null, "maxSessionsPerUserCap": 1000,
+               "onLimit": "RefuseNew"})
     );
 
     h.session(CONTOSO, "user-old", "sid-old").await;
@@ -88,6 +91,9 @@ async fn tenant_settings_are_edited_audited_applied_and_kubernetes_wins() {
     // A tenant managed by a Kubernetes SessionPolicy refuses edits.
     let managed = Policy {
         max_session_age: Duration::from_secs(600),
+        idle_timeout: None,
+        max_sessions_per_user: None,
+        on_limit: Default::default(),
         source: PolicySource::Kubernetes("security/contoso".into()),
     };
     h.store
@@ -106,4 +112,121 @@ async fn tenant_settings_are_edited_audited_applied_and_kubernetes_wins() {
     assert_eq!(problem["title"], "Managed by Kubernetes");
     assert!(detail(&problem).contains("security/contoso"));
     assert_eq!(h.store.policy(CONTOSO).await.unwrap(), managed);
+}
+
+#[tokio::test]
+async fn the_idle_timeout_and_session_limit_are_set_kept_checked_and_audited() {
+    let h = harness();
+    let admin = h.admin(CONTOSO, "admin-ann");
+    for (body, what) in [
+        (
+            json!({"maxSessionAgeSeconds": 600, "idleTimeoutSeconds": 59, "reason": "x"}),
+            "idle timeout must be between 1 minute and the maximum session age",
+        ),
+        (
+            json!({"maxSessionAgeSeconds": 600, "idleTimeoutSeconds": 601, "reason": "x"}),
+            "idle timeout must be between 1 minute and the maximum session age",
+        ),
+        (
+            json!({"maxSessionAgeSeconds": 600, "maxSessionsPerUser": 0, "reason": "x"}),
+            "between 1 and 1000",
+        ),
+        (
+            json!({"maxSessionAgeSeconds": 600, "maxSessionsPerUser": 1001, "reason": "x"}),
+            "between 1 and 1000",
+        ),
+        (
+            json!({"maxSessionAgeSeconds": 600, "onLimit": "KickEveryone", "reason": "x"}),
+            "unknown variant",
+        ),
+    ] {
+        let (status, problem) = h.send("PUT", "/api/v1/policy", &admin, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let said = format!(
+            "{} {}",
+            detail(&problem),
+            problem["parser"].as_str().unwrap_or("")
+        );
+        assert!(said.contains(what), "{body}: {problem}");
+    }
+    let body = json!({"maxSessionAgeSeconds": 3600, "idleTimeoutSeconds": 300,
+                      "maxSessionsPerUser": 2, "onLimit": "EndOldest", "reason": "CAB-7"});
+    let (status, policy) = h.send("PUT", "/api/v1/policy", &admin, body).await;
+    assert_eq!(status, StatusCode::OK, "{policy}");
+    assert_eq!(policy["idleTimeoutSeconds"], 300);
+    assert_eq!(policy["maxSessionsPerUser"], 2);
+    assert_eq!(policy["onLimit"], "EndOldest");
+    let stored = h.store.policy(CONTOSO).await.unwrap();
+    assert_eq!(stored.idle_timeout, Some(Duration::from_secs(300)));
+    assert_eq!(stored.max_sessions_per_user, Some(2));
+    assert_eq!(stored.on_limit, OnLimit::EndOldest);
+    let audit = h.store.audit(CONTOSO, 1).await.unwrap();
+    assert_eq!(
+        audit[0].detail.as_deref(),
+        Some(
+            "max session age 15m -> 1h; idle timeout off -> 5m; \
+             max sessions per user off -> 2 (EndOldest)"
+        )
+    );
+    // A field left out keeps its value; null turns it off.
+    let body = json!({"maxSessionAgeSeconds": 1800, "reason": "CAB-8"});
+    let (status, policy) = h.send("PUT", "/api/v1/policy", &admin, body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            policy["idleTimeoutSeconds"].clone(),
+            policy["maxSessionsPerUser"].clone()
+        ),
+        (json!(300), json!(2))
+    );
+    let body = json!({"maxSessionAgeSeconds": 1800, "idleTimeoutSeconds": null,
+                      "maxSessionsPerUser": null, "reason": "CAB-9"});
+    let (status, policy) = h.send("PUT", "/api/v1/policy", &admin, body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(policy["idleTimeoutSeconds"], json!(null));
+    assert_eq!(policy["maxSessionsPerUser"], json!(null));
+    assert_eq!(
+        policy["onLimit"], "EndOldest",
+        "kept, though off without a limit"
+    );
+    // A lowered max age below a kept idle timeout is refused.
+    let body = json!({"maxSessionAgeSeconds": 1800, "idleTimeoutSeconds": 900, "reason": "x"});
+    assert_eq!(
+        h.send("PUT", "/api/v1/policy", &admin, body).await.0,
+        StatusCode::OK
+    );
+    let body = json!({"maxSessionAgeSeconds": 600, "reason": "x"});
+    let (status, problem) = h.send("PUT", "/api/v1/policy", &admin, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+}
+
+/// The administrator's own sessions obey the tenant's rules: a second sign-in beyond a limit of
+/// one is refused with 403 `session-limit`, and an idle session with 401.
+#[tokio::test]
+async fn the_administrators_own_sessions_obey_the_session_rules() {
+    let h = harness();
+    let admin = h.admin(CONTOSO, "admin-ann");
+    let body = json!({"maxSessionAgeSeconds": 3600, "idleTimeoutSeconds": 300,
+                      "maxSessionsPerUser": 1, "reason": "CAB-10"});
+    let (status, _) = h.send("PUT", "/api/v1/policy", &admin, body).await;
+    assert_eq!(status, StatusCode::OK);
+    let elsewhere = h.sign(&h.claims(CONTOSO, "admin-ann", "sid-laptop", true));
+    let (status, problem) = h.get("/api/v1/policy", Some(&elsewhere)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(
+        problem["type"],
+        "https://grantflow.io/problems/session-limit"
+    );
+    assert!(
+        detail(&problem).contains("You already have 1 active session,"),
+        "{problem}"
+    );
+    assert_eq!(
+        h.get("/api/v1/policy", Some(&admin)).await.0,
+        StatusCode::OK
+    );
+    h.clock.advance(Duration::from_secs(300));
+    let (status, problem) = h.get("/api/v1/policy", Some(&admin)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    assert!(detail(&problem).contains("without activity"), "{problem}");
 }

@@ -26,6 +26,9 @@ fn session_policy(name: &str, tenant: &str, max_age: &str, created: &str) -> Ses
         SessionPolicySpec {
             tenant_id: tenant.into(),
             max_session_age: max_age.into(),
+            idle_timeout: None,
+            max_sessions_per_user: None,
+            on_limit: Default::default(),
         },
     );
     policy.metadata.namespace = Some(NS.into());
@@ -84,6 +87,76 @@ async fn a_new_policy_gets_the_finalizer_first() {
         store.policy(TENANT).await.unwrap().source,
         PolicySource::Default,
         "nothing applied before the finalizer is in place"
+    );
+}
+
+/// The idle timeout and the session limit reach the store with the max age, and a spec that
+/// breaks their bounds (an idle timeout over the max age) is not applied.
+#[tokio::test]
+async fn the_idle_timeout_and_session_limit_are_applied_and_checked() {
+    let clock = ManualClock::new(NOW_MS);
+    let store = memory_store(&clock);
+    let mut contoso = session_policy("contoso", TENANT, "30m", NOW);
+    contoso.spec.idle_timeout = Some("10m".into());
+    contoso.spec.max_sessions_per_user = Some(3);
+    contoso.spec.on_limit = grantflow_crds::OnLimit::EndOldest;
+    let Harness { ctx, mut api, .. } = harness(store.clone(), cache(&[&contoso]));
+    let reply = serde_json::to_value(&contoso).unwrap();
+    let server = tokio::spawn(async move {
+        let call = api.next().await;
+        call.assert("PATCH", &policy_status_url("contoso"));
+        call.answer(&reply);
+        let _event = api.next().await;
+        api
+    });
+    policy::reconcile(Arc::new(contoso.clone()), ctx.clone())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    let policy = store.policy(TENANT).await.unwrap();
+    assert_eq!(policy.idle_timeout, Some(Duration::from_secs(600)));
+    assert_eq!(policy.max_sessions_per_user, Some(3));
+    assert_eq!(policy.on_limit, grantflow_core::policy::OnLimit::EndOldest);
+    let audit = store.audit(TENANT, 10).await.unwrap();
+    assert_eq!(
+        audit[0].detail.as_deref(),
+        Some("maxSessionAge 30m, idleTimeout 10m, maxSessionsPerUser 3 (EndOldest)")
+    );
+
+    let mut longer = session_policy(
+        "fabrikam",
+        "0f0f0f0f-0000-4000-8000-000000000002",
+        "30m",
+        NOW,
+    );
+    longer.spec.idle_timeout = Some("31m".into());
+    let Harness { ctx, mut api, .. } = harness(store.clone(), cache(&[&longer]));
+    let reply = serde_json::to_value(&longer).unwrap();
+    let server = tokio::spawn(async move {
+        let call = api.next().await;
+        call.assert("PATCH", &policy_status_url("fabrikam"));
+        let text = call.body.to_string();
+        assert!(text.contains("InvalidSpec"), "{text}");
+        assert!(
+            text.contains("idleTimeout \\\"31m\\\": the idle timeout must be between 1 minute and the maximum session age"),
+            "{text}"
+        );
+        call.answer(&reply);
+        let _event = api.next().await;
+        api
+    });
+    policy::reconcile(Arc::new(longer), ctx.clone())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(
+        store
+            .policy("0f0f0f0f-0000-4000-8000-000000000002")
+            .await
+            .unwrap()
+            .source,
+        PolicySource::Default,
+        "not applied"
     );
 }
 
@@ -314,6 +387,9 @@ async fn deleting_the_policy_in_force_returns_the_tenant_to_the_default() {
             TENANT,
             Policy {
                 max_session_age: Duration::from_secs(300),
+                idle_timeout: None,
+                max_sessions_per_user: None,
+                on_limit: Default::default(),
                 source: PolicySource::Kubernetes("team/contoso".into()),
             },
             None,
@@ -366,6 +442,9 @@ async fn deleting_a_conflicting_policy_leaves_the_owner_in_force() {
     let store = memory_store(&clock);
     let owner = Policy {
         max_session_age: Duration::from_secs(1800),
+        idle_timeout: None,
+        max_sessions_per_user: None,
+        on_limit: Default::default(),
         source: PolicySource::Kubernetes("team/contoso".into()),
     };
     store.set_policy(TENANT, owner.clone(), None).await.unwrap();

@@ -112,6 +112,9 @@ pub fn issued(identity: Identity, iat_secs: impl Into<Option<i64>>) -> Identity 
 pub fn policy(max_age: Duration) -> Policy {
     Policy {
         max_session_age: max_age,
+        idle_timeout: None,
+        max_sessions_per_user: None,
+        on_limit: Default::default(),
         source: PolicySource::Admin,
     }
 }

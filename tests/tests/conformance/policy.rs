@@ -59,6 +59,9 @@ pub(crate) async fn policy_changes_apply_at_once_and_keep_their_source(ctx: Ctx)
     ctx.advance(mins(1));
     let from_kubernetes = Policy {
         max_session_age: mins(2),
+        idle_timeout: None,
+        max_sessions_per_user: None,
+        on_limit: Default::default(),
         source: PolicySource::Kubernetes("ns/p".into()),
     };
     ctx.store()

@@ -161,6 +161,9 @@ mod with_wait_replicas_a_write_returns_once_a_replica_has_it {
         assert_eq!(ctx.check(&bob).await, REVOKED, "in effect on the primary");
         let policy = Policy {
             max_session_age: mins(5),
+            idle_timeout: None,
+            max_sessions_per_user: None,
+            on_limit: Default::default(),
             source: PolicySource::Kubernetes("ns/p".into()),
         };
         // Back in sync: writes return normally again.

@@ -94,6 +94,32 @@ async fn the_crds_install_show_their_columns_and_the_server_enforces_their_rules
         (policy("banana", TENANT, "banana"), "spec.maxSessionAge"),
         (policy("no-tenant", "contoso.com", "15m"), "spec.tenantId"),
         (
+            format!("{}  idleTimeout: 31m\n", policy("idle-long", TENANT, "30m")),
+            "idleTimeout must not be longer than maxSessionAge",
+        ),
+        (
+            format!(
+                "{}  idleTimeout: 30s\n",
+                policy("idle-short", TENANT, "30m")
+            ),
+            "idleTimeout must be between 1m and 24h",
+        ),
+        (
+            format!("{}  maxSessionsPerUser: 0\n", policy("none", TENANT, "30m")),
+            "spec.maxSessionsPerUser",
+        ),
+        (
+            format!(
+                "{}  maxSessionsPerUser: 1001\n",
+                policy("many", TENANT, "30m")
+            ),
+            "spec.maxSessionsPerUser",
+        ),
+        (
+            format!("{}  onLimit: KickEveryone\n", policy("kick", TENANT, "30m")),
+            "spec.onLimit",
+        ),
+        (
             revocation("both", "userId: user-dave\n    sessionId: sid-1", ""),
             "set exactly one of sessionId and userId",
         ),
@@ -151,12 +177,17 @@ async fn the_crds_install_show_their_columns_and_the_server_enforces_their_rules
         out.contains("tenantId cannot be changed; create a new SessionPolicy"),
         "{out}"
     );
-    let (ok, out) = cluster
-        .apply_as(&cluster.admin, &policy("contoso", TENANT, "1h"))
-        .await;
+    let with_rules = format!(
+        "{}  idleTimeout: 10m\n  maxSessionsPerUser: 3\n  onLimit: EndOldest\n",
+        policy("contoso", TENANT, "1h")
+    );
+    let (ok, out) = cluster.apply_as(&cluster.admin, &with_rules).await;
     assert!(ok, "{out}");
     let changed = cluster.get("sessionpolicy", "contoso").await.unwrap();
     assert_eq!(changed["spec"]["maxSessionAge"], "1h");
+    assert_eq!(changed["spec"]["idleTimeout"], "10m");
+    assert_eq!(changed["spec"]["maxSessionsPerUser"], 3);
+    assert_eq!(changed["spec"]["onLimit"], "EndOldest");
     assert_eq!(changed["metadata"]["generation"], 2);
 
     // The defaults of the schema are applied by the server.
@@ -167,4 +198,9 @@ async fn the_crds_install_show_their_columns_and_the_server_enforces_their_rules
         .await;
     let defaulted = cluster.get("sessionpolicy", "defaulted").await.unwrap();
     assert_eq!(defaulted["spec"]["maxSessionAge"], "15m");
+    assert_eq!(defaulted["spec"]["onLimit"], "RefuseNew");
+    assert!(
+        defaulted["spec"].get("idleTimeout").is_none(),
+        "off unless set"
+    );
 }

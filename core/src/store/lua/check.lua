@@ -7,11 +7,19 @@
 --       8 session key, 9 user, 10 display name, 11 anchor, 12 client ip, 13 user agent,
 --       14 publish command (PUBLISH | SPUBLISH), 15 touch interval ms,
 --       16 the tenant's generation as this process knows it ('' = not known yet),
---       17 most live sessions per user
--- Returns {code, started, generation, reset}: code 1 allow, 2 allow (created), 3 expired,
--- 4 revoked, 5 reauthenticate, 6 too many sessions (nothing stored); generation is the tenant's marker when it is not the one the
--- caller knows (else ''); reset is 1 when this call found the tenant's data lost.
--- Code 7, locked, answers {7, lock until, generation, reset, lock message ('' = none)}.
+--       17 most live sessions per user,
+--       18 an audit id, 19 now (RFC 3339), 20 audit retention ms, 21 audit cap, 22 tenant
+--       (18-22 for the audit record of the tenant's session limit)
+-- Returns {code, started, generation, reset, audits}: code 1 allow, 2 allow (created), 3 expired,
+-- 4 revoked, 5 reauthenticate, 6 too many sessions (nothing stored), 7 idle (started = the
+-- idle timeout ms now, 0 = off since), 8 refused by the tenant's session limit (started = the
+-- limit; nothing stored); generation is the tenant's marker when it is not the one the
+-- caller knows (else ''); reset is 1 when this call found the tenant's data lost; audits are
+-- the audit records (JSON) this call appended.
+-- Code 9, locked, answers {9, lock until, generation, reset, lock message ('' = none)}.
+--
+-- audit.lua (append_audit) is prepended.
+local audits = {}
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local retention = tonumber(ARGV[4])
@@ -44,10 +52,14 @@ if known ~= gen[1] then told = gen[1] end
 if gen[2] then
   local issued = tonumber(ARGV[7])
   -- Whole seconds: a token issued in L's own second cannot prove it came after L.
-  if issued == nil or issued * 1000 <= tonumber(gen[2]) then return {3, 0, told, reset} end
+  if issued == nil or issued * 1000 <= tonumber(gen[2]) then return {3, 0, told, reset, audits} end
 end
 
-local max_age = tonumber(redis.call('HGET', KEYS[1], 'max_age_ms') or ARGV[3])
+local pol = redis.call('HMGET', KEYS[1], 'max_age_ms', 'idle_ms', 'max_per_user', 'on_limit')
+local max_age = tonumber(pol[1] or ARGV[3])
+-- the tenant's idle timeout ms and session limit (nil: off)
+local idle = tonumber(pol[2])
+local plimit = tonumber(pol[3])
 
 -- The token's auth_time in ms, or nil. Only it proves when the user signed in: a silent
 -- refresh keeps it, while `iat` moves with every refresh.
@@ -55,12 +67,12 @@ local auth_time = tonumber(ARGV[6])
 
 -- 2. user lock / watermark (the watermark holds for the watermark retention)
 local marks = redis.call('HMGET', p .. 'u:' .. user, 'nb', 'lock', 'msg')
-if marks[2] and tonumber(marks[2]) > now then return {7, tonumber(marks[2]), told, reset, marks[3] or ''} end
+if marks[2] and tonumber(marks[2]) > now then return {9, tonumber(marks[2]), told, reset, marks[3] or ''} end
 if marks[1] then
   local nb = tonumber(marks[1])
   if now - nb < tonumber(ARGV[5]) then
-    if auth_time == nil then return {5, 0, told, reset} end
-    if auth_time <= nb then return {4, 0, told, reset} end
+    if auth_time == nil then return {5, 0, told, reset, audits} end
+    if auth_time <= nb then return {4, 0, told, reset, audits} end
   end
 end
 
@@ -74,39 +86,47 @@ if ended then
   local fresh = auth_time and ended_at and auth_time > ended_at
     and (tomb[2] == false or tomb[2] == '' or tomb[2] == user)
   if not fresh then
-    if ended == 'expired' then return {3, 0, told, reset} end
-    return {4, 0, told, reset}
+    if ended == 'expired' then return {3, 0, told, reset, audits} end
+    if ended == 'idle' then return {7, idle or 0, told, reset, audits} end
+    return {4, 0, told, reset, audits}
   end
   -- removed only when the new session is created (step 6)
 end
 
 local skey = p .. 's:' .. key
-local replaces = nil
+local replaces, replaces_reason = nil, nil
 local session = redis.call('HMGET', skey, 'started', 'seen', 'user')
 if session[1] then
   -- A session belongs to one user; another user's token naming it is refused.
-  if session[3] ~= user then return {4, 0, told, reset} end
+  if session[3] ~= user then return {4, 0, told, reset, audits} end
   local started = tonumber(session[1])
   local expires = started + max_age
-  -- 5. live: touch at most once per interval
-  if now < expires then
+  -- unused longer than the idle timeout (before it reached the max age): it ended then
+  local idle_ends = nil
+  if idle then idle_ends = tonumber(session[2]) + idle end
+  local reason, ended_at = 'expired', expires
+  if idle_ends and now >= idle_ends and idle_ends < expires then
+    reason, ended_at = 'idle', idle_ends
+  elseif now < expires then
+    -- 5. live: touch at most once per interval (the idle timeout counts from this touch)
     if now - tonumber(session[2]) >= tonumber(ARGV[15]) then
       redis.call('HSET', skey, 'seen', ARGV[2])
     end
-    return {1, started, told, reset}
+    return {1, started, told, reset, audits}
   end
-  -- 4. too old: it ended when it reached the max age; expire and tombstone
+  -- 4. too old or idle: it ended then; end and tombstone
   redis.call('DEL', skey)
   redis.call('ZREM', p .. 'live', key)
   redis.call('SREM', p .. 'us:' .. session[3], key)
-  redis.call(ARGV[14], channel, cjson.encode({t = 'ended', key = key, user = session[3], reason = 'expired'}))
-  if not (auth_time and auth_time > expires) then
-    redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', string.format('%d', expires), 'user', session[3])
+  redis.call(ARGV[14], channel, cjson.encode({t = 'ended', key = key, user = session[3], reason = reason}))
+  if not (auth_time and auth_time > ended_at) then
+    redis.call('HSET', p .. 'end:' .. key, 'reason', reason, 'at', string.format('%d', ended_at), 'user', session[3])
     redis.call('PEXPIRE', p .. 'end:' .. key, retention)
-    return {3, started, told, reset}
+    if reason == 'idle' then return {7, idle, told, reset, audits} end
+    return {3, started, told, reset, audits}
   end
   -- signed in again since: a new session under the same key (step 6)
-  replaces = expires
+  replaces, replaces_reason = ended_at, reason
 end
 
 -- 6. new session; its start is auth_time when the token has it
@@ -116,31 +136,94 @@ if now - started >= max_age then
   redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', string.format('%d', started + max_age),
     'user', user)
   redis.call('PEXPIRE', p .. 'end:' .. key, retention)
-  return {3, started, told, reset}
+  return {3, started, told, reset, audits}
 end
 -- ... unless the user already holds the most live sessions: refuse, store nothing. The set
 -- may name sessions that ended (their hash gone: dropped here) or reached the max age and are
 -- not swept yet (not counted); it is read only when it is at the limit, and it stays near it
 -- (nothing is added while the user is at the limit), so the work is bounded.
 local usk = p .. 'us:' .. user
+
+-- The audit record of the tenant's session limit (the fields of core/src/session_limit.rs).
+local function limit_record(action, session, detail, revoked)
+  local record = {id = ARGV[18], time = ARGV[19], tenant = ARGV[22],
+    actor = {kind = 'system', id = 'grantflow-extauthz'}, action = action,
+    target = {user = user, session = session}, reason = 'session limit', source = 'system',
+    sessionsRevoked = revoked, detail = detail}
+  local json = cjson.encode(record)
+  append_audit(p .. 'audit', now, tonumber(ARGV[20]), tonumber(ARGV[21]), ARGV[18], json)
+  table.insert(audits, json)
+end
+
+-- The tenant's own limit (at most the store's bound, checked next): the user's live
+-- sessions (younger than the max age, used within the idle timeout), read only when the set
+-- of the user's session keys is at the limit.
+if plimit and redis.call('SCARD', usk) >= plimit then
+  local live = {}
+  for _, other in ipairs(redis.call('SMEMBERS', usk)) do
+    local o = redis.call('HMGET', p .. 's:' .. other, 'started', 'seen')
+    if not o[1] then
+      redis.call('SREM', usk, other)
+    else
+      local began, seen = tonumber(o[1]), tonumber(o[2])
+      if now < began + max_age and (not idle or now < seen + idle) then
+        table.insert(live, {began, other})
+      end
+    end
+  end
+  if #live >= plimit then
+    if pol[4] == 'EndOldest' then
+      -- oldest first (by start, then key); enough of them that the new one makes the limit
+      table.sort(live, function(a, b)
+        if a[1] ~= b[1] then return a[1] < b[1] end
+        return a[2] < b[2]
+      end)
+      local gone = {}
+      for i = 1, #live - plimit + 1 do
+        local old = live[i][2]
+        redis.call('DEL', p .. 's:' .. old)
+        redis.call('ZREM', p .. 'live', old)
+        redis.call('SREM', usk, old)
+        redis.call('HSET', p .. 'end:' .. old, 'reason', 'revoked', 'at', ARGV[2], 'user', user)
+        redis.call('PEXPIRE', p .. 'end:' .. old, retention)
+        redis.call(ARGV[14], channel, cjson.encode({t = 'ended', key = old, user = user, reason = 'revoked'}))
+        table.insert(gone, old)
+      end
+      limit_record('session.revoke', gone[1], string.format(
+        'ended to make room for session %s (maxSessionsPerUser %d, onLimit EndOldest): %s',
+        key, plimit, table.concat(gone, ', ')), #gone)
+    else
+      if replaces then
+        -- this key's session ended above (max age, idle)
+        redis.call('HSET', p .. 'end:' .. key, 'reason', replaces_reason, 'at', string.format('%d', replaces), 'user', user)
+        redis.call('PEXPIRE', p .. 'end:' .. key, retention)
+      end
+      limit_record('session.refuse', key, string.format(
+        'new session refused: the user already holds %d active sessions (maxSessionsPerUser %d, onLimit RefuseNew)',
+        plimit, plimit), nil)
+      return {8, plimit, told, reset, audits}
+    end
+  end
+end
+
 local limit = tonumber(ARGV[17])
 if redis.call('SCARD', usk) >= limit then
   local live = 0
   for _, other in ipairs(redis.call('SMEMBERS', usk)) do
-    local began = redis.call('HGET', p .. 's:' .. other, 'started')
-    if not began then
+    local o = redis.call('HMGET', p .. 's:' .. other, 'started', 'seen')
+    if not o[1] then
       redis.call('SREM', usk, other)
-    elseif now < tonumber(began) + max_age then
+    elseif now < tonumber(o[1]) + max_age and (not idle or now < tonumber(o[2]) + idle) then
       live = live + 1
     end
   end
   if live >= limit then
     if replaces then
       -- this key's session reached its max age above: it ended
-      redis.call('HSET', p .. 'end:' .. key, 'reason', 'expired', 'at', string.format('%d', replaces), 'user', user)
+      redis.call('HSET', p .. 'end:' .. key, 'reason', replaces_reason, 'at', string.format('%d', replaces), 'user', user)
       redis.call('PEXPIRE', p .. 'end:' .. key, retention)
     end
-    return {6, 0, told, reset}
+    return {6, 0, told, reset, audits}
   end
 end
 if ended then redis.call('DEL', p .. 'end:' .. key) end
@@ -155,4 +238,4 @@ redis.call('SADD', usk, key)
 redis.call('PEXPIRE', usk, max_age + retention)
 redis.call(ARGV[14], channel, cjson.encode({t = 'created', key = key, user = user, dn = ARGV[10],
   anchor = ARGV[11], started = started_s, seen = ARGV[2], ip = ARGV[12], ua = ARGV[13]}))
-return {2, started, told, reset}
+return {2, started, told, reset, audits}

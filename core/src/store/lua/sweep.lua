@@ -1,4 +1,5 @@
--- GrantFlow: expire a tenant's live sessions past its max age (tombstone + publish) and drop
+-- GrantFlow: expire a tenant's live sessions past its max age or idle timeout (tombstone +
+-- publish) and drop
 -- index entries whose session key has gone, and forget audit entries older than the audit
 -- retention (exactly: ids are the store's time, see audit.lua). KEYS[1] the tenant's policy
 -- hash, KEYS[2] its audit stream.
@@ -24,6 +25,30 @@ for i = 1, #old, 2 do
     redis.call('PEXPIRE', p .. 'end:' .. key, tonumber(ARGV[4]))
     redis.call(ARGV[5], p .. 'changes', cjson.encode({t = 'ended', key = key, user = user, reason = 'expired'}))
     expired = expired + 1
+  end
+end
+-- Sessions unused past the tenant's idle timeout (when it has one) end as idle, as check.lua
+-- would end them at their next request: the 1000 oldest live sessions by start are looked at
+-- per run (a bound on the work; the rest end at their next request, and listings leave them
+-- out meanwhile).
+local idle = tonumber(redis.call('HGET', KEYS[1], 'idle_ms'))
+if idle then
+  local live = redis.call('ZRANGE', p .. 'live', 0, 999, 'WITHSCORES')
+  for i = 1, #live, 2 do
+    local key = live[i]
+    local s = redis.call('HMGET', p .. 's:' .. key, 'seen', 'user')
+    if s[1] then
+      local ends = tonumber(s[1]) + idle
+      if now >= ends and ends < tonumber(live[i + 1]) + max_age then
+        redis.call('ZREM', p .. 'live', key)
+        redis.call('DEL', p .. 's:' .. key)
+        redis.call('SREM', p .. 'us:' .. s[2], key)
+        redis.call('HSET', p .. 'end:' .. key, 'reason', 'idle', 'at', string.format('%d', ends), 'user', s[2])
+        redis.call('PEXPIRE', p .. 'end:' .. key, tonumber(ARGV[4]))
+        redis.call(ARGV[5], p .. 'changes', cjson.encode({t = 'ended', key = key, user = s[2], reason = 'idle'}))
+        expired = expired + 1
+      end
+    end
   end
 end
 redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', math.max(0, now - tonumber(ARGV[6]) + 1)))

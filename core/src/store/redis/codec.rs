@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::identity::SessionAnchor;
-use crate::policy::{Policy, PolicySource};
+use crate::policy::{OnLimit, Policy, PolicySource};
 use crate::session::{SessionRecord, client_label};
 use crate::store::StoreError;
 
@@ -36,10 +36,43 @@ pub(super) fn parse_policy(
         .transpose()
         .map_err(|_| malformed("policy source"))?
         .unwrap_or(PolicySource::Admin);
+    let (idle_timeout, max_sessions_per_user, on_limit) = policy_rules(
+        fields.get("idle_ms").map(String::as_str),
+        fields.get("max_per_user").map(String::as_str),
+        fields.get("on_limit").map(String::as_str),
+    )?;
     Ok(Policy {
         max_session_age: Duration::from_millis(max_age),
+        idle_timeout,
+        max_sessions_per_user,
+        on_limit,
         source,
     })
+}
+
+/// The idle timeout (`idle_ms`), session limit (`max_per_user`) and `on_limit` of a policy
+/// hash or message: missing or empty is off (a policy written before they existed), and
+/// `on_limit` defaults to `RefuseNew`.
+pub(super) fn policy_rules(
+    idle_ms: Option<&str>,
+    max_per_user: Option<&str>,
+    on_limit: Option<&str>,
+) -> Result<(Option<Duration>, Option<u32>, OnLimit), StoreError> {
+    let idle = idle_ms
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse::<u64>().map(Duration::from_millis))
+        .transpose()
+        .map_err(|_| malformed("policy idle timeout"))?;
+    let per_user = max_per_user
+        .filter(|v| !v.is_empty())
+        .map(str::parse::<u32>)
+        .transpose()
+        .map_err(|_| malformed("policy session limit"))?;
+    let on_limit = match on_limit.filter(|v| !v.is_empty()) {
+        None => OnLimit::RefuseNew,
+        Some(name) => OnLimit::parse(name).ok_or_else(|| malformed("policy on limit"))?,
+    };
+    Ok((idle, per_user, on_limit))
 }
 
 pub(super) fn parse_session(

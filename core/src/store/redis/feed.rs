@@ -85,6 +85,9 @@ struct Published {
     reason: Option<String>,
     max_age_ms: Option<String>,
     source: Option<String>,
+    idle_ms: Option<String>,
+    max_per_user: Option<String>,
+    on_limit: Option<String>,
 }
 
 pub(super) fn decode_push(data: &[Value]) -> Option<ChangeEvent> {
@@ -115,10 +118,10 @@ pub(super) fn decode_push(data: &[Value]) -> Option<ChangeEvent> {
         "ended" => Some(ChangeEvent::SessionEnded {
             session: message.key?,
             user: message.user.filter(|u| !u.is_empty()),
-            reason: if message.reason.as_deref() == Some("expired") {
-                EndReason::Expired
-            } else {
-                EndReason::Revoked
+            reason: match message.reason.as_deref() {
+                Some("expired") => EndReason::Expired,
+                Some("idle") => EndReason::Idle,
+                _ => EndReason::Revoked,
             },
             tenant,
         }),
@@ -126,13 +129,24 @@ pub(super) fn decode_push(data: &[Value]) -> Option<ChangeEvent> {
             user: message.user.filter(|u| !u.is_empty())?,
             tenant,
         }),
-        "policy" => Some(ChangeEvent::PolicyChanged {
-            policy: Policy {
-                max_session_age: Duration::from_millis(message.max_age_ms?.parse().ok()?),
-                source: serde_json::from_str(&message.source?).ok()?,
-            },
-            tenant,
-        }),
+        "policy" => {
+            let (idle_timeout, max_sessions_per_user, on_limit) = super::codec::policy_rules(
+                message.idle_ms.as_deref(),
+                message.max_per_user.as_deref(),
+                message.on_limit.as_deref(),
+            )
+            .ok()?;
+            Some(ChangeEvent::PolicyChanged {
+                policy: Policy {
+                    max_session_age: Duration::from_millis(message.max_age_ms?.parse().ok()?),
+                    idle_timeout,
+                    max_sessions_per_user,
+                    on_limit,
+                    source: serde_json::from_str(&message.source?).ok()?,
+                },
+                tenant,
+            })
+        }
         _ => None,
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! | key                         | type   | holds                                         |
 //! |-----------------------------|--------|-----------------------------------------------|
-//! | `gf:{T}:policy`             | hash   | `max_age_ms`, `source` (JSON)                 |
+//! | `gf:{T}:policy`             | hash   | `max_age_ms`, `source` (JSON), `idle_ms`, `max_per_user`, `on_limit` (absent: off / `RefuseNew`) |
 //! | `gf:{T}:s:<session>`        | hash   | a live session; TTL start + max age + retention |
 //! | `gf:{T}:end:<session>`      | hash   | tombstone `reason`, `at`, `user`; TTL retention |
 //! | `gf:{T}:gen`                | hash   | generation marker: `id` (the instant the tenant's state began), `lost` (L) |
@@ -189,12 +189,13 @@ impl SessionStore for RedisStore {
             .unwrap_or_default();
         let call = async {
             let mut connection = self.connection().await?;
+            let now = self.clock.now_ms();
             let reply: Vec<redis::Value> = self
                 .scripts
                 .check
                 .key(format!("{p}policy"))
                 .arg(&p)
-                .arg(self.clock.now_ms())
+                .arg(now)
                 .arg(millis(self.limits.default_max_age))
                 .arg(millis(self.limits.retention))
                 .arg(millis(self.limits.watermark_retention))
@@ -226,13 +227,35 @@ impl SessionStore for RedisStore {
                 .arg(TOUCH_INTERVAL_MS)
                 .arg(&known)
                 .arg(self.limits.max_sessions_per_user)
+                // For the audit record of the tenant's session limit, if this check writes one.
+                .arg(crate::audit::new_audit_id())
+                .arg(crate::clock::rfc3339(now))
+                .arg(millis(self.limits.audit_retention))
+                .arg(AUDIT_CAP)
+                .arg(&identity.tenant)
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
             Ok(reply)
         };
-        let (code, started_at, generation, reset, message) =
-            check_reply(self.within(self.settings.timeout, call).await?)?;
+        let CheckReply {
+            code,
+            started_at,
+            generation,
+            reset,
+            audits,
+            message,
+        } = check_reply(self.within(self.settings.timeout, call).await?)?;
+        // The session limit's audit records, in effect now: logged as the stream holds them.
+        for json in &audits {
+            match serde_json::from_str::<AuditRecord>(json) {
+                Ok(record) => record.log(),
+                Err(_) => tracing::error!("a session-limit audit record could not be read back"),
+            }
+        }
+        if !audits.is_empty() {
+            self.register_tenant(&identity.tenant).await;
+        }
         if !generation.is_empty() {
             self.generations
                 .lock()
@@ -257,7 +280,16 @@ impl SessionStore for RedisStore {
             4 => Ok(Verdict::Deny(EndReason::Revoked)),
             5 => Ok(Verdict::Deny(EndReason::Reauthenticate)),
             6 => Ok(Verdict::TooManySessions),
-            7 => Ok(Verdict::Locked {
+            7 => Ok(Verdict::Idle {
+                idle_timeout: u64::try_from(started_at)
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .map(Duration::from_millis),
+            }),
+            8 => Ok(Verdict::SessionLimit {
+                limit: u32::try_from(started_at).map_err(|_| malformed("session limit"))?,
+            }),
+            9 => Ok(Verdict::Locked {
                 until: started_at,
                 message: message.filter(|m| !m.is_empty()),
             }),
@@ -473,6 +505,12 @@ impl SessionStore for RedisStore {
             .zip(rows)
             .filter_map(|(key, fields)| parse_session(tenant, key, fields))
             .filter(|s| now - s.started_at < max_age)
+            // Nor are sessions unused past the idle timeout.
+            .filter(|s| {
+                policy
+                    .idle_timeout
+                    .is_none_or(|idle| now - s.last_seen < millis(idle))
+            })
             .collect())
     }
 
@@ -584,20 +622,41 @@ impl SessionStore for RedisStore {
     }
 }
 
-/// `check.lua`'s answer: {code, started, generation, reset} and, for a lock (code 7), its
-/// message as a fifth element.
-type CheckReply = (i64, i64, String, u8, Option<String>);
+/// `check.lua`'s answer: {code, started, generation, reset, fifth} where the fifth element is
+/// the audit records the call appended (JSON strings; the session limit's) or, for a lock
+/// (code 9), the lock's message ('' = none).
+struct CheckReply {
+    code: i64,
+    started_at: i64,
+    generation: String,
+    reset: u8,
+    audits: Vec<String>,
+    message: Option<String>,
+}
 
 fn check_reply(mut items: Vec<redis::Value>) -> Result<CheckReply, StoreError> {
-    let message = match items.len() {
-        4 => None,
-        5 => items
-            .pop()
-            .and_then(|m| redis::from_redis_value::<String>(m).ok()),
-        _ => return Err(malformed("check verdict")),
-    };
-    let (code, started, generation, reset): (i64, i64, String, u8) =
+    if items.len() != 5 {
+        return Err(malformed("check verdict"));
+    }
+    let fifth = items.pop().expect("five elements");
+    let (code, started_at, generation, reset): (i64, i64, String, u8) =
         redis::from_redis_value(redis::Value::Array(items))
             .map_err(|_| malformed("check verdict"))?;
-    Ok((code, started, generation, reset, message))
+    let (audits, message) = if code == 9 {
+        let message: String =
+            redis::from_redis_value(fifth).map_err(|_| malformed("lock message"))?;
+        (Vec::new(), Some(message))
+    } else {
+        let audits: Vec<String> =
+            redis::from_redis_value(fifth).map_err(|_| malformed("check audit records"))?;
+        (audits, None)
+    };
+    Ok(CheckReply {
+        code,
+        started_at,
+        generation,
+        reset,
+        audits,
+        message,
+    })
 }

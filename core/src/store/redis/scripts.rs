@@ -29,7 +29,7 @@ fn with_audit(script: &str) -> Script {
 impl Scripts {
     pub(super) fn load() -> Self {
         Self {
-            check: Script::new(include_str!("../lua/check.lua")),
+            check: with_audit(include_str!("../lua/check.lua")),
             revoke: with_audit(include_str!("../lua/revoke.lua")),
             unblock: with_audit(include_str!("../lua/unblock.lua")),
             policy: with_audit(include_str!("../lua/policy.lua")),
@@ -153,6 +153,16 @@ impl RedisStore {
             ),
             None => (String::new(), String::new()),
         };
+        // The idle timeout and session limit ('' = off), and what the limit does.
+        let idle = policy
+            .and_then(|p| p.idle_timeout)
+            .map(|idle| millis(idle).to_string())
+            .unwrap_or_default();
+        let per_user = policy
+            .and_then(|p| p.max_sessions_per_user)
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        let on_limit = policy.map_or("RefuseNew", |p| p.on_limit.as_str());
         let audit_json = audit
             .map(serde_json::to_string)
             .transpose()
@@ -174,6 +184,9 @@ impl RedisStore {
                 .arg(millis(self.limits.default_max_age))
                 .arg(self.clock.now_ms())
                 .arg(millis(self.limits.audit_retention))
+                .arg(&idle)
+                .arg(&per_user)
+                .arg(on_limit)
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
