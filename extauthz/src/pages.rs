@@ -73,17 +73,17 @@ fn wording(denial: Denial) -> Wording<'static> {
         Denial::SessionRevoked => Wording {
             slug: "session-revoked",
             title: "Your session was ended",
-            what: "An administrator ended your session.",
+            what: "Your session was ended before its time: by an administrator, by a sign-out at your organization\u{2019}s sign-in service, or to make room for a newer session of yours.",
             next: "Sign in again to continue. If you didn\u{2019}t expect this, contact your security team.",
-            detail: "An administrator ended your session. Sign in again to continue. If you didn't expect this, contact your security team.",
+            detail: "Your session was ended before its time: by an administrator, by a sign-out at your organization's sign-in service, or to make room for a newer session of yours. Sign in again to continue. If you didn't expect this, contact your security team.",
             icon: ICON_BAN,
         },
         Denial::SignInAgain => Wording {
             slug: "sign-in-again",
             title: "Sign in again",
-            what: "An administrator ended all of your sessions. A refreshed token is not enough to continue.",
+            what: "All of your sessions were ended, by an administrator or by your organization\u{2019}s sign-in service. A refreshed token is not enough to continue.",
             next: "Sign out, then sign in again with your password or security key. If that does not help, contact your security team.",
-            detail: "An administrator ended all of your sessions. Sign out, then sign in again with your password or security key (a refreshed token is not enough). If that does not help, contact your security team.",
+            detail: "All of your sessions were ended, by an administrator or by your organization's sign-in service. Sign out, then sign in again with your password or security key (a refreshed token is not enough). If that does not help, contact your security team.",
             icon: ICON_BAN,
         },
         Denial::TooManySessions => Wording {
