@@ -408,9 +408,7 @@ impl TenantSessions {
     }
 
     /// Whether `user` already holds `limit` sessions live at `now` (younger than `max_age`,
-    /// and used within the idle timeout). The per-user count of `live` answers at once below
-    /// the limit; only at it are the sessions looked at, since some may have ended (max age,
-    /// idle) and not been swept yet.
+    /// and used within the idle timeout; see [`Self::live_at_limit`]).
     fn at_session_limit(
         &self,
         user: &str,
@@ -419,18 +417,12 @@ impl TenantSessions {
         idle: Option<i64>,
         now: UnixMillis,
     ) -> bool {
-        if self.user_entries(user) < limit as usize {
-            return false;
-        }
-        let live = self
-            .user_sessions(user)
-            .filter(|s| is_live(s, max_age, idle, now))
-            .count();
-        live >= limit as usize
+        self.live_at_limit(user, limit, max_age, idle, now).len() >= limit as usize
     }
 
     /// The user's live sessions at `now` as (start, key) — empty at once when the per-user
-    /// count of `live` is below `limit`, so the sessions are looked at only at the limit.
+    /// count of `live` is below `limit`, so the sessions are looked at only at the limit
+    /// (some may have ended, past the max age or idle, and not been swept yet).
     fn live_at_limit(
         &self,
         user: &str,

@@ -31,6 +31,21 @@ pub enum RevocationTarget {
     },
 }
 
+impl RevocationTarget {
+    /// The target as (kind `session` / `user`, session key or user id, lock end, lock
+    /// message): what the fingerprint binds and what the Redis script is given.
+    pub fn parts(&self) -> (&'static str, &str, Option<UnixMillis>, Option<&str>) {
+        match self {
+            RevocationTarget::Session(key) => ("session", key.as_str(), None, None),
+            RevocationTarget::User {
+                user,
+                lock_until,
+                message,
+            } => ("user", user.as_str(), *lock_until, message.as_deref()),
+        }
+    }
+}
+
 /// A request to end sessions, with the facts its audit record needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
@@ -101,14 +116,7 @@ impl Revocation {
     /// part of it. Without a message the digest is the one of the versions before lock
     /// messages, so a request they stored still replays.
     pub fn fingerprint(&self) -> String {
-        let (kind, target, lock, message) = match &self.target {
-            RevocationTarget::Session(key) => ("session", key.as_str(), None, None),
-            RevocationTarget::User {
-                user,
-                lock_until,
-                message,
-            } => ("user", user.as_str(), *lock_until, message.as_deref()),
-        };
+        let (kind, target, lock, message) = self.target.parts();
         let facts = match message {
             None => serde_json::json!([kind, target, lock, self.reason]),
             Some(message) => serde_json::json!([kind, target, lock, self.reason, message]),

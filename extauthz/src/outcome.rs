@@ -60,6 +60,23 @@ pub enum Outcome {
 }
 
 impl Denial {
+    /// One of each kind of denial (numbers in them are examples): for tests that go through
+    /// every kind. A test in this file fails to compile when a new kind is missing here.
+    pub const EVERY: [Denial; 10] = [
+        Denial::MissingToken,
+        Denial::InvalidToken,
+        Denial::SessionExpired,
+        Denial::SessionRevoked,
+        Denial::SignInAgain,
+        Denial::TooManySessions,
+        Denial::SessionIdle {
+            idle_seconds: Some(300),
+        },
+        Denial::SessionLimit { limit: 2 },
+        Denial::Unavailable,
+        Denial::Locked,
+    ];
+
     /// A short, bounded label for metrics and logs.
     pub fn label(self) -> &'static str {
         match self {
@@ -108,37 +125,30 @@ mod tests {
 
     #[test]
     fn every_label_is_listed_once() {
-        let every = [
-            Denial::MissingToken,
-            Denial::InvalidToken,
-            Denial::SessionExpired,
-            Denial::SessionRevoked,
-            Denial::SignInAgain,
-            Denial::TooManySessions,
-            Denial::SessionIdle { idle_seconds: None },
-            Denial::SessionLimit { limit: 1 },
-            Denial::Unavailable,
-            Denial::Locked,
-        ];
+        let every = Denial::EVERY;
+        let mut kinds = [false; Denial::EVERY.len()];
         for denial in every {
-            // A new variant does not compile here until it is added to `every` (and LABELS).
-            match denial {
-                Denial::MissingToken
-                | Denial::InvalidToken
-                | Denial::SessionExpired
-                | Denial::SessionRevoked
-                | Denial::SignInAgain
-                | Denial::TooManySessions
-                | Denial::SessionIdle { .. }
-                | Denial::SessionLimit { .. }
-                | Denial::Unavailable
-                | Denial::Locked => {}
-            }
+            // A new kind does not compile here until it has its place here, in EVERY and in
+            // LABELS.
+            let kind = match denial {
+                Denial::MissingToken => 0,
+                Denial::InvalidToken => 1,
+                Denial::SessionExpired => 2,
+                Denial::SessionRevoked => 3,
+                Denial::SignInAgain => 4,
+                Denial::TooManySessions => 5,
+                Denial::SessionIdle { .. } => 6,
+                Denial::SessionLimit { .. } => 7,
+                Denial::Unavailable => 8,
+                Denial::Locked => 9,
+            };
+            kinds[kind] = true;
             assert!(Outcome::LABELS.contains(&denial.label()), "{denial:?}");
         }
         let mut labels = Outcome::LABELS.to_vec();
         labels.sort_unstable();
         labels.dedup();
         assert_eq!(labels.len(), every.len() + 1, "allow and one per denial");
+        assert!(kinds.iter().all(|seen| *seen), "EVERY holds each kind once");
     }
 }

@@ -463,15 +463,7 @@ fn escape_html(s: &str) -> String {
 mod tests {
     use super::*;
 
-    const ALL: [Denial; 7] = [
-        Denial::MissingToken,
-        Denial::InvalidToken,
-        Denial::SessionExpired,
-        Denial::SessionRevoked,
-        Denial::SignInAgain,
-        Denial::TooManySessions,
-        Denial::Unavailable,
-    ];
+    const ALL: [Denial; Denial::EVERY.len()] = Denial::EVERY;
     const URL: &str = "https://auth.example.com/sign-in?return=%2Fconsole&app=ops";
     const URL_HTML: &str = "https://auth.example.com/sign-in?return=%2Fconsole&amp;app=ops";
 
@@ -493,6 +485,7 @@ mod tests {
             let expected = match d {
                 Denial::Unavailable => 503,
                 Denial::TooManySessions => 429,
+                Denial::SessionLimit { .. } | Denial::Locked => 403,
                 _ => 401,
             };
             assert_eq!(render(d, true, URL).status, expected, "{d:?} html");
@@ -510,7 +503,7 @@ mod tests {
             assert!(ty.starts_with("https://grantflow.io/problems/"), "{ty}");
             assert!(!v["title"].as_str().unwrap().is_empty());
             assert!(v["detail"].as_str().unwrap().len() > 20);
-            if page.status == 401 {
+            if page.status == 401 || d == Denial::Locked {
                 assert_eq!(v["sign_in"], URL, "{d:?}");
             } else {
                 assert!(v.get("sign_in").is_none(), "{d:?}");
@@ -574,7 +567,7 @@ mod tests {
             assert!(!body.contains("<script"), "{d:?}");
             assert!(!body.contains("http://") && !body.contains("src="), "{d:?}");
             assert!(body.len() < 4096, "{d:?} is {} bytes", body.len());
-            if page.status == 401 {
+            if page.status == 401 || d == Denial::Locked {
                 let link = format!("<a class=\"btn\" href=\"{URL_HTML}\">Sign in again</a>");
                 assert!(body.contains(&link), "{d:?}");
             } else {

@@ -9,14 +9,11 @@
 //     artifacts, chromium }
 // It prints progress on stderr and exactly one JSON result line on stdout. Every wait is
 // bounded; any failure exits non-zero with the reason and a screenshot of the moment.
-import { createRequire } from 'node:module';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { openChromium } from './chromium.mjs';
 
 // playwright-core is pinned and installed in tests/issuer (scripts/install-test-tools.sh).
-const require = createRequire(new URL('../issuer/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
 
 const input = JSON.parse(process.env.GRANTFLOW_BROWSER_INPUT ?? '{}');
 const WAIT = 10_000;
@@ -42,29 +39,13 @@ async function throughEnvoy(token, accept = 'application/json') {
   return { status: res.status, body: await res.text() };
 }
 
-const profile = mkdtempSync(join(tmpdir(), 'grantflow-chromium-'));
-let context;
+let browser;
 let page;
 const result = { latenciesMs: [], screenshots: [] };
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: input.chromium ?? '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-    ],
-    viewport: { width: 1360, height: 820 },
-    colorScheme: 'light',
-    timeout: 30_000,
-  });
-  context.setDefaultTimeout(WAIT);
-  page = context.pages()[0] ?? (await context.newPage());
-  const consoleErrors = [];
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') consoleErrors.push(msg.text());
-  });
-  page.on('pageerror', (err) => consoleErrors.push(String(err)));
+  browser = await openChromium({ executablePath: input.chromium, wait: WAIT });
+  const { context, consoleErrors } = browser;
+  page = browser.page;
 
   // 1. Sign in: dashboard → issuer /authorize (auto-approved) → back with a code → token.
   await page.goto(input.dashboardUrl);
@@ -292,6 +273,5 @@ try {
   if (page) await shot(page, 'failure').catch(() => {});
   process.exitCode = 1;
 } finally {
-  await context?.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  await browser?.close();
 }

@@ -9,13 +9,9 @@
 // first rows, each round trip, the tab's JS heap (CDP Performance.getMetrics JSHeapUsedSize
 // after a garbage collection, and performance.memory). Every wait is bounded; one JSON
 // result line on stdout; a screenshot of any failure.
-import { createRequire } from 'node:module';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-
-const require = createRequire(new URL('../issuer/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
+import { openChromium } from './chromium.mjs';
 
 const input = JSON.parse(process.env.GRANTFLOW_BROWSER_INPUT ?? '{}');
 const WAIT = 30_000;
@@ -41,30 +37,13 @@ async function timed(page, act, done, arg) {
   return Date.now() - began;
 }
 
-const profile = mkdtempSync(join(tmpdir(), 'grantflow-chromium-'));
-let context;
+let browser;
 let page;
 const result = { size: input.size, screenshots: [] };
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: input.chromium ?? '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-      '--enable-precise-memory-info',
-    ],
-    viewport: { width: 1360, height: 900 },
-    colorScheme: 'light',
-    timeout: 30_000,
-  });
-  context.setDefaultTimeout(WAIT);
-  page = context.pages()[0] ?? (await context.newPage());
-  const consoleErrors = [];
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') consoleErrors.push(msg.text());
-  });
-  page.on('pageerror', (err) => consoleErrors.push(String(err)));
+  browser = await openChromium({ executablePath: input.chromium, wait: WAIT, viewport: { width: 1360, height: 900 }, extraArgs: ['--enable-precise-memory-info'] });
+  const { context, consoleErrors } = browser;
+  page = browser.page;
 
   // 1. Sign in; the first page of sessions shows. Time to first rows: from the start of the
   //    page load after the sign-in redirect to the first render of the rows (the dashboard
@@ -194,6 +173,5 @@ try {
   if (page) await shot(page, 'failure').catch(() => {});
   process.exitCode = 1;
 } finally {
-  await context?.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  await browser?.close();
 }

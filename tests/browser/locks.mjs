@@ -7,13 +7,9 @@
 //   { dashboardUrl, envoyUrl, user, userToken: {sid, token}, freshToken: {sid, token},
 //     message, artifacts, chromium }
 // Prints progress on stderr and one JSON result line on stdout; every wait is bounded.
-import { createRequire } from 'node:module';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-
-const require = createRequire(new URL('../issuer/package.json', import.meta.url));
-const { chromium } = require('playwright-core');
+import { openChromium } from './chromium.mjs';
 
 const input = JSON.parse(process.env.GRANTFLOW_BROWSER_INPUT ?? '{}');
 const WAIT = 10_000;
@@ -41,29 +37,13 @@ function local(date) {
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
 }
 
-const profile = mkdtempSync(join(tmpdir(), 'grantflow-chromium-'));
-let context;
+let browser;
 let page;
 const result = { screenshots: [] };
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: input.chromium ?? '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-    ],
-    viewport: { width: 1360, height: 820 },
-    colorScheme: 'light',
-    timeout: 30_000,
-  });
-  context.setDefaultTimeout(WAIT);
-  page = context.pages()[0] ?? (await context.newPage());
-  const consoleErrors = [];
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') consoleErrors.push(msg.text());
-  });
-  page.on('pageerror', (err) => consoleErrors.push(String(err)));
+  browser = await openChromium({ executablePath: input.chromium, wait: WAIT });
+  const { context, consoleErrors } = browser;
+  page = browser.page;
 
   // 1. Sign in, and the user's request through Envoy shows their session.
   await page.goto(input.dashboardUrl);
@@ -151,6 +131,5 @@ try {
   if (page) await shot(page, 'failure').catch(() => {});
   process.exitCode = 1;
 } finally {
-  await context?.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  await browser?.close();
 }

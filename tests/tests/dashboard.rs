@@ -8,19 +8,16 @@
 //! - `a_revocation_through_replica_a_reaches_the_event_stream_of_replica_b_…`: the same
 //!   without a browser, for each store.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use grantflow_core::audit::{Action, ActorKind, Source};
 use grantflow_core::policy::{Policy, PolicySource};
 use grantflow_core::store::StoreConfig;
+use grantflow_e2e::browser::{artifacts, run_browser};
 use grantflow_e2e::redis::RedisServer;
 use grantflow_e2e::sse::EventStream;
 use grantflow_e2e::stack::{Stack, StackOptions, TENANT};
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
-use tokio::process::Command;
 
 /// The test issuer's default sign-in identity (tests/issuer/issuer.mjs).
 const ADMIN_OID: &str = "admin-oid-0001";
@@ -40,50 +37,6 @@ async fn two_replicas(store: StoreConfig) -> Stack {
         ..StackOptions::default()
     })
     .await
-}
-
-/// Where test artifacts (screenshots, measurements) go: `<target>/artifacts/<name>`.
-fn artifacts(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| grantflow_e2e::repo_root().join("target"));
-    let dir = target.join("artifacts").join(name);
-    std::fs::create_dir_all(&dir).expect("create the artifacts directory");
-    dir
-}
-
-/// Runs `tests/browser/<script>` with `input`; returns its JSON result line.
-async fn run_browser(script: &str, input: &Value, limit: Duration) -> Value {
-    let path = grantflow_e2e::repo_root()
-        .join("tests/browser")
-        .join(script);
-    let chromium = std::env::var("CHROMIUM_BIN").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let mut input = input.clone();
-    input["chromium"] = json!(chromium);
-    let mut child = Command::new("node")
-        .arg(&path)
-        .env("GRANTFLOW_BROWSER_INPUT", input.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start node (is Node.js installed?)");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let run = async {
-        let mut out = String::new();
-        stdout.read_to_string(&mut out).await.expect("read stdout");
-        (child.wait().await.expect("wait for node"), out)
-    };
-    let (status, out) = tokio::time::timeout(limit, run)
-        .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within {limit:?}"));
-    assert!(
-        status.success(),
-        "{script} failed ({status}); see its stderr above"
-    );
-    let line = out.lines().last().expect("a result line");
-    serde_json::from_str(line).expect("the result line is JSON")
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

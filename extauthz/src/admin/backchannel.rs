@@ -44,15 +44,7 @@ pub(super) async fn logout(
         }
     };
     match apply(&state, &signal.revocation).await {
-        Applied::Done(outcome) => {
-            tracing::info!(
-                tenant = %signal.revocation.tenant,
-                sessions_revoked = outcome.sessions_revoked,
-                audit_id = %outcome.audit_id,
-                "back-channel logout applied"
-            );
-            no_store(StatusCode::OK, "")
-        }
+        Applied::Done => no_store(StatusCode::OK, ""),
         Applied::Replayed | Applied::JtiReused => {
             tracing::info!(reason = "replayed_jti", "back-channel logout refused");
             refused()

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use grantflow_core::jwks::KeySet;
-use grantflow_core::revocation::{Revocation, RevocationOutcome, RevocationTarget};
+use grantflow_core::revocation::{Revocation, RevocationTarget};
 use grantflow_core::signals::Transmitter;
 use grantflow_core::store::StoreError;
 
@@ -58,7 +58,8 @@ pub(super) fn routes(signals: &Signals) -> Router<AdminState> {
 
 /// How a signal's revocation went.
 pub(super) enum Applied {
-    Done(RevocationOutcome),
+    /// Applied now (logged with its audit id).
+    Done,
     /// The same issuer and `jti` came before (with the same request: a replay).
     Replayed,
     /// The same issuer and `jti` came before with another request.
@@ -77,7 +78,16 @@ pub(super) async fn apply(state: &AdminState, revocation: &Revocation) -> Applie
     let write = tokio::time::timeout(ADMIN_STORE_TIMEOUT, state.store.revoke(revocation));
     match state.metrics.time_revocation(operation, write).await {
         Ok(Ok(outcome)) if outcome.replayed => Applied::Replayed,
-        Ok(Ok(outcome)) => Applied::Done(outcome),
+        Ok(Ok(outcome)) => {
+            tracing::info!(
+                tenant = %revocation.tenant,
+                source = ?revocation.source,
+                sessions_revoked = outcome.sessions_revoked,
+                audit_id = %outcome.audit_id,
+                "signal applied"
+            );
+            Applied::Done
+        }
         Ok(Err(StoreError::IdempotencyKeyReused)) => Applied::JtiReused,
         Ok(Err(error)) => {
             tracing::warn!(%error, source = ?revocation.source, "session store failed on a signal");

@@ -46,16 +46,7 @@ pub(super) async fn events(
         }
     };
     match apply(&state, &signal.revocation).await {
-        Applied::Done(outcome) => {
-            tracing::info!(
-                tenant = %signal.revocation.tenant,
-                sessions_revoked = outcome.sessions_revoked,
-                audit_id = %outcome.audit_id,
-                "security event applied"
-            );
-            accepted()
-        }
-        Applied::Replayed => accepted(),
+        Applied::Done | Applied::Replayed => accepted(),
         Applied::JtiReused => error(
             "invalid_request",
             "The jti was already used for another event.",

@@ -86,9 +86,7 @@ use crate::clock::{Clock, millis};
 use crate::decision::{Limits, TOUCH_INTERVAL_MS, UserMarks};
 use crate::listing::{SessionPage, SessionQuery, UserPage};
 use crate::policy::Policy;
-use crate::revocation::{
-    BlockedUser, IDEMPOTENCY_TTL, Revocation, RevocationOutcome, RevocationTarget,
-};
+use crate::revocation::{BlockedUser, IDEMPOTENCY_TTL, Revocation, RevocationOutcome};
 use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict};
 use codec::{malformed, parse_policy, parse_session, prefix};
 use connection::{Connection, unavailable};
@@ -299,14 +297,7 @@ impl SessionStore for RedisStore {
 
     async fn revoke(&self, revocation: &Revocation) -> Result<RevocationOutcome, StoreError> {
         let now = self.clock.now_ms();
-        let (kind, target_id, lock_until, message) = match &revocation.target {
-            RevocationTarget::Session(key) => ("session", key.as_str(), None, None),
-            RevocationTarget::User {
-                user,
-                lock_until,
-                message,
-            } => ("user", user.as_str(), *lock_until, message.as_deref()),
-        };
+        let (kind, target_id, lock_until, message) = revocation.target.parts();
         // `revoke.lua` fills in the count and, for one session, its user, and answers the record
         // it stored, which is the one logged.
         let record = revocation.audit_record(now, 0, None);

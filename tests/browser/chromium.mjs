@@ -1,0 +1,48 @@
+// The one Chromium launch of the browser tests: playwright-core driving the machine's
+// Chromium (Debian's /usr/bin/chromium) headless with the repo's flags, in a throwaway
+// profile, with the page's console errors and uncaught exceptions collected.
+import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const require = createRequire(new URL('../issuer/package.json', import.meta.url));
+const { chromium } = require('playwright-core');
+
+/// No sandbox (root in CI), no GPU, and nothing that reaches outside the machine.
+export const FLAGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
+];
+
+/// Starts Chromium; `close()` stops it and removes the profile. Every wait of the context
+/// defaults to `wait` ms.
+export async function openChromium({ executablePath, wait, viewport = { width: 1360, height: 820 }, extraArgs = [] }) {
+  const profile = mkdtempSync(join(tmpdir(), 'grantflow-chromium-'));
+  const close = async (context) => {
+    await context?.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+  };
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: executablePath ?? '/usr/bin/chromium',
+      headless: true,
+      args: [...FLAGS, ...extraArgs],
+      viewport,
+      colorScheme: 'light',
+      timeout: 30_000,
+    });
+    context.setDefaultTimeout(wait);
+    const page = context.pages()[0] ?? (await context.newPage());
+    const consoleErrors = [];
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') consoleErrors.push(msg.text());
+    });
+    page.on('pageerror', (err) => consoleErrors.push(String(err)));
+    return { context, page, consoleErrors, close: () => close(context) };
+  } catch (err) {
+    await close(context);
+    throw err;
+  }
+}
