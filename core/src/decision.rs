@@ -77,8 +77,9 @@ pub const DEFAULT_WATERMARK_RETENTION: Duration = Duration::from_secs(90 * 24 * 
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 
 /// The default of [`Limits::max_sessions_per_user`]: far above what a person uses (one per
-/// browser or device and sign-in), far below what fills a store.
-pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 1_000;
+/// browser or device and sign-in), far below what fills a store; also the highest session
+/// limit a policy may set ([`crate::policy::MAX_SESSIONS_PER_USER`]).
+pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = crate::policy::MAX_SESSIONS_PER_USER;
 
 impl Default for Limits {
     fn default() -> Self {

@@ -21,8 +21,8 @@ pub struct Policy {
     /// A session unused for longer ends (`None`: off). 1 minute ..= the max age.
     #[serde(with = "humantime_serde", default)]
     pub idle_timeout: Option<Duration>,
-    /// Most live sessions one user may hold in the tenant (`None`: only the store's bound,
-    /// [`crate::decision::Limits::max_sessions_per_user`]). 1 ..= [`MAX_SESSIONS_PER_USER`].
+    /// Most live sessions one user may hold in the tenant (`None`: only the store's own bound
+    /// of sessions per user applies). 1 ..= [`MAX_SESSIONS_PER_USER`].
     #[serde(default)]
     pub max_sessions_per_user: Option<u32>,
     /// What a new session beyond `max_sessions_per_user` does.
@@ -62,9 +62,9 @@ impl OnLimit {
 
 /// The shortest idle timeout a policy may set.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The highest `max_sessions_per_user` a policy may set: the store's own bound
-/// ([`crate::decision::DEFAULT_MAX_SESSIONS_PER_USER`]).
-pub const MAX_SESSIONS_PER_USER: u32 = crate::decision::DEFAULT_MAX_SESSIONS_PER_USER;
+/// The highest `max_sessions_per_user` a policy may set: 1 000, the store's own default bound
+/// of sessions per user.
+pub const MAX_SESSIONS_PER_USER: u32 = 1_000;
 
 /// Where a tenant's policy comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,11 +41,11 @@ pub use signals::{BACKCHANNEL_LOGOUT_PATH, SIGNAL_ROUTES, SSF_EVENTS_PATH, Signa
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Router};
 use grantflow_core::clock::{Clock, rfc3339};
 use grantflow_core::jwks::KeySet;
@@ -114,7 +114,7 @@ pub fn router_with_signals(signals: Signals, state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api::routes())
         .merge(dashboard::routes())
-        .merge(signals::routes(&signals))
+        .merge(signal_routes(&signals))
         .fallback(problem::no_such_route);
     if state.dev.is_some() {
         router = router.route("/dev/token", get(dev_token));
@@ -127,6 +127,18 @@ pub fn router_with_signals(signals: Signals, state: AdminState) -> Router {
         .layer(middleware::from_fn(move |request, next| {
             security_headers(csp.clone(), request, next)
         }))
+}
+
+/// The configured endpoints (the handlers find [`Signals`] as an extension).
+fn signal_routes(signals: &Signals) -> Router<AdminState> {
+    let mut router = Router::new();
+    if !signals.backchannel_audiences.is_empty() {
+        router = router.route(BACKCHANNEL_LOGOUT_PATH, post(backchannel::logout));
+    }
+    if signals.ssf.is_some() {
+        router = router.route(SSF_EVENTS_PATH, post(ssf::events));
+    }
+    router.layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
 }
 
 /// Headers on every admin response: a strict Content-Security-Policy (scripts, styles and

@@ -1,21 +1,18 @@
 //! The endpoints that end sessions on a signal from outside the tenant's administrators:
 //! OpenID Connect back-channel logout ([`super::backchannel`]) and the Shared Signals (CAEP)
-//! receiver ([`super::ssf`]). Each is routed only when configured (else the admin fallback
+//! receiver ([`super::ssf`]): their settings and the one step they share ([`apply`]). The
+//! router (`admin::router_with_signals`) routes each only when configured (else the admin fallback
 //! answers 404), asks for no admin token (the signed token is the authentication), keeps the
 //! API's body limit, and ends sessions through `SessionStore::revoke` with the signal's
 //! idempotency key, so a replay is found by the store on every replica.
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::post;
 use grantflow_core::jwks::KeySet;
 use grantflow_core::revocation::{Revocation, RevocationTarget};
 use grantflow_core::signals::Transmitter;
 use grantflow_core::store::StoreError;
 
-use super::api::MAX_BODY_BYTES;
 use super::{ADMIN_STORE_TIMEOUT, AdminState};
 
 /// Where the identity provider posts logout tokens.
@@ -42,18 +39,6 @@ pub struct Signals {
 pub struct SsfReceiver {
     pub transmitter: Transmitter,
     pub keys: Arc<KeySet>,
-}
-
-/// The configured endpoints (the handlers find [`Signals`] as an extension).
-pub(super) fn routes(signals: &Signals) -> Router<AdminState> {
-    let mut router = Router::new();
-    if !signals.backchannel_audiences.is_empty() {
-        router = router.route(BACKCHANNEL_LOGOUT_PATH, post(super::backchannel::logout));
-    }
-    if signals.ssf.is_some() {
-        router = router.route(SSF_EVENTS_PATH, post(super::ssf::events));
-    }
-    router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 /// How a signal's revocation went.
