@@ -304,12 +304,15 @@ impl SessionStore for MemoryStore {
                     // disk write. A tombstone can change in place: a sign-in after the end
                     // replaces it, and is refused as too old (a later end). Too many sessions
                     // stores nothing, but a session of this key past its max age has ended.
+                    // A live session this refusal ended (not one left live: another user's
+                    // token naming it is refused and does not touch it).
+                    let ended = was_live.filter(|_| !tenant.sessions.live.contains_key(key));
                     let changed =
-                        was_live.is_some() || tenant.sessions.ended.get(key) != tombstone.as_ref();
+                        ended.is_some() || tenant.sessions.ended.get(key) != tombstone.as_ref();
                     if changed {
                         self.record_key(tenant_id, tenant, key);
                     }
-                    if let Some(session) = was_live {
+                    if let Some(session) = ended {
                         // The reason its tombstone says (max age, idle, or another user's
                         // token naming it: revoked).
                         let reason = match verdict {

@@ -5,6 +5,7 @@ use grantflow_core::audit::{Action, AuditRecord, Source, Target};
 use grantflow_core::clock::rfc3339;
 use grantflow_core::identity::SessionAnchor;
 use grantflow_core::policy::Policy;
+use grantflow_core::store::ChangeEvent;
 
 use crate::harness::*;
 
@@ -163,9 +164,15 @@ async fn revoking_one_session_leaves_the_others_and_a_session_belongs_to_its_use
     assert_eq!(ctx.check(&a).await, REVOKED);
     assert!(is_allowed(ctx.check(&b).await));
     // A session belongs to its user: another user's token naming it is refused, and does
-    // not end it.
+    // not end it — nor tells dashboards it ended: the next change is the next session's start.
+    let mut feed = ctx.store().subscribe(t).await.unwrap();
     assert_eq!(ctx.check(&ctx.token("intruder", "b")).await, REVOKED);
     assert!(is_allowed(ctx.check(&b).await));
+    ctx.check(&ctx.token("u2", "c")).await;
+    match crate::housekeeping::next_event(&mut feed).await {
+        ChangeEvent::SessionCreated { session, .. } => assert_eq!(session.id, "c"),
+        other => panic!("another user's token ended nothing, yet the feed said {other:?}"),
+    }
     let unknown = ctx
         .revoke(revocation(t, session("never-seen"), "INC-2"))
         .await;
