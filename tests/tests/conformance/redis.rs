@@ -206,3 +206,53 @@ mod on_a_cluster_the_wait_goes_to_the_tenants_primary {
         assert_eq!(ctx.check(&alice).await, REVOKED, "in effect on the primary");
     }
 }
+
+/// The request path's Redis traffic (issue 10): a live session's check is one script call
+/// (the touch call, which sends only what a live session needs); a new session is two (the
+/// touch call answers "create needed", then the create call). Counted by Redis itself
+/// (`INFO commandstats`), not timed.
+mod a_live_session_check_is_one_round_trip_a_new_session_two {
+    use super::*;
+
+    /// Script calls Redis has run since its counters were reset (`EVALSHA`, plus `EVAL` when
+    /// a script was not cached yet).
+    fn script_calls(port: u16) -> u64 {
+        let stats = redis_cli(port, &["INFO", "commandstats"]).expect("INFO commandstats");
+        stats
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                let calls = l.split("calls=").nth(1)?.split(',').next()?;
+                calls.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis() {
+        let server = RedisServer::start().await;
+        let ctx = Ctx::on_redis(redis_settings(vec![server.url()], false));
+        // The script is loaded and the tenant registered before counting.
+        assert!(is_allowed(ctx.check(&ctx.token(BOB, "warm-up")).await));
+        redis_cli(server.port, &["CONFIG", "RESETSTAT"]).expect("CONFIG RESETSTAT");
+
+        let alice = ctx.token(ALICE, "a1");
+        assert_eq!(ctx.check(&alice).await, created(T0));
+        assert_eq!(
+            script_calls(server.port),
+            2,
+            "a new session: touch, then create"
+        );
+        for n in 1..=5 {
+            ctx.advance(SEC);
+            assert_eq!(ctx.check(&alice).await, allowed(T0));
+            assert_eq!(script_calls(server.port), 2 + n, "a live session: one call");
+        }
+        // An ended session is refused in the touch call, without a create call.
+        ctx.revoke(revocation(&ctx.tenant, session("a1"), "INC-1"))
+            .await;
+        let before = script_calls(server.port);
+        assert_eq!(ctx.check(&alice).await, REVOKED);
+        assert_eq!(script_calls(server.port), before + 1, "a refusal: one call");
+    }
+}
