@@ -15,7 +15,9 @@
 --       creation only: 13 display name, 14 anchor, 15 client ip, 16 user agent,
 --       17 most live sessions per user,
 --       18 an audit id, 19 now (RFC 3339), 20 audit retention ms, 21 audit cap, 22 tenant
---       (18-22 for the audit record of the tenant's session limit)
+--       (18-22 for the audit record of the tenant's session limit),
+--       23 the client label ('' = none; derived from the whole user agent, which ARGV 16
+--       has capped at 64 bytes so that the session hash stays a listpack)
 -- Returns {code, started, generation, reset, audits}: code 0 create needed (a touch call
 -- only; nothing of the session written), 1 allow, 2 allow (created), 3 expired,
 -- 4 revoked, 5 reauthenticate, 6 too many sessions (nothing stored), 7 idle (started = the
@@ -33,8 +35,8 @@ local retention = tonumber(ARGV[4])
 local key, user = ARGV[8], ARGV[9]
 local channel = p .. 'changes'
 local publish = ARGV[10]
--- a touch call (ARGV 1-12) or a create call (ARGV 1-22)
-local creating = #ARGV >= 22
+-- a touch call (ARGV 1-12) or a create call (ARGV 1-23)
+local creating = #ARGV >= 23
 
 -- 0. generation: the marker is written when the tenant's state begins (its id is the instant
 -- it began). Gone while this caller knew one, or another one without a loss time (written by
@@ -243,7 +245,7 @@ end
 if ended then redis.call('DEL', p .. 'end:' .. key) end
 local started_s = string.format('%d', started)
 redis.call('HSET', skey, 'user', user, 'dn', ARGV[13], 'anchor', ARGV[14], 'started', started_s,
-  'seen', ARGV[2], 'ip', ARGV[15], 'ua', ARGV[16])
+  'seen', ARGV[2], 'ip', ARGV[15], 'ua', ARGV[16], 'cl', ARGV[23])
 local keep = started + max_age + retention - now
 redis.call('PEXPIRE', skey, keep)
 redis.call('ZADD', p .. 'live', started_s, key)
@@ -251,5 +253,5 @@ redis.call('PEXPIRE', p .. 'live', max_age + retention)
 redis.call('SADD', usk, key)
 redis.call('PEXPIRE', usk, max_age + retention)
 redis.call(publish, channel, cjson.encode({t = 'created', key = key, user = user, dn = ARGV[13],
-  anchor = ARGV[14], started = started_s, seen = ARGV[2], ip = ARGV[15], ua = ARGV[16]}))
+  anchor = ARGV[14], started = started_s, seen = ARGV[2], ip = ARGV[15], ua = ARGV[16], cl = ARGV[23]}))
 return {2, started, told, reset, audits}

@@ -1,13 +1,13 @@
 //! The request path's store call: `check.lua` run as a *touch* call (what a live session
 //! needs, ARGV 1-12) and, only when that answers "create needed" (code 0), as a *create* call
-//! (ARGV 1-22), and the script's answer read back.
+//! (ARGV 1-23), and the script's answer read back.
 
 use super::RedisStore;
 use super::codec::{malformed, prefix};
 use super::connection::unavailable;
 use crate::clock::millis;
 use crate::decision::TOUCH_INTERVAL_MS;
-use crate::session::AccessRequest;
+use crate::session::{AccessRequest, capped_user_agent, client_label};
 use crate::store::{AUDIT_CAP, StoreError};
 
 impl RedisStore {
@@ -63,14 +63,24 @@ impl RedisStore {
                             .map(|ip| ip.to_string())
                             .unwrap_or_default(),
                     )
-                    .arg(request.user_agent.as_deref().unwrap_or(""))
+                    // Capped, so the session hash stays a listpack; the label is taken
+                    // from the whole user agent (ARGV 23).
+                    .arg(request.user_agent.as_deref().map_or("", capped_user_agent))
                     .arg(self.limits.max_sessions_per_user)
                     // For the audit record of the tenant's session limit, if this call writes one.
                     .arg(crate::audit::new_audit_id())
                     .arg(crate::clock::rfc3339(now))
                     .arg(millis(self.limits.audit_retention))
                     .arg(AUDIT_CAP)
-                    .arg(&identity.tenant);
+                    .arg(&identity.tenant)
+                    .arg(
+                        request
+                            .user_agent
+                            .as_deref()
+                            .and_then(client_label)
+                            .map(|label| capped_user_agent(&label).to_owned())
+                            .unwrap_or_default(),
+                    );
             }
             let reply: Vec<redis::Value> = invocation
                 .invoke_async(&mut connection)
