@@ -3,7 +3,7 @@
 -- cluster slot. KEYS[1] is the tenant's policy key (declared for routing).
 --
 -- Two calls share this script: a *touch* call sends ARGV 1-12 only, which is all a live
--- session needs (the common case: one round trip, ~150 bytes); when the request would create
+-- session needs (the common case: one round trip, ~200 bytes); when the request would create
 -- a session (none live under its key, or one that the token's later sign-in replaces), the
 -- touch call writes nothing for it and answers code 0, and the caller calls again with ARGV
 -- 1-22 (the rare second round trip). Every rule runs again, atomically, in that second call.
