@@ -43,7 +43,9 @@ use crate::clock::{UnixMillis, millis};
 use crate::identity::Identity;
 use crate::policy::{OnLimit, Policy};
 use crate::revocation::{BlockedUser, RevocationTarget};
-use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict, client_label};
+use crate::session::{
+    AccessRequest, EndReason, SessionRecord, Verdict, capped_user_agent, client_label,
+};
 
 /// How often last-seen is written for one session, at most.
 pub const TOUCH_INTERVAL_MS: i64 = 1_000;
@@ -398,7 +400,10 @@ impl TenantSessions {
             started_at,
             last_seen: now,
             client_ip: request.client_ip,
-            user_agent: request.user_agent.clone(),
+            user_agent: request
+                .user_agent
+                .as_deref()
+                .map(|ua| capped_user_agent(ua).to_owned()),
             client_label: request.user_agent.as_deref().and_then(client_label),
         };
         self.insert_live(record);

@@ -87,6 +87,25 @@ pub enum Verdict {
 }
 
 /// A "Browser on OS" label from a user agent, e.g. "Chrome on Windows".
+/// The most bytes of a user agent a session keeps. 64 is Redis's default
+/// `hash-max-listpack-value`: a longer value turns the session's hash from a listpack into a
+/// real hash table (827 against 456 bytes, docs/benchmarks.md finding 4). The label for display
+/// is derived from the whole user agent before it is cut ([`client_label`]), so what is lost
+/// is only the tail of the raw string (e.g. a browser's exact build and `Safari/…`).
+pub const USER_AGENT_CAP: usize = 64;
+
+/// `user_agent` cut to at most [`USER_AGENT_CAP`] bytes, on a character boundary.
+pub fn capped_user_agent(user_agent: &str) -> &str {
+    if user_agent.len() <= USER_AGENT_CAP {
+        return user_agent;
+    }
+    let mut end = USER_AGENT_CAP;
+    while !user_agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    &user_agent[..end]
+}
+
 pub fn client_label(user_agent: &str) -> Option<String> {
     let parsed = woothee::parser::Parser::new().parse(user_agent)?;
     let known = |s: &str| !s.is_empty() && s != woothee::woothee::VALUE_UNKNOWN;
@@ -113,5 +132,19 @@ mod tests {
             Some("HTTP Library")
         );
         assert_eq!(super::client_label("").as_deref(), None);
+    }
+
+    #[test]
+    fn a_user_agent_is_capped_on_a_character_boundary() {
+        use super::{USER_AGENT_CAP, capped_user_agent};
+        assert_eq!(capped_user_agent("curl/8.5.0"), "curl/8.5.0");
+        let long = "a".repeat(200);
+        assert_eq!(capped_user_agent(&long).len(), USER_AGENT_CAP);
+        // 63 ASCII bytes then a two-byte character that would straddle the cap.
+        let straddling = format!("{}é tail", "a".repeat(USER_AGENT_CAP - 1));
+        assert_eq!(
+            capped_user_agent(&straddling),
+            "a".repeat(USER_AGENT_CAP - 1)
+        );
     }
 }

@@ -14,6 +14,8 @@ use crate::response::check_response;
 pub struct CheckService {
     pub authorizer: Arc<Authorizer>,
     pub sign_in_url: Arc<str>,
+    /// Whether answers carry Envoy dynamic metadata (`--dynamic-metadata`).
+    pub dynamic_metadata: bool,
     pub trusted_proxy_hops: usize,
 }
 
@@ -29,6 +31,7 @@ impl Authorization for CheckService {
             &outcome,
             &http,
             &self.sign_in_url,
+            self.dynamic_metadata,
         )))
     }
 }

@@ -27,6 +27,7 @@ pub fn check_response(
     outcome: &Outcome,
     request: &HttpRequest,
     sign_in_url: &str,
+    dynamic_metadata: bool,
 ) -> CheckResponse {
     match outcome {
         Outcome::Allow { identity, .. } => {
@@ -42,13 +43,17 @@ pub fn check_response(
             // cannot undo what we set.
             let headers = facts.iter().map(|(k, v)| header(k, v, true)).collect();
             let headers_to_remove = forged_headers(request, &facts);
-            let mut metadata = vec![
-                ("tenant", identity.tenant.as_str()),
-                ("user", identity.user.as_str()),
-                ("session", identity.session.id.as_str()),
-                ("session_anchor", identity.session.anchor.as_str()),
-            ];
-            metadata.push(("verdict", "allow"));
+            // Off by default: Envoy merges every field into the stream's metadata, which
+            // measurably costs it CPU on every request (docs/benchmarks.md, finding 5).
+            let metadata = dynamic_metadata.then(|| {
+                structure(&[
+                    ("tenant", identity.tenant.as_str()),
+                    ("user", identity.user.as_str()),
+                    ("session", identity.session.id.as_str()),
+                    ("session_anchor", identity.session.anchor.as_str()),
+                    ("verdict", "allow"),
+                ])
+            });
             CheckResponse {
                 status: Some(rpc::Status {
                     code: GRPC_OK,
@@ -59,7 +64,7 @@ pub fn check_response(
                     headers_to_remove,
                     ..Default::default()
                 })),
-                dynamic_metadata: Some(structure(&metadata)),
+                dynamic_metadata: metadata,
             }
         }
         Outcome::Deny {
@@ -116,7 +121,7 @@ pub fn check_response(
                     headers,
                     body: page.body,
                 })),
-                dynamic_metadata: Some(structure(&metadata)),
+                dynamic_metadata: dynamic_metadata.then(|| structure(&metadata)),
             }
         }
     }
@@ -213,7 +218,7 @@ mod tests {
             "x_grantflow_session",
             "x_grantflow_user",
         ]);
-        let response = check_response(&outcome, &request, "https://sign-in.test/");
+        let response = check_response(&outcome, &request, "https://sign-in.test/", false);
         let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
             panic!("an allow is an OkResponse: {response:?}");
         };
@@ -262,6 +267,7 @@ mod tests {
             &outcome,
             &request(&["x_grantflow_user"]),
             "https://sign-in.test/",
+            false,
         );
         // A denied request never reaches the upstream: Envoy answers the client with the
         // page; the response headers carry no identity.
@@ -283,7 +289,7 @@ mod tests {
             identity: Some(identity()),
             lock: None,
         };
-        let response = check_response(&outcome, &request(&[]), "https://sign-in.test/");
+        let response = check_response(&outcome, &request(&[]), "https://sign-in.test/", false);
         assert_eq!(
             response.status.as_ref().unwrap().code,
             GRPC_RESOURCE_EXHAUSTED
@@ -311,7 +317,7 @@ mod tests {
             identity: Some(identity()),
             lock: None,
         };
-        let response = check_response(&outcome, &request(&[]), "https://sign-in.test/");
+        let response = check_response(&outcome, &request(&[]), "https://sign-in.test/", false);
         assert_eq!(
             response.status.as_ref().unwrap().code,
             GRPC_PERMISSION_DENIED
@@ -334,8 +340,46 @@ mod tests {
             identity: Some(identity()),
             lock: None,
         };
-        let response = check_response(&idle, &request(&[]), "https://sign-in.test/");
+        let response = check_response(&idle, &request(&[]), "https://sign-in.test/", false);
         assert_eq!(response.status.as_ref().unwrap().code, GRPC_UNAUTHENTICATED);
         assert_eq!(idle.label(), "session_idle");
+    }
+
+    #[test]
+    fn dynamic_metadata_only_when_turned_on() {
+        let allow = Outcome::Allow {
+            identity: identity(),
+            created: false,
+        };
+        let deny = Outcome::Deny {
+            denial: Denial::InvalidToken,
+            identity: Some(identity()),
+            lock: None,
+        };
+        for outcome in [&allow, &deny] {
+            let off = check_response(outcome, &request(&[]), "/", false);
+            assert_eq!(off.dynamic_metadata, None, "off by default: {outcome:?}");
+        }
+        let on = check_response(&allow, &request(&[]), "/", true);
+        let fields = on.dynamic_metadata.expect("turned on").fields;
+        let text = |k: &str| match &fields[k].kind {
+            Some(Kind::StringValue(v)) => v.clone(),
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(
+            [
+                text("tenant"),
+                text("user"),
+                text("session"),
+                text("verdict")
+            ],
+            ["t-1", "u-1", "s-1", "allow"]
+        );
+        assert_eq!(text("session_anchor"), "sid");
+        let on = check_response(&deny, &request(&[]), "/", true);
+        let fields = on.dynamic_metadata.expect("turned on").fields;
+        assert!(
+            matches!(&fields["verdict"].kind, Some(Kind::StringValue(v)) if v == "invalid_token")
+        );
     }
 }

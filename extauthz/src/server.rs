@@ -100,6 +100,7 @@ pub async fn start(
     let check = CheckService {
         authorizer,
         sign_in_url: settings.sign_in_url.as_str().into(),
+        dynamic_metadata: settings.dynamic_metadata,
         trusted_proxy_hops: settings.trusted_proxy_hops,
     };
     let grpc = tonic::transport::Server::builder()

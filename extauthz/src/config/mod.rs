@@ -68,6 +68,8 @@ pub struct Settings {
     pub jwks_refresh_interval: Duration,
     pub jwks_min_refetch_interval: Duration,
     pub sign_in_url: String,
+    /// Whether Check answers carry Envoy dynamic metadata (off by default: it costs Envoy).
+    pub dynamic_metadata: bool,
     pub trusted_proxy_hops: usize,
     pub log_format: LogFormat,
     pub admin: AdminSettings,

@@ -37,6 +37,8 @@ pub const DEFAULT_JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(60 * 60)
 pub const DEFAULT_JWKS_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// Where the refusal pages' "Sign in again" link points when not set.
 pub const DEFAULT_SIGN_IN_URL: &str = "/";
+/// Whether the Check answer carries Envoy dynamic metadata when not set.
+pub const DEFAULT_DYNAMIC_METADATA: bool = false;
 /// Trusted proxies in front of Envoy when not set.
 pub const DEFAULT_TRUSTED_PROXY_HOPS: usize = 0;
 /// The default admin app role.
@@ -237,6 +239,20 @@ pub struct Options {
 
     #[arg(
         long,
+        env = "GRANTFLOW_DYNAMIC_METADATA",
+        value_name = "BOOL",
+        help = with_default(
+            "Add Envoy dynamic metadata (`tenant`, `user`, `session`, `session_anchor`, \
+             `verdict`) to every Check answer, for access logs \
+             (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:user)%`) or later filters; \
+             it costs Envoy CPU on every request.",
+            DEFAULT_DYNAMIC_METADATA,
+        )
+    )]
+    pub dynamic_metadata: Option<bool>,
+
+    #[arg(
+        long,
         env = "GRANTFLOW_TRUSTED_PROXY_HOPS",
         value_name = "N",
         help = with_default(
@@ -366,6 +382,7 @@ impl Options {
             jwks_refresh_interval,
             jwks_min_refetch_interval,
             sign_in_url,
+            dynamic_metadata,
             trusted_proxy_hops,
             log_format,
             admin_role,

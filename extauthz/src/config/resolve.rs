@@ -7,11 +7,11 @@ use grantflow_runtime::logging::DEFAULT_LOG_FORMAT;
 use grantflow_runtime::store::Naming;
 
 use super::options::{
-    DEFAULT_ADMIN_ADDR, DEFAULT_ADMIN_ROLE, DEFAULT_DEV, DEFAULT_GRPC_ADDR,
-    DEFAULT_JWKS_MIN_REFETCH_INTERVAL, DEFAULT_JWKS_REFRESH_INTERVAL, DEFAULT_REQUIRE_SID,
-    DEFAULT_SIGN_IN_URL, DEFAULT_STORE, DEFAULT_STORE_TIMEOUT, DEFAULT_TENANT_CLAIM,
-    DEFAULT_TOKEN_LEEWAY, DEFAULT_TRUSTED_PROXY_HOPS, MIN_WATERMARK_RETENTION, default_admin_scope,
-    read_file,
+    DEFAULT_ADMIN_ADDR, DEFAULT_ADMIN_ROLE, DEFAULT_DEV, DEFAULT_DYNAMIC_METADATA,
+    DEFAULT_GRPC_ADDR, DEFAULT_JWKS_MIN_REFETCH_INTERVAL, DEFAULT_JWKS_REFRESH_INTERVAL,
+    DEFAULT_REQUIRE_SID, DEFAULT_SIGN_IN_URL, DEFAULT_STORE, DEFAULT_STORE_TIMEOUT,
+    DEFAULT_TENANT_CLAIM, DEFAULT_TOKEN_LEEWAY, DEFAULT_TRUSTED_PROXY_HOPS,
+    MIN_WATERMARK_RETENTION, default_admin_scope, read_file,
 };
 use super::{
     AdminSettings, ConfigError, DEV_AUDIENCE, DashboardSignIn, KeySource, Options, Settings,
@@ -145,6 +145,7 @@ impl Settings {
                 .jwks_min_refetch_interval
                 .unwrap_or(DEFAULT_JWKS_MIN_REFETCH_INTERVAL),
             sign_in_url: o.sign_in_url.unwrap_or_else(|| DEFAULT_SIGN_IN_URL.into()),
+            dynamic_metadata: o.dynamic_metadata.unwrap_or(DEFAULT_DYNAMIC_METADATA),
             trusted_proxy_hops: o.trusted_proxy_hops.unwrap_or(DEFAULT_TRUSTED_PROXY_HOPS),
             log_format: o.log_format.unwrap_or(DEFAULT_LOG_FORMAT),
             admin,

@@ -45,7 +45,8 @@ async fn new_session_without_auth_time_starts_now_and_is_recorded(ctx: Ctx) {
             started_at: T0,
             last_seen: T0,
             client_ip: Some(CLIENT_IP.parse::<IpAddr>().unwrap()),
-            user_agent: Some(CHROME.into()),
+            // Capped at 64 bytes (the hash stays compact); the label is of the whole one.
+            user_agent: Some(grantflow_core::session::capped_user_agent(CHROME).into()),
             client_label: Some("Chrome on Windows 10".into()),
         }]
     );

@@ -206,3 +206,102 @@ mod on_a_cluster_the_wait_goes_to_the_tenants_primary {
         assert_eq!(ctx.check(&alice).await, REVOKED, "in effect on the primary");
     }
 }
+
+/// The request path's Redis traffic (issue 10): a live session's check is one script call
+/// (the touch call, which sends only what a live session needs); a new session is two (the
+/// touch call answers "create needed", then the create call). Counted by Redis itself
+/// (`INFO commandstats`), not timed.
+mod a_live_session_check_is_one_round_trip_a_new_session_two {
+    use super::*;
+
+    /// Script calls Redis has run since its counters were reset (`EVALSHA`, plus `EVAL` when
+    /// a script was not cached yet).
+    fn script_calls(port: u16) -> u64 {
+        let stats = redis_cli(port, &["INFO", "commandstats"]).expect("INFO commandstats");
+        stats
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                let calls = l.split("calls=").nth(1)?.split(',').next()?;
+                calls.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis() {
+        let server = RedisServer::start().await;
+        let ctx = Ctx::on_redis(redis_settings(vec![server.url()], false));
+        // The script is loaded and the tenant registered before counting.
+        assert!(is_allowed(ctx.check(&ctx.token(BOB, "warm-up")).await));
+        redis_cli(server.port, &["CONFIG", "RESETSTAT"]).expect("CONFIG RESETSTAT");
+
+        let alice = ctx.token(ALICE, "a1");
+        assert_eq!(ctx.check(&alice).await, created(T0));
+        assert_eq!(
+            script_calls(server.port),
+            2,
+            "a new session: touch, then create"
+        );
+        for n in 1..=5 {
+            ctx.advance(SEC);
+            assert_eq!(ctx.check(&alice).await, allowed(T0));
+            assert_eq!(script_calls(server.port), 2 + n, "a live session: one call");
+        }
+        // An ended session is refused in the touch call, without a create call.
+        ctx.revoke(revocation(&ctx.tenant, session("a1"), "INC-1"))
+            .await;
+        let before = script_calls(server.port);
+        assert_eq!(ctx.check(&alice).await, REVOKED);
+        assert_eq!(script_calls(server.port), before + 1, "a refusal: one call");
+    }
+}
+
+/// A session hash written by the previous layout (the whole user agent, no `cl` label field)
+/// still lists with its label and still touches; a new session keeps the user agent capped
+/// and its label in `cl`, so its hash stays a listpack under Redis's defaults.
+mod a_session_hash_of_the_previous_layout_still_reads_and_touches {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis() {
+        let server = RedisServer::start().await;
+        let ctx = Ctx::on_redis(redis_settings(vec![server.url()], false));
+        let t = ctx.tenant.clone();
+        let cli = |args: &[&str]| redis_cli(server.port, args).expect("redis-cli");
+        // A new session first: the tenant's generation marker and script are in place.
+        assert_eq!(ctx.check(&ctx.token(BOB, "b1")).await, created(T0));
+        let key = format!("gf:{{{t}}}:s:old");
+        let t0 = T0.to_string();
+        cli(&[
+            "HSET", &key, "user", ALICE, "dn", "Alice", "anchor", "sid", "started", &t0, "seen",
+            &t0, "ip", CLIENT_IP, "ua", CHROME,
+        ]);
+        cli(&["PEXPIRE", &key, "86400000"]);
+        cli(&["ZADD", &format!("gf:{{{t}}}:live"), &t0, "old"]);
+        cli(&["SADD", &format!("gf:{{{t}}}:us:{ALICE}"), "old"]);
+
+        let sessions = ctx.sessions(&t).await;
+        let old = sessions.iter().find(|s| s.id == "old").expect("listed");
+        assert_eq!(old.user_agent.as_deref(), Some(CHROME), "read as written");
+        assert_eq!(old.client_label.as_deref(), Some("Chrome on Windows 10"));
+        ctx.advance(2 * SEC);
+        assert_eq!(ctx.check(&ctx.token(ALICE, "old")).await, allowed(T0));
+        let seen = cli(&["HGET", &key, "seen"]);
+        assert_eq!(seen.trim(), (T0 + 2000).to_string(), "touched");
+
+        // The new layout: the capped user agent, the label in `cl`, a listpack.
+        let new = format!("gf:{{{t}}}:s:b1");
+        assert_eq!(
+            cli(&["HGET", &new, "ua"]).trim_end_matches('\n'),
+            grantflow_core::session::capped_user_agent(CHROME)
+        );
+        assert_eq!(cli(&["HGET", &new, "cl"]).trim(), "Chrome on Windows 10");
+        assert_eq!(cli(&["OBJECT", "ENCODING", &new]).trim(), "listpack");
+        let b1 = ctx.sessions(&t).await.into_iter().find(|s| s.id == "b1");
+        assert_eq!(
+            b1.and_then(|s| s.client_label).as_deref(),
+            Some("Chrome on Windows 10")
+        );
+    }
+}

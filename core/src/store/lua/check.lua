@@ -2,15 +2,24 @@
 -- Every key is derived from the tenant prefix `gf:{<tenant>}:`, so the script stays in one
 -- cluster slot. KEYS[1] is the tenant's policy key (declared for routing).
 --
+-- Two calls share this script: a *touch* call sends ARGV 1-12 only, which is all a live
+-- session needs (the common case: one round trip, ~200 bytes); when the request would create
+-- a session (none live under its key, or one that the token's later sign-in replaces), the
+-- touch call writes nothing for it and answers code 0, and the caller calls again with ARGV
+-- 1-22 (the rare second round trip). Every rule runs again, atomically, in that second call.
+--
 -- ARGV: 1 prefix, 2 now ms, 3 default max age ms, 4 retention ms, 5 watermark retention ms,
 --       6 auth_time ms ('' = none), 7 issued secs (iat, else auth_time; '' = unknown),
---       8 session key, 9 user, 10 display name, 11 anchor, 12 client ip, 13 user agent,
---       14 publish command (PUBLISH | SPUBLISH), 15 touch interval ms,
---       16 the tenant's generation as this process knows it ('' = not known yet),
+--       8 session key, 9 user, 10 publish command (PUBLISH | SPUBLISH), 11 touch interval ms,
+--       12 the tenant's generation as this process knows it ('' = not known yet);
+--       creation only: 13 display name, 14 anchor, 15 client ip, 16 user agent,
 --       17 most live sessions per user,
 --       18 an audit id, 19 now (RFC 3339), 20 audit retention ms, 21 audit cap, 22 tenant
---       (18-22 for the audit record of the tenant's session limit)
--- Returns {code, started, generation, reset, audits}: code 1 allow, 2 allow (created), 3 expired,
+--       (18-22 for the audit record of the tenant's session limit),
+--       23 the client label ('' = none; derived from the whole user agent, which ARGV 16
+--       has capped at 64 bytes so that the session hash stays a listpack)
+-- Returns {code, started, generation, reset, audits}: code 0 create needed (a touch call
+-- only; nothing of the session written), 1 allow, 2 allow (created), 3 expired,
 -- 4 revoked, 5 reauthenticate, 6 too many sessions (nothing stored), 7 idle (started = the
 -- idle timeout ms now, 0 = off since), 8 refused by the tenant's session limit (started = the
 -- limit; nothing stored); generation is the tenant's marker when it is not the one the
@@ -25,6 +34,9 @@ local now = tonumber(ARGV[2])
 local retention = tonumber(ARGV[4])
 local key, user = ARGV[8], ARGV[9]
 local channel = p .. 'changes'
+local publish = ARGV[10]
+-- a touch call (ARGV 1-12) or a create call (ARGV 1-23)
+local creating = #ARGV >= 23
 
 -- 0. generation: the marker is written when the tenant's state begins (its id is the instant
 -- it began). Gone while this caller knew one, or another one without a loss time (written by
@@ -32,7 +44,7 @@ local channel = p .. 'changes'
 -- instant the present generation began; tokens issued before it are refused.
 local gkey = p .. 'gen'
 local gen = redis.call('HMGET', gkey, 'id', 'lost')
-local known = ARGV[16]
+local known = ARGV[12]
 local reset = 0
 if not gen[1] then
   gen[1] = ARGV[2]
@@ -109,16 +121,18 @@ if session[1] then
     reason, ended_at = 'idle', idle_ends
   elseif now < expires then
     -- 5. live: touch at most once per interval (the idle timeout counts from this touch)
-    if now - tonumber(session[2]) >= tonumber(ARGV[15]) then
+    if now - tonumber(session[2]) >= tonumber(ARGV[11]) then
       redis.call('HSET', skey, 'seen', ARGV[2])
     end
     return {1, started, told, reset, audits}
   end
-  -- 4. too old or idle: it ended then; end and tombstone
+  -- 4. too old or idle: it ended then; end and tombstone. When the token signed in after
+  -- that, a new session replaces it: a touch call leaves all of it to the create call.
+  if not creating and auth_time and auth_time > ended_at then return {0, 0, told, reset, audits} end
   redis.call('DEL', skey)
   redis.call('ZREM', p .. 'live', key)
   redis.call('SREM', p .. 'us:' .. session[3], key)
-  redis.call(ARGV[14], channel, cjson.encode({t = 'ended', key = key, user = session[3], reason = reason}))
+  redis.call(publish, channel, cjson.encode({t = 'ended', key = key, user = session[3], reason = reason}))
   if not (auth_time and auth_time > ended_at) then
     redis.call('HSET', p .. 'end:' .. key, 'reason', reason, 'at', string.format('%d', ended_at), 'user', session[3])
     redis.call('PEXPIRE', p .. 'end:' .. key, retention)
@@ -138,6 +152,8 @@ if now - started >= max_age then
   redis.call('PEXPIRE', p .. 'end:' .. key, retention)
   return {3, started, told, reset, audits}
 end
+-- A touch call stops here: creating needs the arguments only a create call sends.
+if not creating then return {0, 0, told, reset, audits} end
 -- ... unless the user already holds the most live sessions: refuse, store nothing. The set
 -- may name sessions that ended (their hash gone: dropped here) or reached the max age and are
 -- not swept yet (not counted); it is read only when it is at the limit, and it stays near it
@@ -186,7 +202,7 @@ if plimit and redis.call('SCARD', usk) >= plimit then
         redis.call('SREM', usk, old)
         redis.call('HSET', p .. 'end:' .. old, 'reason', 'revoked', 'at', ARGV[2], 'user', user)
         redis.call('PEXPIRE', p .. 'end:' .. old, retention)
-        redis.call(ARGV[14], channel, cjson.encode({t = 'ended', key = old, user = user, reason = 'revoked'}))
+        redis.call(publish, channel, cjson.encode({t = 'ended', key = old, user = user, reason = 'revoked'}))
         table.insert(gone, old)
       end
       limit_record('session.revoke', gone[1], string.format(
@@ -228,14 +244,14 @@ if redis.call('SCARD', usk) >= limit then
 end
 if ended then redis.call('DEL', p .. 'end:' .. key) end
 local started_s = string.format('%d', started)
-redis.call('HSET', skey, 'user', user, 'dn', ARGV[10], 'anchor', ARGV[11], 'started', started_s,
-  'seen', ARGV[2], 'ip', ARGV[12], 'ua', ARGV[13])
+redis.call('HSET', skey, 'user', user, 'dn', ARGV[13], 'anchor', ARGV[14], 'started', started_s,
+  'seen', ARGV[2], 'ip', ARGV[15], 'ua', ARGV[16], 'cl', ARGV[23])
 local keep = started + max_age + retention - now
 redis.call('PEXPIRE', skey, keep)
 redis.call('ZADD', p .. 'live', started_s, key)
 redis.call('PEXPIRE', p .. 'live', max_age + retention)
 redis.call('SADD', usk, key)
 redis.call('PEXPIRE', usk, max_age + retention)
-redis.call(ARGV[14], channel, cjson.encode({t = 'created', key = key, user = user, dn = ARGV[10],
-  anchor = ARGV[11], started = started_s, seen = ARGV[2], ip = ARGV[12], ua = ARGV[13]}))
+redis.call(publish, channel, cjson.encode({t = 'created', key = key, user = user, dn = ARGV[13],
+  anchor = ARGV[14], started = started_s, seen = ARGV[2], ip = ARGV[15], ua = ARGV[16], cl = ARGV[23]}))
 return {2, started, told, reset, audits}

@@ -84,6 +84,7 @@ pub(super) fn parse_session(
 }
 
 /// A session from its fields by name — `user`, `dn`, `anchor`, `started`, `seen`, `ip`, `ua`,
+/// `cl`,
 /// as `check.lua` writes them both into the session's hash and into its `created` message —
 /// or `None` when one that must be there is missing or malformed.
 pub(super) fn session_from<'a>(
@@ -101,7 +102,12 @@ pub(super) fn session_from<'a>(
         started_at: field("started")?.parse().ok()?,
         last_seen: field("seen")?.parse().ok()?,
         client_ip: field("ip").and_then(|ip| ip.parse().ok()),
-        client_label: user_agent.as_deref().and_then(client_label),
+        // `cl` (written since the user agent is capped): the label of the whole user agent,
+        // '' for none. A hash of the previous layout has no `cl` and its whole user agent.
+        client_label: match field("cl") {
+            Some(label) => Some(label).filter(|l| !l.is_empty()).map(str::to_owned),
+            None => user_agent.as_deref().and_then(client_label),
+        },
         user_agent,
     })
 }

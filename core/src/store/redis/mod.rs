@@ -27,6 +27,7 @@
 //! that run them outside the trait's calls), `feed` (the change feed: subscription and
 //! published messages), `codec` (key names and the hashes read back).
 
+mod check;
 mod codec;
 mod connection;
 mod feed;
@@ -83,11 +84,12 @@ use tokio::sync::{Mutex as AsyncMutex, broadcast};
 use super::{AUDIT_CAP, ChangeEvent, ChangeStream, SessionStore, StoreError, StoreReset};
 use crate::audit::AuditRecord;
 use crate::clock::{Clock, millis};
-use crate::decision::{Limits, TOUCH_INTERVAL_MS, UserMarks};
+use crate::decision::{Limits, UserMarks};
 use crate::listing::{SessionPage, SessionQuery, UserPage};
 use crate::policy::Policy;
 use crate::revocation::{BlockedUser, IDEMPOTENCY_TTL, Revocation, RevocationOutcome};
 use crate::session::{AccessRequest, EndReason, SessionRecord, Verdict};
+use check::CheckReply;
 use codec::{malformed, parse_policy, parse_session, prefix};
 use connection::{Connection, unavailable};
 use feed::Subscriber;
@@ -178,74 +180,27 @@ impl RedisStore {
 impl SessionStore for RedisStore {
     async fn check(&self, request: &AccessRequest) -> Result<Verdict, StoreError> {
         let identity = &request.identity;
-        let p = prefix(&identity.tenant);
-        let known = self
-            .generations
-            .lock()
-            .get(&identity.tenant)
-            .cloned()
-            .unwrap_or_default();
-        let call = async {
-            let mut connection = self.connection().await?;
-            let now = self.clock.now_ms();
-            let reply: Vec<redis::Value> = self
-                .scripts
-                .check
-                .key(format!("{p}policy"))
-                .arg(&p)
-                .arg(now)
-                .arg(millis(self.limits.default_max_age))
-                .arg(millis(self.limits.retention))
-                .arg(millis(self.limits.watermark_retention))
-                .arg(
-                    identity
-                        .auth_time
-                        .map(|s| s.saturating_mul(1000).to_string())
-                        .unwrap_or_default(),
-                )
-                .arg(
-                    identity
-                        .issued_at
-                        .or(identity.auth_time)
-                        .map(|s| s.to_string())
-                        .unwrap_or_default(),
-                )
-                .arg(&identity.session.id)
-                .arg(&identity.user)
-                .arg(identity.display_name.as_deref().unwrap_or(""))
-                .arg(identity.session.anchor.as_str())
-                .arg(
-                    request
-                        .client_ip
-                        .map(|ip| ip.to_string())
-                        .unwrap_or_default(),
-                )
-                .arg(request.user_agent.as_deref().unwrap_or(""))
-                .arg(self.publish)
-                .arg(TOUCH_INTERVAL_MS)
-                .arg(&known)
-                .arg(self.limits.max_sessions_per_user)
-                // For the audit record of the tenant's session limit, if this check writes one.
-                .arg(crate::audit::new_audit_id())
-                .arg(crate::clock::rfc3339(now))
-                .arg(millis(self.limits.audit_retention))
-                .arg(AUDIT_CAP)
-                .arg(&identity.tenant)
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
-            Ok(reply)
-        };
+        // A live session needs one touch call (ARGV 1-12); `check.lua` answers 0 when the
+        // request would create a session, and only then the create call follows (ARGV 1-22),
+        // which runs every rule again, atomically.
+        let mut reply = self.check_call(request, false).await?;
+        if reply.code == 0 {
+            self.seen_generation(&identity.tenant, &reply).await;
+            reply = self.check_call(request, true).await?;
+            if reply.code == 0 {
+                return Err(malformed("check verdict"));
+            }
+        }
         let CheckReply {
             code,
             started_at,
-            generation,
-            reset,
-            audits,
-            message,
-        } = check_reply(self.within(self.settings.timeout, call).await?)?;
+            generation: _,
+            reset: _,
+            ref audits,
+            ref message,
+        } = reply;
         // The session limit's audit records, in effect now: logged as the stream holds them.
-        for json in &audits {
+        for json in audits {
             match serde_json::from_str::<AuditRecord>(json) {
                 Ok(record) => record.log(),
                 Err(_) => tracing::error!("a session-limit audit record could not be read back"),
@@ -254,14 +209,7 @@ impl SessionStore for RedisStore {
         if !audits.is_empty() {
             self.register_tenant(&identity.tenant).await;
         }
-        if !generation.is_empty() {
-            self.generations
-                .lock()
-                .insert(identity.tenant.clone(), generation.clone());
-            if reset == 1 {
-                self.found_reset(&identity.tenant, &generation).await;
-            }
-        }
+        self.seen_generation(&identity.tenant, &reply).await;
         match code {
             1 => Ok(Verdict::Allow {
                 created: false,
@@ -289,7 +237,7 @@ impl SessionStore for RedisStore {
             }),
             9 => Ok(Verdict::Locked {
                 until: started_at,
-                message: message.filter(|m| !m.is_empty()),
+                message: message.clone().filter(|m| !m.is_empty()),
             }),
             _ => Err(malformed("check verdict")),
         }
@@ -611,43 +559,4 @@ impl SessionStore for RedisStore {
     fn resets(&self) -> Vec<StoreReset> {
         self.resets.lock().clone()
     }
-}
-
-/// `check.lua`'s answer: {code, started, generation, reset, fifth} where the fifth element is
-/// the audit records the call appended (JSON strings; the session limit's) or, for a lock
-/// (code 9), the lock's message ('' = none).
-struct CheckReply {
-    code: i64,
-    started_at: i64,
-    generation: String,
-    reset: u8,
-    audits: Vec<String>,
-    message: Option<String>,
-}
-
-fn check_reply(mut items: Vec<redis::Value>) -> Result<CheckReply, StoreError> {
-    if items.len() != 5 {
-        return Err(malformed("check verdict"));
-    }
-    let fifth = items.pop().expect("five elements");
-    let (code, started_at, generation, reset): (i64, i64, String, u8) =
-        redis::from_redis_value(redis::Value::Array(items))
-            .map_err(|_| malformed("check verdict"))?;
-    let (audits, message) = if code == 9 {
-        let message: String =
-            redis::from_redis_value(fifth).map_err(|_| malformed("lock message"))?;
-        (Vec::new(), Some(message))
-    } else {
-        let audits: Vec<String> =
-            redis::from_redis_value(fifth).map_err(|_| malformed("check audit records"))?;
-        (audits, None)
-    };
-    Ok(CheckReply {
-        code,
-        started_at,
-        generation,
-        reset,
-        audits,
-        message,
-    })
 }
