@@ -1,8 +1,9 @@
-// The one Chromium launch of the browser tests: playwright-core driving the machine's
-// Chromium (Debian's /usr/bin/chromium) headless with the repo's flags, in a throwaway
-// profile, with the page's console errors and uncaught exceptions collected.
+// What the browser test scripts share: the one Chromium launch (playwright-core driving the
+// machine's Chromium, Debian's /usr/bin/chromium, headless with the repo's flags, in a
+// throwaway profile, with the page's console errors and uncaught exceptions collected), and
+// their log, screenshot and check helpers.
 import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -45,4 +46,21 @@ export async function openChromium({ executablePath, wait, viewport = { width: 1
     await close(context);
     throw err;
   }
+}
+
+/// A script's helpers: `log` (stderr, tagged with the script's name), `shot` (a screenshot
+/// into `artifacts`, which is created) and `check` (throws `message` unless `condition`).
+export function scriptTools(name, artifacts) {
+  const log = (...args) => console.error(`[${name}]`, ...args);
+  mkdirSync(artifacts, { recursive: true });
+  const shot = async (page, shotName) => {
+    const path = join(artifacts, `${shotName}.png`);
+    await page.screenshot({ path, fullPage: false });
+    log('screenshot', path);
+    return path;
+  };
+  const check = (condition, message) => {
+    if (!condition) throw new Error(message);
+  };
+  return { log, shot, check };
 }

@@ -9,9 +9,9 @@
 //     artifacts, chromium }
 // It prints progress on stderr and exactly one JSON result line on stdout. Every wait is
 // bounded; any failure exits non-zero with the reason and a screenshot of the moment.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { openChromium } from './chromium.mjs';
+import { openChromium, scriptTools } from './chromium.mjs';
 
 // playwright-core is pinned and installed in tests/issuer (scripts/install-test-tools.sh).
 
@@ -19,17 +19,7 @@ const input = JSON.parse(process.env.GRANTFLOW_BROWSER_INPUT ?? '{}');
 const WAIT = 10_000;
 const FIREFOX_ON_WINDOWS = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0';
 
-const log = (...args) => console.error('[dashboard.mjs]', ...args);
-mkdirSync(input.artifacts, { recursive: true });
-const shot = async (page, name) => {
-  const path = join(input.artifacts, `${name}.png`);
-  await page.screenshot({ path, fullPage: false });
-  log('screenshot', path);
-  return path;
-};
-const check = (condition, message) => {
-  if (!condition) throw new Error(message);
-};
+const { log, shot, check } = scriptTools('dashboard.mjs', input.artifacts);
 
 /// A user's request through the real Envoy.
 async function throughEnvoy(token, accept = 'application/json') {

@@ -9,23 +9,11 @@
 // first rows, each round trip, the tab's JS heap (CDP Performance.getMetrics JSHeapUsedSize
 // after a garbage collection, and performance.memory). Every wait is bounded; one JSON
 // result line on stdout; a screenshot of any failure.
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { openChromium } from './chromium.mjs';
+import { openChromium, scriptTools } from './chromium.mjs';
 
 const input = JSON.parse(process.env.GRANTFLOW_BROWSER_INPUT ?? '{}');
 const WAIT = 30_000;
-const log = (...args) => console.error('[dashboard_scale.mjs]', ...args);
-mkdirSync(input.artifacts, { recursive: true });
-const shot = async (page, name) => {
-  const path = join(input.artifacts, `${name}.png`);
-  await page.screenshot({ path, fullPage: false });
-  log('screenshot', path);
-  return path;
-};
-const check = (condition, message) => {
-  if (!condition) throw new Error(message);
-};
+const { log, shot, check } = scriptTools('dashboard_scale.mjs', input.artifacts);
 const rowIds = (page) => page.$$eval('#sessions-body tr', (rows) => rows.map((r) => r.dataset.sessionId));
 const firstId = (page) => page.$eval('#sessions-body tr', (r) => r.dataset.sessionId).catch(() => null);
 

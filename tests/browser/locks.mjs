@@ -7,23 +7,11 @@
 //   { dashboardUrl, envoyUrl, user, userToken: {sid, token}, freshToken: {sid, token},
 //     message, artifacts, chromium }
 // Prints progress on stderr and one JSON result line on stdout; every wait is bounded.
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { openChromium } from './chromium.mjs';
+import { openChromium, scriptTools } from './chromium.mjs';
 
 const input = JSON.parse(process.env.GRANTFLOW_BROWSER_INPUT ?? '{}');
 const WAIT = 10_000;
-const log = (...args) => console.error('[locks.mjs]', ...args);
-mkdirSync(input.artifacts, { recursive: true });
-const shot = async (page, name) => {
-  const path = join(input.artifacts, `${name}.png`);
-  await page.screenshot({ path, fullPage: false });
-  log('screenshot', path);
-  return path;
-};
-const check = (condition, message) => {
-  if (!condition) throw new Error(message);
-};
+const { log, shot, check } = scriptTools('locks.mjs', input.artifacts);
 const text = (s) => s.replace(/\s+/g, ' ').trim();
 
 async function throughEnvoy(token, accept = 'application/json') {
