@@ -64,20 +64,8 @@ impl Issuer {
 
     /// A token with these claims, valid for `expires_in` seconds (negative: already expired).
     pub async fn token_for(&self, claims: Value, expires_in: i64) -> String {
-        let body = json!({ "claims": claims, "expires_in": expires_in });
-        let response: Value = self
-            .http
-            .post(format!("{}/token", self.control))
-            .json(&body)
-            .send()
+        self.mint(json!({ "claims": claims, "expires_in": expires_in }))
             .await
-            .expect("issuer control API")
-            .error_for_status()
-            .expect("issuer minted a token")
-            .json()
-            .await
-            .expect("issuer answers JSON");
-        response["token"].as_str().expect("a token").to_owned()
     }
 
     /// A token minted by the control API's `POST /token` with this request body (`claims`,

@@ -7,28 +7,12 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::support::{CONTOSO, FABRIKAM, harness};
-
-fn ids(page: &Value) -> Vec<String> {
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect()
-}
+use crate::support::{CONTOSO, harness, ids};
 
 #[tokio::test]
 async fn sessions_are_filtered_sorted_and_paged_with_a_cursor() {
     let h = harness();
-    for (i, user) in ["user-a", "user-b", "user-a", "user-c", "user-a"]
-        .iter()
-        .enumerate()
-    {
-        h.session(CONTOSO, user, &format!("sid-{i}")).await;
-        h.clock.advance(Duration::from_secs(1));
-    }
-    h.session(FABRIKAM, "user-a", "sid-fabrikam").await;
+    h.listing_sessions().await;
     let admin = h.admin(CONTOSO, "admin-ann");
 
     // Name prefix (display name or user id, any case), IP range, browser part.

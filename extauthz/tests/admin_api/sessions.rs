@@ -10,28 +10,12 @@ use grantflow_core::session::{EndReason, Verdict};
 use grantflow_core::store::SessionStore;
 use serde_json::{Value, json};
 
-use crate::support::{CHROME_ON_LINUX, CONTOSO, FABRIKAM, START, detail, harness, read_json};
-
-fn ids(page: &Value) -> Vec<String> {
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect()
-}
+use crate::support::{CHROME_ON_LINUX, CONTOSO, FABRIKAM, START, detail, harness, ids, read_json};
 
 #[tokio::test]
 async fn sessions_are_listed_per_tenant_filtered_sorted_and_paginated() {
     let h = harness();
-    for (i, user) in ["user-a", "user-b", "user-a", "user-c", "user-a"]
-        .iter()
-        .enumerate()
-    {
-        h.session(CONTOSO, user, &format!("sid-{i}")).await;
-        h.clock.advance(Duration::from_secs(1));
-    }
-    h.session(FABRIKAM, "user-a", "sid-fabrikam").await;
+    h.listing_sessions().await;
     let admin = h.admin(CONTOSO, "admin-ann");
 
     let (status, page) = h.get("/api/v1/sessions?limit=100", Some(&admin)).await;

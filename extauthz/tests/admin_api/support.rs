@@ -133,6 +133,19 @@ impl Harness {
         self.sign(&self.claims(tenant, user, &format!("sid-{user}"), false))
     }
 
+    /// Five Contoso sessions a second apart (`sid-0` .. `sid-4` of user-a, user-b, user-a,
+    /// user-c, user-a) and one Fabrikam session of user-a: the listing tests' tenant.
+    pub(crate) async fn listing_sessions(&self) {
+        for (i, user) in ["user-a", "user-b", "user-a", "user-c", "user-a"]
+            .iter()
+            .enumerate()
+        {
+            self.session(CONTOSO, user, &format!("sid-{i}")).await;
+            self.clock.advance(Duration::from_secs(1));
+        }
+        self.session(FABRIKAM, "user-a", "sid-fabrikam").await;
+    }
+
     /// A user's request through the request path: creates or touches session `sid`.
     pub(crate) async fn session(&self, tenant: &str, user: &str, sid: &str) -> Verdict {
         self.signed_in(tenant, user, sid, None).await
@@ -275,4 +288,14 @@ pub(crate) async fn keyed(
         .map(|v| v.to_str().unwrap().to_owned());
     let (status, body) = read_json(response).await;
     (status, replayed, body)
+}
+
+/// The session ids of a page of `GET /api/v1/sessions`, in order.
+pub(crate) fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
 }

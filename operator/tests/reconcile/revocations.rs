@@ -56,6 +56,12 @@ fn revocation_status_url(name: &str) -> String {
 
 /// Opens a session for `user` in the test tenant.
 async fn open_session(store: &MemoryStore, user: &str, sid: &str, clock: &ManualClock) {
+    let verdict = sign_in(store, user, sid, clock).await;
+    assert!(matches!(verdict, Verdict::Allow { created: true, .. }));
+}
+
+/// A request of `user` with a token of a sign-in now, in the test tenant: the store's verdict.
+async fn sign_in(store: &MemoryStore, user: &str, sid: &str, clock: &ManualClock) -> Verdict {
     let identity = Identity {
         tenant: TENANT.into(),
         user: user.into(),
@@ -71,15 +77,14 @@ async fn open_session(store: &MemoryStore, user: &str, sid: &str, clock: &Manual
         expires_at: clock.now_secs() + 3600,
         roles: Vec::new(),
     };
-    let verdict = store
+    store
         .check(&AccessRequest {
             identity: Arc::new(identity),
             client_ip: None,
             user_agent: None,
         })
         .await
-        .unwrap();
-    assert!(matches!(verdict, Verdict::Allow { created: true, .. }));
+        .unwrap()
 }
 
 #[tokio::test]
@@ -410,28 +415,7 @@ async fn a_lock_with_a_message_is_applied_and_the_users_refusal_carries_it() {
     );
     // A fresh sign-in of the user is refused with the lock's end and message.
     clock.advance(Duration::from_secs(1));
-    let identity = Identity {
-        tenant: TENANT.into(),
-        user: "user-mallory".into(),
-        display_name: None,
-        session: SessionKey {
-            id: "sid-2".into(),
-            anchor: SessionAnchor::Sid,
-        },
-        auth_time: Some(clock.now_secs()),
-        issued_at: Some(clock.now_secs()),
-        not_before: None,
-        expires_at: clock.now_secs() + 3600,
-        roles: Vec::new(),
-    };
-    let verdict = store
-        .check(&AccessRequest {
-            identity: Arc::new(identity),
-            client_ip: None,
-            user_agent: None,
-        })
-        .await
-        .unwrap();
+    let verdict = sign_in(&store, "user-mallory", "sid-2", &clock).await;
     assert_eq!(
         verdict,
         Verdict::Locked {
