@@ -32,7 +32,8 @@
 //! `BENCH_RATE`, `BENCH_OPEN_SECONDS`, `BENCH_TOKENS`, `BENCH_SESSIONS`,
 //! `BENCH_CLIENT_THREADS`, `BENCH_SERVER_RUST_LOG`, `BENCH_SERVER_WORKERS`, `BENCH_ENVOY`
 //! (`0`: skip Envoy), `BENCH_EMBEDDED` (`0`: skip the embedded store), `GRANTFLOW_EXTAUTHZ_BIN`
-//! (use this binary instead of building it), `ENVOY_BIN`, `REDIS_SERVER_BIN`, `BENCH_JSON`
+//! (use this binary instead of building it), `ENVOY_BIN`, `REDIS_SERVER_BIN`, `BENCH_ROWS`
+//! (the rows after the main tables, [`rows`]), `BENCH_LARGE_SESSIONS`, `BENCH_TENANTS`, `BENCH_JSON`
 //! (also write every figure as JSON to this file, [`json`]).
 
 mod cpu;
@@ -45,6 +46,7 @@ mod measure;
 mod noop;
 mod redis_info;
 mod report;
+mod rows;
 mod settings;
 
 use std::os::unix::process::CommandExt;
@@ -61,6 +63,7 @@ use crate::footprint::session_footprint;
 use crate::measure::{StoreRun, bench_noop, bench_store};
 use crate::redis_info::info_field;
 use crate::report::{Machine, print_envoy_report, print_report};
+use crate::rows::Context;
 use crate::settings::{Plan, Settings};
 
 /// The development issuer's tenant (`grantflow_extauthz::config::DEV_TENANT`).
@@ -98,7 +101,13 @@ fn main() -> ExitCode {
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build; run with --release for meaningful numbers");
     }
-    let plan = Plan::new(&settings);
+    let plan = match Plan::new(&settings) {
+        Ok(plan) => plan,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let extauthz = match extauthz_binary(settings.extauthz_bin) {
         Ok(path) => path,
         Err(error) => {
@@ -221,8 +230,30 @@ async fn run(plan: Plan, extauthz: PathBuf, json: Option<PathBuf>) -> Result<(),
     if let Some(alone) = &envoy_alone {
         print_envoy_report(&plan, alone, &runs);
     }
+    let context = Context {
+        plan: &plan,
+        extauthz: &extauthz,
+        floor: &noop,
+        runs: &runs,
+        envoy_alone: envoy_alone.as_ref(),
+    };
+    let mut sections = Vec::new();
+    let mut failed_rows = Vec::new();
+    for (i, row) in plan.rows.iter().enumerate() {
+        eprintln!("[row {}/{}] {}", i + 1, plan.rows.len(), row.key());
+        match row.run(&context).await {
+            Ok(section) => {
+                println!("\n{}", section.markdown.trim_end());
+                sections.push((row.key(), section.json));
+            }
+            Err(error) => {
+                eprintln!("error: row {}: {error}", row.key());
+                failed_rows.push(format!("{}: {error}", row.key()));
+            }
+        }
+    }
     if let Some(path) = json {
-        let report = json::report(
+        let mut report = json::report(
             &plan,
             &machine,
             &redis_version,
@@ -231,9 +262,17 @@ async fn run(plan: Plan, extauthz: PathBuf, json: Option<PathBuf>) -> Result<(),
             &compact,
             envoy_alone.as_ref(),
         );
+        if let Some(root) = report.as_object_mut() {
+            for (key, figures) in sections {
+                root.insert(key.into(), figures);
+            }
+        }
         json::write(&path, &report)
             .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
         eprintln!("JSON report: {}", path.display());
+    }
+    if !failed_rows.is_empty() {
+        return Err(format!("rows failed: {}", failed_rows.join("; ")).into());
     }
     Ok(())
 }

@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
 use clap::builder::FalseyValueParser;
+use clap::{Parser, ValueEnum};
 
 use std::process::{Command as StdCommand, Stdio};
 
 use crate::on_path;
+use crate::rows::Row;
 
 /// The GrantFlow Check benchmark: the memory store, the embedded store and a real Redis side by
 /// side, next to a no-op ext_authz server, and through Envoy when it and wrk are there.
@@ -28,14 +29,10 @@ pub struct Settings {
     )]
     pub seconds: f64,
 
-    /// Closed loops: seconds run first and not measured (0–60).
-    #[arg(
-        long,
-        env = "BENCH_WARMUP_SECONDS",
-        value_name = "SECONDS",
-        default_value_t = 2.0
-    )]
-    pub warmup_seconds: f64,
+    /// Closed loops: seconds run first and not measured (0–60) [default: 2; 0.5 in the short
+    /// mode].
+    #[arg(long, env = "BENCH_WARMUP_SECONDS", value_name = "SECONDS")]
+    pub warmup_seconds: Option<f64>,
 
     /// gRPC closed loop: calls in flight (1–1024); also wrk's connections (`-c`).
     #[arg(
@@ -59,28 +56,19 @@ pub struct Settings {
     )]
     pub rate: u32,
 
-    /// Open loop: seconds at that rate (0.5–120).
-    #[arg(
-        long,
-        env = "BENCH_OPEN_SECONDS",
-        value_name = "SECONDS",
-        default_value_t = 6.0
-    )]
-    pub open_seconds: f64,
+    /// Open loop: seconds at that rate (0.5–120) [default: 6; 2 in the short mode].
+    #[arg(long, env = "BENCH_OPEN_SECONDS", value_name = "SECONDS")]
+    pub open_seconds: Option<f64>,
 
     /// Distinct users, each with one token and one session, the Check load cycles through
     /// (1–10000).
     #[arg(long, env = "BENCH_TOKENS", value_name = "N", default_value_t = 64)]
     pub tokens: usize,
 
-    /// Sessions created for each Redis memory measurement (1–2000000).
-    #[arg(
-        long,
-        env = "BENCH_SESSIONS",
-        value_name = "N",
-        default_value_t = 100_000
-    )]
-    pub sessions: usize,
+    /// Sessions created for each Redis memory measurement (1–2000000) [default: 100000; 10000
+    /// in the short mode].
+    #[arg(long, env = "BENCH_SESSIONS", value_name = "N")]
+    pub sessions: Option<usize>,
 
     /// Tokio worker threads of the load generator (1–64).
     #[arg(
@@ -139,6 +127,22 @@ pub struct Settings {
     #[arg(long, env = "REDIS_SERVER_BIN", value_name = "FILE")]
     pub redis_server_bin: Option<PathBuf>,
 
+    /// The rows measured after the main tables (issue 10, item 3): `all`, `none`, or a
+    /// comma-separated list of `cluster`, `cold`, `sessions`, `tenants`, `burst`,
+    /// `revocations`, `envoy-open`.
+    #[arg(long, env = "BENCH_ROWS", value_name = "ROWS", default_value = "all")]
+    pub rows: String,
+
+    /// The large store of the `sessions` row: live sessions (1000–2000000) [default: 1000000;
+    /// 50000 in the short mode].
+    #[arg(long, env = "BENCH_LARGE_SESSIONS", value_name = "N")]
+    pub large_sessions: Option<usize>,
+
+    /// The many-tenant store of the `tenants` row: tenants (2–10000).
+    #[arg(long, env = "BENCH_TENANTS", value_name = "N", default_value_t = 1000)]
+    #[allow(dead_code)]
+    pub tenant_count: usize,
+
     /// Also write every figure of the tables to this file as JSON, under stable keys
     /// (`noop.server_cpu_us`, `redis.bytes_per_session`, `envoy.memory.rps`, ...; see
     /// docs/benchmarks.md).
@@ -173,20 +177,42 @@ pub struct Plan {
     /// Measure the embedded store (`BENCH_EMBEDDED=0` skips it, e.g. for an A/B against a
     /// binary that predates it).
     pub embedded: bool,
+    /// `BENCH_SECONDS` ≤ 2: sizes not given shrink so that the whole run stays short.
+    #[allow(dead_code)]
+    pub short: bool,
+    /// The rows measured after the main tables, in their order.
+    pub rows: Vec<Row>,
+    /// The `sessions` row's large store: live sessions.
+    #[allow(dead_code)]
+    pub large_sessions: usize,
+    /// The `tenants` row's many tenants.
+    #[allow(dead_code)]
+    pub tenant_count: usize,
 }
 
 impl Plan {
-    pub fn new(settings: &Settings) -> Plan {
-        Plan {
-            seconds: settings.seconds.clamp(0.5, 120.0),
-            warmup: settings.warmup_seconds.clamp(0.0, 60.0),
+    pub fn new(settings: &Settings) -> Result<Plan, String> {
+        let seconds = settings.seconds.clamp(0.5, 120.0);
+        let short = seconds <= 2.0;
+        let sized = |given: Option<usize>, full: usize, small: usize| {
+            given.unwrap_or(if short { small } else { full })
+        };
+        Ok(Plan {
+            seconds,
+            warmup: settings
+                .warmup_seconds
+                .unwrap_or(if short { 0.5 } else { 2.0 })
+                .clamp(0.0, 60.0),
             concurrency: settings.concurrency.clamp(1, 1024),
             connections: settings.connections.clamp(1, 64),
             max_calls: 5_000_000,
             rate: settings.rate.clamp(1, 50_000),
-            open_seconds: settings.open_seconds.clamp(0.5, 120.0),
+            open_seconds: settings
+                .open_seconds
+                .unwrap_or(if short { 2.0 } else { 6.0 })
+                .clamp(0.5, 120.0),
             tokens: settings.tokens.clamp(1, 10_000),
-            sessions: settings.sessions.clamp(1, 2_000_000),
+            sessions: sized(settings.sessions, 100_000, 10_000).clamp(1, 2_000_000),
             session_concurrency: 64,
             client_threads: settings.client_threads.clamp(1, 64),
             server_log: settings.server_rust_log.clone(),
@@ -197,8 +223,42 @@ impl Plan {
                 None
             },
             embedded: settings.embedded,
+            short,
+            rows: rows(&settings.rows)?,
+            large_sessions: sized(settings.large_sessions, 1_000_000, 50_000)
+                .clamp(1_000, 2_000_000),
+            tenant_count: settings.tenant_count.clamp(2, 10_000),
+        })
+    }
+}
+
+/// `all`, `none` or a comma-separated list of row names (`bench --help`).
+fn rows(text: &str) -> Result<Vec<Row>, String> {
+    match text.trim() {
+        "all" => return Ok(Row::ALL.to_vec()),
+        "none" | "" => return Ok(Vec::new()),
+        _ => {}
+    }
+    let mut chosen = Vec::new();
+    for name in text.split(',').map(str::trim) {
+        let row = Row::from_str(name, true).map_err(|_| {
+            let names: Vec<String> = Row::ALL
+                .iter()
+                .filter_map(|row| row.to_possible_value())
+                .map(|value| value.get_name().to_owned())
+                .collect();
+            format!(
+                "--rows: unknown row `{name}`; use all, none or some of {}",
+                names.join(", ")
+            )
+        })?;
+        if !chosen.contains(&row) {
+            chosen.push(row);
         }
     }
+    // Always in the order of the report.
+    chosen.sort_by_key(|row| Row::ALL.iter().position(|r| r == row));
+    Ok(chosen)
 }
 
 /// Envoy and wrk.
@@ -228,4 +288,45 @@ pub fn tools(envoy_bin: Option<PathBuf>) -> Option<EnvoyTools> {
         envoy,
         wrk: on_path("wrk")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_all_none_or_a_list_in_report_order() {
+        assert_eq!(rows("all").unwrap(), Row::ALL.to_vec());
+        assert_eq!(rows("none").unwrap(), Vec::<Row>::new());
+        assert_eq!(
+            rows("envoy-open, cold,cold").unwrap(),
+            vec![Row::Cold, Row::EnvoyOpen]
+        );
+        let error = rows("cold,warm").unwrap_err();
+        assert!(
+            error.contains("`warm`") && error.contains("envoy-open"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_short_mode_shrinks_what_is_not_given() {
+        let short = Plan::new(&Settings::parse_from(["bench", "--seconds", "2"])).unwrap();
+        assert!(short.short);
+        assert_eq!((short.sessions, short.large_sessions), (10_000, 50_000));
+        let given = Plan::new(&Settings::parse_from([
+            "bench",
+            "--seconds",
+            "2",
+            "--sessions",
+            "7",
+            "--large-sessions",
+            "5000",
+        ]))
+        .unwrap();
+        assert_eq!((given.sessions, given.large_sessions), (7, 5_000));
+        let full = Plan::new(&Settings::parse_from(["bench"])).unwrap();
+        assert!(!full.short);
+        assert_eq!((full.sessions, full.large_sessions), (100_000, 1_000_000));
+    }
 }

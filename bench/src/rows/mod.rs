@@ -1,0 +1,146 @@
+//! The rows measured beside the main tables (issue 10, item 3): each its own scenario in its
+//! own file, selected with `--rows` / `BENCH_ROWS`, run after the main tables so that it can
+//! compare itself with the floor measured there.
+//!
+//! | row | file | what |
+//! |---|---|---|
+//! | `cluster` | [`cluster`] | Redis Cluster (3 masters) next to standalone Redis |
+//! | `cold` | [`cold`] | a new token and session every request (full RS256 verification) |
+//! | `sessions` | [`sessions`] | 1 k vs 1 M live sessions: throughput, p99, bytes per session |
+//! | `tenants` | [`tenants`] | 1 vs 1 000 tenants |
+//! | `burst` | [`burst`] | a burst of new tokens during steady warm traffic |
+//! | `revocations` | [`revocations`] | a revoke every 100 ms during the closed loop |
+//! | `envoy-open` | [`envoy_open`] | a fixed request rate through Envoy (open loop over HTTP) |
+//!
+//! A row returns a [`Section`]: its Markdown (a heading, the method in a sentence or two, a
+//! table with the goal marked met or missed) and its figures as JSON under [`Row::key`].
+
+// Until every row is built (this branch point), parts of the context are unread.
+#![allow(dead_code)]
+
+mod burst;
+mod cluster;
+mod cold;
+mod envoy_open;
+mod revocations;
+mod sessions;
+mod tenants;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::BoxError;
+use crate::envoy::EnvoyRun;
+use crate::measure::StoreRun;
+use crate::settings::Plan;
+
+/// The rows, in the order they run and print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Row {
+    Cluster,
+    Cold,
+    Sessions,
+    Tenants,
+    Burst,
+    Revocations,
+    EnvoyOpen,
+}
+
+impl Row {
+    pub const ALL: [Row; 7] = [
+        Row::Cluster,
+        Row::Cold,
+        Row::Sessions,
+        Row::Tenants,
+        Row::Burst,
+        Row::Revocations,
+        Row::EnvoyOpen,
+    ];
+
+    /// The key of the row's figures in the JSON report.
+    pub fn key(self) -> &'static str {
+        match self {
+            Row::Cluster => "cluster",
+            Row::Cold => "cold",
+            Row::Sessions => "sessions",
+            Row::Tenants => "tenants",
+            Row::Burst => "burst",
+            Row::Revocations => "revocations",
+            Row::EnvoyOpen => "envoy_open",
+        }
+    }
+
+    pub async fn run(self, context: &Context<'_>) -> Result<Section, BoxError> {
+        match self {
+            Row::Cluster => cluster::run(context).await,
+            Row::Cold => cold::run(context).await,
+            Row::Sessions => sessions::run(context).await,
+            Row::Tenants => tenants::run(context).await,
+            Row::Burst => burst::run(context).await,
+            Row::Revocations => revocations::run(context).await,
+            Row::EnvoyOpen => envoy_open::run(context).await,
+        }
+    }
+}
+
+/// What a row may use from the main run.
+pub struct Context<'a> {
+    pub plan: &'a Plan,
+    /// The `grantflow-extauthz` binary measured.
+    pub extauthz: &'a Path,
+    /// The no-op ext_authz server's run (the floor), gRPC Check.
+    pub floor: &'a StoreRun,
+    /// Every server of the main table (no-op first), each with its run through Envoy when
+    /// Envoy was measured.
+    pub runs: &'a [&'a StoreRun],
+    /// Envoy alone (direct response), when Envoy was measured.
+    pub envoy_alone: Option<&'a EnvoyRun>,
+}
+
+impl Context<'_> {
+    /// The main table's run of `store` (`no-op`, `memory`, `embedded`, `redis`).
+    pub fn run_of(&self, store: &str) -> Option<&StoreRun> {
+        self.runs.iter().copied().find(|run| run.store == store)
+    }
+}
+
+/// What a row measured.
+pub struct Section {
+    /// Markdown: a `###` heading, the method, a table; goals marked met or missed.
+    pub markdown: String,
+    /// Every figure of the table, units in the keys as in the rest of the report.
+    pub json: Value,
+}
+
+/// "met" or "missed" for a ratio against its goal (`at_most`: lower is better).
+pub fn verdict(ratio: f64, goal: f64, at_most: bool) -> &'static str {
+    if !ratio.is_finite() {
+        "not measured"
+    } else if (at_most && ratio <= goal) || (!at_most && ratio >= goal) {
+        "met"
+    } else {
+        "missed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(verdict(1.1, 1.2, true), "met");
+        assert_eq!(verdict(1.3, 1.2, true), "missed");
+        assert_eq!(verdict(0.95, 0.9, false), "met");
+        assert_eq!(verdict(f64::NAN, 0.9, false), "not measured");
+    }
+
+    #[test]
+    fn keys_are_distinct() {
+        let mut keys: Vec<&str> = Row::ALL.iter().map(|row| row.key()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), Row::ALL.len());
+    }
+}

@@ -1,0 +1,9 @@
+//! Not built yet (issue 10, item 3): see [`super`].
+
+use crate::BoxError;
+
+use super::{Context, Section};
+
+pub async fn run(_context: &Context<'_>) -> Result<Section, BoxError> {
+    Err("the tenants row is not built yet".into())
+}
