@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! CheckRequest ─► request::read_check_request ─► authorize::Authorizer
-//!                 (token, accept, client)          │ token::TokenValidator (grantflow-core)
+//! (check_wire)    (token, accept, client)          │ token::TokenValidator (grantflow-core)
 //!                                                  │ SessionStore::check   (grantflow-core)
 //!                                                  ▼
 //!              response::check_response ◄── outcome::Outcome
@@ -19,6 +19,7 @@ pub mod activity;
 pub mod admin;
 pub mod authorize;
 pub mod check_client;
+pub mod check_wire;
 pub mod config;
 pub mod dev;
 pub mod grpc;

@@ -3,9 +3,9 @@
 
 use std::net::IpAddr;
 
-use envoy_types::ext_authz::v3::CheckRequestExt;
-use envoy_types::ext_authz::v3::pb::CheckRequest;
 use grantflow_core::text;
+
+use crate::check_wire::CheckRequest;
 
 /// Prefix of the identity headers GrantFlow sets for the upstream; a client must not be able
 /// to send its own.
@@ -51,26 +51,49 @@ pub enum Credential {
     Unsupported,
 }
 
-/// Reads a `CheckRequest`. `trusted_proxy_hops` proxies in front of Envoy append to
-/// `x-forwarded-for`; the client is the entry they appended (0: Envoy's peer address).
-pub fn read_check_request(check: &CheckRequest, trusted_proxy_hops: usize) -> HttpRequest {
-    let Some(headers) = check.get_client_headers() else {
-        return HttpRequest::default();
+/// A header name or value of the `CheckRequest` that is not UTF-8: the request is refused
+/// (Envoy never sends one; a client that reaches the gRPC port directly might).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotUtf8;
+
+/// Reads a `CheckRequest` ([`crate::check_wire`]: only the parts a check needs).
+/// `trusted_proxy_hops` proxies in front of Envoy append to `x-forwarded-for`; the client is
+/// the entry they appended (0: Envoy's peer address).
+pub fn read_check_request(
+    check: &CheckRequest,
+    trusted_proxy_hops: usize,
+) -> Result<HttpRequest, NotUtf8> {
+    let Some(entries) = check.headers() else {
+        return Ok(HttpRequest::default());
     };
-    // Envoy sends header names in lower case.
-    let header = |name: &str| headers.get(name).map(String::as_str);
+    let mut headers = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let name = std::str::from_utf8(&entry.key).map_err(|_| NotUtf8)?;
+        let value = std::str::from_utf8(&entry.value).map_err(|_| NotUtf8)?;
+        headers.push((name, value));
+    }
+    // Envoy sends header names in lower case; of a name sent twice the last one counts, as
+    // protobuf maps define.
+    let header = |name: &str| {
+        headers
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, value)| *value)
+    };
     let peer = check
-        .get_client_address()
+        .client_address()
         .and_then(|a| a.parse::<IpAddr>().ok());
     let forwarded =
         header("x-forwarded-for").and_then(|xff| forwarded_client(xff, trusted_proxy_hops));
     let mut identity_headers: Vec<String> = headers
-        .keys()
-        .filter(|name| is_identity_header(name))
-        .cloned()
+        .iter()
+        .filter(|(name, _)| is_identity_header(name))
+        .map(|(name, _)| (*name).to_owned())
         .collect();
     identity_headers.sort();
-    HttpRequest {
+    identity_headers.dedup();
+    Ok(HttpRequest {
         credential: credential(header("authorization")),
         accept: header("accept").map(str::to_owned),
         // Envoy refuses NUL, CR and LF in headers, but a client that reaches the gRPC port
@@ -84,7 +107,7 @@ pub fn read_check_request(check: &CheckRequest, trusted_proxy_hops: usize) -> Ht
             forwarded.or(peer)
         },
         identity_headers,
-    }
+    })
 }
 
 fn credential(authorization: Option<&str>) -> Credential {
@@ -124,7 +147,7 @@ mod tests {
     };
 
     fn check(headers: &[(&str, &str)], peer: &str) -> CheckRequest {
-        CheckRequest {
+        CheckRequest::from(&envoy_types::ext_authz::v3::pb::CheckRequest {
             attributes: Some(AttributeContext {
                 source: Some(Peer {
                     address: Some(Address {
@@ -147,7 +170,11 @@ mod tests {
                 }),
                 ..Default::default()
             }),
-        }
+        })
+    }
+
+    fn read(check: &CheckRequest, hops: usize) -> HttpRequest {
+        read_check_request(check, hops).expect("UTF-8 headers")
     }
 
     #[test]
@@ -163,26 +190,20 @@ mod tests {
             ],
             "10.0.0.8",
         );
-        let plain = read_check_request(&req, 0);
+        let plain = read(&req, 0);
         assert_eq!(plain.credential, Credential::Bearer("abc.def.ghi".into()));
         assert_eq!(plain.client_ip, Some("10.0.0.8".parse().unwrap()));
         assert_eq!(
             plain.identity_headers,
             vec!["x-grantflow-admin", "x-grantflow-user"]
         );
+        assert_eq!(read(&req, 1).client_ip, Some("10.0.0.7".parse().unwrap()));
         assert_eq!(
-            read_check_request(&req, 1).client_ip,
-            Some("10.0.0.7".parse().unwrap())
-        );
-        assert_eq!(
-            read_check_request(&req, 2).client_ip,
+            read(&req, 2).client_ip,
             Some("203.0.113.9".parse().unwrap())
         );
         // More hops than entries: fall back to the peer.
-        assert_eq!(
-            read_check_request(&req, 5).client_ip,
-            Some("10.0.0.8".parse().unwrap())
-        );
+        assert_eq!(read(&req, 5).client_ip, Some("10.0.0.8".parse().unwrap()));
     }
 
     #[test]
@@ -222,7 +243,7 @@ mod tests {
             "10.0.0.8",
         );
         assert_eq!(
-            read_check_request(&req, 0).identity_headers,
+            read(&req, 0).identity_headers,
             vec![
                 "x-grantflow-user",
                 "x-grantflow_session",
@@ -234,7 +255,7 @@ mod tests {
 
     #[test]
     fn user_agent_loses_control_and_format_characters() {
-        let agent = |ua: &str| read_check_request(&check(&[("user-agent", ua)], "10.0.0.8"), 0);
+        let agent = |ua: &str| read(&check(&[("user-agent", ua)], "10.0.0.8"), 0);
         assert_eq!(
             agent("curl/8\0\r\nX-Injected: 1\u{202e}\u{200b}")
                 .user_agent
@@ -264,9 +285,40 @@ mod tests {
         assert_eq!(credential(Some("Bearer ")), Credential::Missing);
         assert_eq!(credential(Some("Basic dXNlcjpw")), Credential::Unsupported);
         assert_eq!(credential(Some("garbage")), Credential::Unsupported);
-        assert_eq!(
-            read_check_request(&CheckRequest::default(), 0),
-            HttpRequest::default()
-        );
+        assert_eq!(read(&CheckRequest::default(), 0), HttpRequest::default());
+    }
+
+    #[test]
+    fn a_header_that_is_not_utf8_refuses_the_request_and_the_last_of_a_name_counts() {
+        use crate::check_wire::{AttributeContext, Header, HttpRequest as Http, Request};
+        let with = |headers: Vec<(&'static [u8], &'static [u8])>| CheckRequest {
+            attributes: Some(AttributeContext {
+                source: None,
+                request: Some(Request {
+                    http: Some(Http {
+                        headers: headers
+                            .into_iter()
+                            .map(|(key, value)| Header {
+                                key: key.into(),
+                                value: value.into(),
+                            })
+                            .collect(),
+                    }),
+                }),
+            }),
+        };
+        let bad_value = with(vec![(b"authorization", b"Bearer t"), (b"x-a", b"\xff")]);
+        assert_eq!(read_check_request(&bad_value, 0), Err(NotUtf8));
+        let bad_name = with(vec![(b"\xc3", b"v"), (b"authorization", b"Bearer t")]);
+        assert_eq!(read_check_request(&bad_name, 0), Err(NotUtf8));
+        let twice = with(vec![
+            (b"authorization", b"Bearer first"),
+            (b"x-grantflow-user", b"a"),
+            (b"authorization", b"Bearer last"),
+            (b"x-grantflow-user", b"b"),
+        ]);
+        let read = read(&twice, 0);
+        assert_eq!(read.credential, Credential::Bearer("last".into()));
+        assert_eq!(read.identity_headers, vec!["x-grantflow-user"]);
     }
 }

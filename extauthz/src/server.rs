@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use grantflow_core::clock::Clock;
 use grantflow_core::jwks::{HttpJwks, JwksLocation, KeySet, StaticJwks};
 use grantflow_core::store::SessionStore;
@@ -19,7 +18,7 @@ use crate::admin::{self, AdminState};
 use crate::authorize::Authorizer;
 use crate::config::{KeySource, Settings};
 use crate::dev::DevIssuer;
-use crate::grpc::CheckService;
+use crate::grpc::{AuthorizationServer, CheckService};
 use crate::metrics::Metrics;
 
 /// How often the store's housekeeping runs.
@@ -94,9 +93,7 @@ pub async fn start(
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AuthorizationServer<CheckService>>()
-        .await;
+    health.set_serving::<AuthorizationServer>().await;
     let check = CheckService {
         authorizer,
         sign_in_url: settings.sign_in_url.as_str().into(),
