@@ -1,6 +1,6 @@
 //! CPU accounting, from the kernel's counters: a child process or the threads of this process
-//! (`/proc/<pid>/stat`), Redis (`INFO cpu`), and the whole machine (`/proc/stat`), so that a
-//! noisy neighbour shows.
+//! (`/proc/<pid>/stat`), Redis (`INFO cpu`, summed over the nodes of a cluster), and the whole
+//! machine (`/proc/stat`), so that a noisy neighbour shows.
 
 use std::process::Command as StdCommand;
 
@@ -28,7 +28,9 @@ pub struct CpuUse {
 }
 
 impl CpuSample {
-    pub fn take(server: CpuSource, redis_port: Option<u16>) -> CpuSample {
+    /// `redis_ports`: every Redis node the server uses (none, one, or a cluster's nodes, whose
+    /// CPU is summed); an `Option<u16>` works too.
+    pub fn take(server: CpuSource, redis_ports: impl IntoIterator<Item = u16>) -> CpuSample {
         let machine_busy = machine_cpu();
         let server_seconds = server.seconds();
         let mut client = process_cpu("/proc/self/stat");
@@ -38,7 +40,7 @@ impl CpuSample {
         CpuSample {
             server: server_seconds,
             client,
-            redis: redis_port.and_then(redis_cpu),
+            redis: redis_cpu_of(redis_ports),
             machine_busy,
         }
     }
@@ -113,6 +115,21 @@ pub fn redis_cpu(port: u16) -> Option<f64> {
     Some(user + sys)
 }
 
+/// Redis's own CPU summed over `ports` (the nodes of a cluster), in seconds; `None` for no
+/// port or when a node does not answer.
+pub fn redis_cpu_of(ports: impl IntoIterator<Item = u16>) -> Option<f64> {
+    sum_all(ports.into_iter().map(redis_cpu))
+}
+
+/// The sum of every value; `None` when there is none or one is missing.
+fn sum_all(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    let mut total = None;
+    for value in values {
+        total = Some(total.unwrap_or(0.0) + value?);
+    }
+    total
+}
+
 /// All CPUs: busy seconds since boot, from the first line of `/proc/stat`.
 pub fn machine_cpu() -> f64 {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -133,4 +150,17 @@ pub fn machine_cpu() -> f64 {
 /// Microseconds of CPU per call.
 pub fn micros_per(seconds: f64, calls: u64) -> f64 {
     seconds * 1e6 / calls.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_cpu_is_summed_and_missing_means_unmeasured() {
+        assert_eq!(sum_all([Some(1.0), Some(2.5), Some(0.5)]), Some(4.0));
+        assert_eq!(sum_all([Some(1.0), None]), None);
+        assert_eq!(sum_all([]), None);
+        assert_eq!(redis_cpu_of(None), None);
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use grantflow_e2e::free_port;
 use tokio::process::{Child, Command};
 
-use crate::cpu::{machine_cpu, micros_per, process_cpu, redis_cpu};
+use crate::cpu::{machine_cpu, micros_per, process_cpu, redis_cpu_of};
 use crate::load::Target;
 use crate::settings::{EnvoyTools, Plan};
 use crate::{BoxError, USER_AGENT};
@@ -255,12 +255,12 @@ pub async fn through_envoy(
         wrk(tools, plan, envoy.listener, token, plan.warmup).await?;
     }
     let server_cpu = target.map(|t| t.cpu);
-    let redis_port = target.and_then(|t| t.redis_port);
+    let redis_ports = target.map_or(&[][..], |t| &t.redis_ports[..]);
     let sample = || {
         (
             process_cpu(&format!("/proc/{}/stat", envoy.pid)),
             server_cpu.map(|cpu| cpu.seconds()),
-            redis_port.and_then(redis_cpu),
+            redis_cpu_of(redis_ports.iter().copied()),
             machine_cpu(),
         )
     };

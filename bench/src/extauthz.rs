@@ -1,13 +1,15 @@
 //! The server measured: the real `grantflow-extauthz --dev` as a child process on free loopback
-//! ports, one per store, with tokens from its `/dev/token`; and where its binary comes from.
+//! ports, one per store (standalone Redis or a Redis Cluster for the Redis store), with tokens
+//! from its `/dev/token`; and where its binary comes from.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt};
 use grantflow_e2e::free_port;
-use grantflow_e2e::redis::RedisServer;
+use grantflow_e2e::redis::{RedisCluster, RedisServer};
 use tokio::process::{Child, Command};
 
 use crate::BoxError;
@@ -20,21 +22,37 @@ pub enum StoreUnderTest<'a> {
     /// The embedded store in this (fresh) data folder.
     Embedded(&'a Path),
     Redis(&'a RedisServer),
+    /// The Redis store on a Redis Cluster (`--redis-cluster true`, every node a seed).
+    RedisCluster(&'a RedisCluster),
 }
 
 impl StoreUnderTest<'_> {
+    /// How the benchmark names it (`redis-cluster` for the Redis store on a cluster).
     pub fn name(&self) -> &'static str {
         match self {
             StoreUnderTest::Memory => "memory",
             StoreUnderTest::Embedded(_) => "embedded",
             StoreUnderTest::Redis(_) => "redis",
+            StoreUnderTest::RedisCluster(_) => "redis-cluster",
         }
     }
 
-    pub fn redis_port(&self) -> Option<u16> {
+    /// extauthz's `--store`.
+    fn store_flag(&self) -> &'static str {
         match self {
-            StoreUnderTest::Memory | StoreUnderTest::Embedded(_) => None,
-            StoreUnderTest::Redis(redis) => Some(redis.port),
+            StoreUnderTest::RedisCluster(_) => "redis",
+            other => other.name(),
+        }
+    }
+
+    /// The ports of the Redis nodes the store uses: none, one, or the cluster's.
+    pub fn redis_ports(&self) -> Vec<u16> {
+        match self {
+            StoreUnderTest::Memory | StoreUnderTest::Embedded(_) => Vec::new(),
+            StoreUnderTest::Redis(redis) => vec![redis.port],
+            StoreUnderTest::RedisCluster(cluster) => {
+                cluster.nodes.iter().map(|node| node.port).collect()
+            }
         }
     }
 }
@@ -65,7 +83,7 @@ impl Extauthz {
         command
             .args(["--dev", "--grpc-addr", &grpc.to_string()])
             .args(["--admin-addr", &admin.to_string()])
-            .args(["--store", store.name()])
+            .args(["--store", store.store_flag()])
             // The store deadline of production; the bench reports any 503 it causes.
             .args(["--store-timeout", "50ms"])
             .env_remove("RUST_LOG")
@@ -93,6 +111,11 @@ impl Extauthz {
         match store {
             StoreUnderTest::Redis(redis) => {
                 command.args(["--redis-url", &redis.url()]);
+            }
+            StoreUnderTest::RedisCluster(cluster) => {
+                command
+                    .args(["--redis-url", &cluster.urls().join(",")])
+                    .args(["--redis-cluster", "true"]);
             }
             StoreUnderTest::Embedded(dir) => {
                 command.arg("--data-dir").arg(dir);
@@ -142,22 +165,39 @@ impl Extauthz {
 
     /// Tokens of `count` distinct users, each in its own session, from `/dev/token`.
     pub async fn tokens(&self, count: usize, run: &str) -> Result<Vec<String>, BoxError> {
+        self.tokens_in_flight(count, run, 1).await
+    }
+
+    /// [`Self::tokens`] with `in_flight` requests at once (each signs RS256 in the server, so
+    /// more than one per core gains nothing). Users `bench<i>` and sessions `bench-<run>-<i>`:
+    /// a `run` of its own gives sessions never seen before.
+    pub async fn tokens_in_flight(
+        &self,
+        count: usize,
+        run: &str,
+        in_flight: usize,
+    ) -> Result<Vec<String>, BoxError> {
         let http = reqwest::Client::new();
-        let mut tokens = Vec::with_capacity(count);
-        for i in 0..count {
+        let mint = |i: usize| {
+            let http = http.clone();
             let url = format!(
                 "http://{}/dev/token?user=bench{i}&session=bench-{run}-{i}",
                 self.admin
             );
-            let response = http
-                .get(url)
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await?
-                .error_for_status()?;
-            tokens.push(response.text().await?.trim().to_owned());
-        }
-        Ok(tokens)
+            async move {
+                let response = http
+                    .get(url)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                Ok::<String, BoxError>(response.text().await?.trim().to_owned())
+            }
+        };
+        futures::stream::iter((0..count).map(mint))
+            .buffered(in_flight.max(1))
+            .try_collect()
+            .await
     }
 
     pub async fn stop(mut self) {

@@ -99,7 +99,7 @@ pub fn write(path: &Path, report: &Value) -> std::io::Result<()> {
     std::fs::write(path, text + "\n")
 }
 
-fn check_figures(run: &StoreRun) -> Map<String, Value> {
+pub fn check_figures(run: &StoreRun) -> Map<String, Value> {
     let closed = &run.closed;
     let open = &run.open;
     let value = json!({

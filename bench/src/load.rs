@@ -278,7 +278,9 @@ pub struct Target<'a> {
     pub name: &'static str,
     pub grpc: SocketAddr,
     pub cpu: CpuSource,
-    pub redis_port: Option<u16>,
+    /// The Redis nodes the server uses (none, one, or a cluster's): their CPU and commands
+    /// are summed.
+    pub redis_ports: Vec<u16>,
     pub tokens: &'a [String],
     pub log: Option<&'a Path>,
 }

@@ -13,7 +13,7 @@ use crate::envoy::{EnvoyRun, through_envoy};
 use crate::extauthz::{Extauthz, StoreUnderTest};
 use crate::load::{Answer, Measured, Target, call, check_request, closed_loop, connect, open_loop};
 use crate::noop::{NOOP_THREADS, NoopServer};
-use crate::redis_info::{command_delta, command_stats};
+use crate::redis_info::{command_delta, command_stats_of};
 use crate::settings::Plan;
 
 /// Both loops against one store.
@@ -41,7 +41,7 @@ pub async fn bench_store(
         name: store.name(),
         grpc: server.grpc,
         cpu: CpuSource::Process(server.pid),
-        redis_port: store.redis_port(),
+        redis_ports: store.redis_ports(),
         tokens: &tokens,
         log: Some(&server.log),
     };
@@ -61,7 +61,7 @@ pub async fn bench_noop(plan: &Plan) -> Result<StoreRun, BoxError> {
         name: "no-op",
         grpc: server.addr,
         cpu: CpuSource::Threads(NOOP_THREADS),
-        redis_port: None,
+        redis_ports: Vec::new(),
         tokens: &tokens,
         log: None,
     };
@@ -108,8 +108,10 @@ async fn measure(plan: &Plan, target: &Target<'_>) -> Result<StoreRun, BoxError>
         .await;
     }
 
-    let commands_before = target.redis_port.map(command_stats);
-    let before = CpuSample::take(target.cpu, target.redis_port);
+    let redis_ports = || target.redis_ports.iter().copied();
+    let commands_before =
+        (!target.redis_ports.is_empty()).then(|| command_stats_of(&target.redis_ports));
+    let before = CpuSample::take(target.cpu, redis_ports());
     let mut closed = closed_loop(
         &clients,
         &requests,
@@ -118,11 +120,11 @@ async fn measure(plan: &Plan, target: &Target<'_>) -> Result<StoreRun, BoxError>
         plan.max_calls,
     )
     .await;
-    let after = CpuSample::take(target.cpu, target.redis_port);
+    let after = CpuSample::take(target.cpu, redis_ports());
     closed.cpu = after.since(&before);
-    let commands = match (commands_before, target.redis_port) {
-        (Some(before), Some(port)) => command_delta(&before, &command_stats(port)),
-        _ => Vec::new(),
+    let commands = match commands_before {
+        Some(before) => command_delta(&before, &command_stats_of(&target.redis_ports)),
+        None => Vec::new(),
     };
     eprintln!(
         "  closed loop: {:.0} checks/s, p50 {:.2} ms, p99 {:.2} ms, server {:.1} µs CPU/check",
@@ -132,7 +134,7 @@ async fn measure(plan: &Plan, target: &Target<'_>) -> Result<StoreRun, BoxError>
         micros_per(closed.cpu.server, closed.calls)
     );
 
-    let before = CpuSample::take(target.cpu, target.redis_port);
+    let before = CpuSample::take(target.cpu, redis_ports());
     let mut open = open_loop(
         &clients,
         &requests,
@@ -140,7 +142,7 @@ async fn measure(plan: &Plan, target: &Target<'_>) -> Result<StoreRun, BoxError>
         Duration::from_secs_f64(plan.open_seconds),
     )
     .await;
-    let after = CpuSample::take(target.cpu, target.redis_port);
+    let after = CpuSample::take(target.cpu, redis_ports());
     open.cpu = after.since(&before);
     eprintln!(
         "  open loop {}/s: p50 {:.3} ms, p99 {:.3} ms",

@@ -1,5 +1,5 @@
-//! What Redis says about itself through `redis-cli`: `INFO` fields, command statistics,
-//! `DBSIZE`.
+//! What Redis says about itself through `redis-cli`: `INFO` fields, command statistics (of one
+//! server or summed over a cluster's nodes), `DBSIZE`.
 
 use std::collections::HashMap;
 
@@ -19,6 +19,25 @@ pub fn command_stats(port: u16) -> HashMap<String, (u64, u64)> {
             Some((name.to_owned(), (field("calls")?, field("usec")?)))
         })
         .collect()
+}
+
+/// [`command_stats`] summed over `ports` (the nodes of a cluster).
+pub fn command_stats_of(ports: &[u16]) -> HashMap<String, (u64, u64)> {
+    sum_stats(ports.iter().map(|port| command_stats(*port)))
+}
+
+fn sum_stats(
+    nodes: impl IntoIterator<Item = HashMap<String, (u64, u64)>>,
+) -> HashMap<String, (u64, u64)> {
+    let mut total: HashMap<String, (u64, u64)> = HashMap::new();
+    for node in nodes {
+        for (name, (calls, usec)) in node {
+            let entry = total.entry(name).or_default();
+            entry.0 += calls;
+            entry.1 += usec;
+        }
+    }
+    total
 }
 
 /// Per command run between two `command_stats`: (calls, µs per call), busiest first.
@@ -50,4 +69,43 @@ pub fn dbsize(port: u16) -> u64 {
     redis_cli(port, &["DBSIZE"])
         .and_then(|out| out.trim().parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(entries: &[(&str, u64, u64)]) -> HashMap<String, (u64, u64)> {
+        entries
+            .iter()
+            .map(|(name, calls, usec)| (name.to_string(), (*calls, *usec)))
+            .collect()
+    }
+
+    #[test]
+    fn node_stats_are_summed_per_command() {
+        let total = sum_stats([
+            stats(&[("evalsha", 10, 100), ("ping", 1, 1)]),
+            stats(&[("evalsha", 5, 60)]),
+        ]);
+        assert_eq!(total, stats(&[("evalsha", 15, 160), ("ping", 1, 1)]));
+    }
+
+    #[test]
+    fn the_delta_is_per_call_busiest_first_without_info() {
+        let before = stats(&[("evalsha", 10, 100), ("info", 3, 30)]);
+        let after = stats(&[
+            ("evalsha", 30, 300),
+            ("info", 9, 90),
+            ("cluster", 1, 4),
+            ("get", 0, 0),
+        ]);
+        assert_eq!(
+            command_delta(&before, &after),
+            vec![
+                ("evalsha".to_string(), 20, 10.0),
+                ("cluster".to_string(), 1, 4.0)
+            ]
+        );
+    }
 }

@@ -1,9 +1,496 @@
-//! Not built yet (issue 10, item 3): see [`super`].
+//! The `cold` row: every request carries a token never seen before, naming a session never
+//! seen before, so each check verifies an RS256 signature in full and creates the session in
+//! the store. On the memory store, the embedded store (when measured) and Redis, each in a
+//! fresh `grantflow-extauthz`; compared with the floor (goal: server CPU ≤ 2× the floor's) and
+//! with the warm run of the same store in the main table.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use grantflow_e2e::redis::RedisServer;
+use hdrhistogram::Histogram;
+use serde_json::{Map, Value, json};
 
 use crate::BoxError;
+use crate::cpu::{CpuSample, CpuSource, CpuUse, micros_per};
+use crate::extauthz::{Extauthz, StoreUnderTest};
+use crate::load::{Answer, Client, Measured, call, check_request, connect};
+use crate::measure::StoreRun;
+use crate::redis_info::{command_delta, command_stats_of};
+use crate::settings::Plan;
 
-use super::{Context, Section};
+use super::cluster::{
+    describe_commands, describe_not_allowed, finite, ratio, seconds, server_cpu, strip_nulls,
+    table_header,
+};
+use super::{Context, Section, verdict};
 
-pub async fn run(_context: &Context<'_>) -> Result<Section, BoxError> {
-    Err("the cold row is not built yet".into())
+/// The issue's goal: cold server CPU per check at most this many times the floor's.
+const GOAL_RATIO: f64 = 2.0;
+/// Cold checks measured per store, at most (the loop also stops after `plan.seconds`): about
+/// 8 s of cold checks at the few thousand per second a 2-core machine manages, without making
+/// the minting (one RS256 signature each) dominate the row.
+const TOKENS_FULL: usize = 20_000;
+/// The same in the short mode (`BENCH_SECONDS` ≤ 2), where the row has a few seconds.
+const TOKENS_SHORT: usize = 2_000;
+
+/// Tokens measured and tokens used first as a warm-up (also each once, not measured).
+fn sizes(plan: &Plan) -> (usize, usize) {
+    let measured = if plan.short {
+        TOKENS_SHORT
+    } else {
+        TOKENS_FULL
+    };
+    (measured, (measured / 10).max(100))
+}
+
+/// The cold run of one store.
+struct ColdRun {
+    store: &'static str,
+    tokens: usize,
+    warmup_tokens: usize,
+    /// Tokens minted per second by `/dev/token` (before measuring).
+    mint_per_s: f64,
+    measured: Measured,
+    /// Redis commands in the measured loop: (name, calls, µs inside Redis per call).
+    commands: Vec<(String, u64, f64)>,
+}
+
+pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
+    let plan = context.plan;
+    let mut runs = Vec::new();
+    runs.push(cold_store(plan, context, StoreKind::Memory).await?);
+    if plan.embedded {
+        runs.push(cold_store(plan, context, StoreKind::Embedded).await?);
+    }
+    runs.push(cold_store(plan, context, StoreKind::Redis).await?);
+    Ok(section(context, &runs))
+}
+
+#[derive(Clone, Copy)]
+enum StoreKind {
+    Memory,
+    Embedded,
+    Redis,
+}
+
+/// A folder removed when dropped (also on error paths).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn cold_store(
+    plan: &Plan,
+    context: &Context<'_>,
+    kind: StoreKind,
+) -> Result<ColdRun, BoxError> {
+    match kind {
+        StoreKind::Memory => cold_run(plan, context, StoreUnderTest::Memory).await,
+        StoreKind::Embedded => {
+            let dir = TempDir(
+                std::env::temp_dir()
+                    .join(format!("grantflow-bench-{}-cold-data", std::process::id())),
+            );
+            let _ = std::fs::remove_dir_all(&dir.0);
+            cold_run(plan, context, StoreUnderTest::Embedded(&dir.0)).await
+        }
+        StoreKind::Redis => {
+            // `RedisServer::start` panics when Redis does not start; in a task of its own that
+            // is this row's error. Killed when dropped.
+            let redis = tokio::spawn(RedisServer::start())
+                .await
+                .map_err(|error| format!("Redis did not start: {error}"))?;
+            cold_run(plan, context, StoreUnderTest::Redis(&redis)).await
+        }
+    }
+}
+
+async fn cold_run(
+    plan: &Plan,
+    context: &Context<'_>,
+    store: StoreUnderTest<'_>,
+) -> Result<ColdRun, BoxError> {
+    let (count, warmup) = sizes(plan);
+    let server = Extauthz::start(context.extauthz, store, plan).await?;
+    // Minting signs RS256 inside the server: all of it before the CPU is sampled.
+    let in_flight = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let minting = Instant::now();
+    let run = format!("cold-{}-{}", store.name(), std::process::id());
+    let tokens = server
+        .tokens_in_flight(warmup + count, &run, in_flight)
+        .await?;
+    let mint_per_s = tokens.len() as f64 / minting.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "  {}: {} tokens minted ({mint_per_s:.0}/s)",
+        store.name(),
+        tokens.len()
+    );
+    let requests: Vec<CheckRequest> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| check_request(token, i))
+        .collect();
+    let mut requests = requests.into_iter();
+    let warmup_requests: Arc<Vec<CheckRequest>> =
+        Arc::new(requests.by_ref().take(warmup).collect());
+    let measured_requests: Arc<Vec<CheckRequest>> = Arc::new(requests.collect());
+    let clients = connect(server.grpc, plan.connections).await?;
+    let limit = Duration::from_secs_f64(plan.seconds);
+
+    // Connections, the store (Redis script loaded) and the allocator warmed by cold checks.
+    let warm = each_once(&clients, &warmup_requests, plan.concurrency, limit).await;
+    if warm.allowed == 0 {
+        return Err(format!(
+            "{}: no cold check was allowed in the warm-up ({} calls); see {}",
+            store.name(),
+            warm.calls,
+            server.log.display()
+        )
+        .into());
+    }
+
+    let ports = store.redis_ports();
+    let commands_before = (!ports.is_empty()).then(|| command_stats_of(&ports));
+    let source = CpuSource::Process(server.pid);
+    let before = CpuSample::take(source, ports.iter().copied());
+    let mut measured = each_once(&clients, &measured_requests, plan.concurrency, limit).await;
+    let after = CpuSample::take(source, ports.iter().copied());
+    measured.cpu = after.since(&before);
+    let commands = match commands_before {
+        Some(before) => command_delta(&before, &command_stats_of(&ports)),
+        None => Vec::new(),
+    };
+    eprintln!(
+        "  {} cold: {:.0} checks/s, p50 {:.2} ms, p99 {:.2} ms, server {:.1} µs CPU/check, {} of {} allowed",
+        store.name(),
+        measured.rate(),
+        measured.quantile_ms(0.5),
+        measured.quantile_ms(0.99),
+        server_cpu(&measured),
+        measured.allowed,
+        measured.calls
+    );
+    drop(clients);
+    server.stop().await;
+    Ok(ColdRun {
+        store: store.name(),
+        tokens: count,
+        warmup_tokens: warmup,
+        mint_per_s,
+        measured,
+        commands,
+    })
+}
+
+/// A closed loop of `concurrency` callers that sends every request of `requests` at most once
+/// (each caller takes the next unsent one), until all are sent or `limit` has passed.
+async fn each_once(
+    clients: &[Client],
+    requests: &Arc<Vec<CheckRequest>>,
+    concurrency: usize,
+    limit: Duration,
+) -> Measured {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + limit;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for worker in 0..concurrency {
+        let mut client = clients[worker % clients.len()].clone();
+        let requests = requests.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::new();
+            while Instant::now() < deadline {
+                let Some(request) = requests.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let sent = Instant::now();
+                let answer = call(&mut client, request.clone()).await;
+                tally.note(answer, sent.elapsed().as_micros() as u64);
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::new();
+    for task in tasks {
+        if let Ok(tally) = task.await {
+            total.merge(tally);
+        }
+    }
+    total.into_measured(started.elapsed())
+}
+
+/// What the callers of [`each_once`] saw.
+struct Tally {
+    calls: u64,
+    allowed: u64,
+    denied: HashMap<i32, u64>,
+    failed: u64,
+    /// Microseconds.
+    latency: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            calls: 0,
+            allowed: 0,
+            denied: HashMap::new(),
+            failed: 0,
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+        }
+    }
+
+    fn note(&mut self, answer: Answer, micros: u64) {
+        self.calls += 1;
+        match answer {
+            Answer::Allowed => self.allowed += 1,
+            Answer::Denied(code) => *self.denied.entry(code).or_default() += 1,
+            Answer::Failed => self.failed += 1,
+        }
+        self.latency.saturating_record(micros);
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.calls += other.calls;
+        self.allowed += other.allowed;
+        for (code, n) in other.denied {
+            *self.denied.entry(code).or_default() += n;
+        }
+        self.failed += other.failed;
+        self.latency
+            .add(&other.latency)
+            .expect("same histogram bounds");
+    }
+
+    fn into_measured(self, elapsed: Duration) -> Measured {
+        Measured {
+            calls: self.calls,
+            allowed: self.allowed,
+            denied: self.denied,
+            failed: self.failed,
+            latency: self.latency,
+            elapsed,
+            cpu: CpuUse::default(),
+            send_lag_p99: None,
+            dropped: 0,
+        }
+    }
+}
+
+fn section(context: &Context<'_>, runs: &[ColdRun]) -> Section {
+    let plan = context.plan;
+    let floor = context.floor;
+    let floor_cpu = server_cpu(&floor.closed);
+    let (count, warmup) = sizes(plan);
+
+    let mut markdown = String::from("### Cold path: a new token and session every request\n\n");
+    markdown.push_str(&format!(
+        "Each store in a fresh extauthz: {} tokens of distinct users, each naming a session \
+         never seen before, minted from `/dev/token` before anything is measured; {warmup} \
+         of them are sent first (not measured), then a closed loop of {} calls in flight sends \
+         each of the other {count} exactly once (at most {} s): every check verifies an RS256 \
+         signature in full and creates its session. CPU per check as in the main table; warm \
+         is the main table's closed loop of the same store (64 sessions, cached). Goal: cold \
+         server CPU ≤ {GOAL_RATIO}× the floor's ({floor_cpu:.1} µs).\n\n",
+        count + warmup,
+        plan.concurrency,
+        seconds(plan.seconds),
+    ));
+    markdown.push_str(&table_header(&[
+        "gRPC Check, cold".to_string(),
+        "checks/s cold (warm)".into(),
+        "p50 / p99 ms cold (warm)".into(),
+        "server CPU µs/check cold (warm)".into(),
+        "cold × floor".into(),
+        "cold ÷ warm".into(),
+        "Redis CPU µs/check cold (warm)".into(),
+        "Redis commands per cold check, µs each".into(),
+        "not allowed".into(),
+        format!("goal: server CPU ≤ {GOAL_RATIO}× floor"),
+    ]));
+    markdown.push_str(&format!(
+        "| no-op server (floor) | {:.0} | {:.2} / {:.2} | {floor_cpu:.1} | 1.00× | – | – | – | {} | – |\n",
+        floor.closed.rate(),
+        floor.closed.quantile_ms(0.5),
+        floor.closed.quantile_ms(0.99),
+        describe_not_allowed(&[&floor.closed]),
+    ));
+
+    let mut figures = Map::new();
+    figures.insert("floor_server_cpu_us".into(), json!(floor_cpu));
+    figures.insert("server_cpu_goal_ratio".into(), json!(GOAL_RATIO));
+    for run in runs {
+        let cold = &run.measured;
+        let warm = context.run_of(run.store);
+        let cold_cpu = server_cpu(cold);
+        let warm_cpu = warm.map(|w| server_cpu(&w.closed));
+        let to_floor = ratio(cold_cpu, floor_cpu);
+        let to_warm = warm_cpu.map_or(f64::NAN, |w| ratio(cold_cpu, w));
+        let redis_cpu = |m: &Measured| m.cpu.redis.map(|s| micros_per(s, m.calls));
+        let in_brackets =
+            |value: Option<String>| value.map_or(String::new(), |v| format!(" ({v})"));
+        let cells = [
+            format!("extauthz, {} store", run.store),
+            format!(
+                "{:.0}{}",
+                cold.rate(),
+                in_brackets(warm.map(|w| format!("{:.0}", w.closed.rate())))
+            ),
+            format!(
+                "{:.2} / {:.2}{}",
+                cold.quantile_ms(0.5),
+                cold.quantile_ms(0.99),
+                in_brackets(warm.map(|w| format!(
+                    "{:.2} / {:.2}",
+                    w.closed.quantile_ms(0.5),
+                    w.closed.quantile_ms(0.99)
+                )))
+            ),
+            format!(
+                "**{cold_cpu:.1}**{}",
+                in_brackets(warm_cpu.map(|w| format!("{w:.1}")))
+            ),
+            format!("{to_floor:.2}×"),
+            if to_warm.is_finite() {
+                format!("{to_warm:.2}×")
+            } else {
+                "–".into()
+            },
+            redis_cpu(cold).map_or("–".into(), |c| {
+                format!(
+                    "{c:.1}{}",
+                    in_brackets(
+                        warm.and_then(|w| redis_cpu(&w.closed))
+                            .map(|w| format!("{w:.1}"))
+                    )
+                )
+            }),
+            describe_commands(&run.commands, cold.calls),
+            describe_not_allowed(&[cold]),
+            verdict(to_floor, GOAL_RATIO, true).to_string(),
+        ];
+        markdown.push_str(&format!("| {} |\n", cells.join(" | ")));
+        figures.insert(
+            run.store.into(),
+            store_figures(run, to_floor, warm, warm_cpu, to_warm),
+        );
+    }
+    Section {
+        markdown,
+        json: strip_nulls(Value::Object(figures)),
+    }
+}
+
+fn store_figures(
+    run: &ColdRun,
+    to_floor: f64,
+    warm: Option<&StoreRun>,
+    warm_cpu: Option<f64>,
+    to_warm: f64,
+) -> Value {
+    let cold = &run.measured;
+    json!({
+        "checks_per_s": cold.rate(),
+        "p50_ms": cold.quantile_ms(0.5),
+        "p99_ms": cold.quantile_ms(0.99),
+        "p999_ms": cold.quantile_ms(0.999),
+        "server_cpu_us": server_cpu(cold),
+        "redis_cpu_us": cold.cpu.redis.map(|s| micros_per(s, cold.calls)),
+        "client_cpu_us": micros_per(cold.cpu.client, cold.calls),
+        "machine_busy_cores": cold.cpu.machine_busy / cold.elapsed.as_secs_f64().max(1e-9),
+        "redis_commands": commands(&run.commands, cold.calls),
+        "calls": cold.calls,
+        "allowed": cold.allowed,
+        "not_allowed": cold.denied.values().sum::<u64>(),
+        "failed": cold.failed,
+        "elapsed_s": cold.elapsed.as_secs_f64(),
+        "tokens": run.tokens,
+        "warmup_tokens": run.warmup_tokens,
+        "mint_per_s": run.mint_per_s,
+        "server_cpu_ratio_to_floor": finite(to_floor),
+        "server_cpu_goal": verdict(to_floor, GOAL_RATIO, true),
+        "warm_checks_per_s": warm.map(|w| w.closed.rate()),
+        "warm_server_cpu_us": warm_cpu,
+        "server_cpu_ratio_to_warm": finite(to_warm),
+    })
+}
+
+/// Redis commands per check: `{ "evalsha": { "per_call": 1.0, "usec_each": 30.2 } }`; `null`
+/// (so absent) without Redis.
+fn commands(delta: &[(String, u64, f64)], calls: u64) -> Value {
+    if delta.is_empty() {
+        return Value::Null;
+    }
+    delta
+        .iter()
+        .map(|(name, n, usec)| {
+            (
+                name.clone(),
+                json!({ "per_call": *n as f64 / calls.max(1) as f64, "usec_each": usec }),
+            )
+        })
+        .collect::<Map<String, Value>>()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_count_every_answer_and_merge() {
+        let mut a = Tally::new();
+        a.note(Answer::Allowed, 100);
+        a.note(Answer::Denied(401), 200);
+        let mut b = Tally::new();
+        b.note(Answer::Failed, 5_000_000);
+        b.note(Answer::Denied(401), 300);
+        a.merge(b);
+        let measured = a.into_measured(Duration::from_secs(2));
+        assert_eq!(
+            (measured.calls, measured.allowed, measured.failed),
+            (4, 1, 1)
+        );
+        assert_eq!(measured.denied, HashMap::from([(401, 2)]));
+        assert_eq!(measured.rate(), 2.0);
+        assert_eq!(measured.latency.len(), 4);
+    }
+
+    #[test]
+    fn the_short_mode_measures_fewer_tokens() {
+        use clap::Parser;
+
+        use crate::settings::Settings;
+
+        let plan = |seconds: &str| {
+            Plan::new(&Settings::parse_from([
+                "bench",
+                "--seconds",
+                seconds,
+                "--envoy",
+                "0",
+            ]))
+            .unwrap()
+        };
+        assert_eq!(sizes(&plan("2")), (TOKENS_SHORT, 200));
+        assert_eq!(sizes(&plan("8")), (TOKENS_FULL, 2_000));
+    }
+
+    #[test]
+    fn commands_are_per_check_and_absent_without_redis() {
+        assert_eq!(
+            commands(&[("evalsha".into(), 300, 30.0)], 100),
+            json!({ "evalsha": { "per_call": 3.0, "usec_each": 30.0 } })
+        );
+        assert_eq!(commands(&[], 100), Value::Null);
+    }
 }
