@@ -11,7 +11,9 @@ use futures::StreamExt;
 use grantflow_e2e::redis::RedisServer;
 use serde_json::{Map, Value, json};
 
-use super::sessions::{Loops, P99_GOAL, Ratios, THROUGHPUT_GOAL, Warm, warm_load};
+use super::sessions::{
+    Loops, P99_GOAL, Ratios, THROUGHPUT_GOAL, Warm, not_allowed_note, thousands, warm_load,
+};
 use super::{Context, Section};
 use crate::cpu::CpuSource;
 use crate::extauthz::{Extauthz, StoreUnderTest};
@@ -20,12 +22,25 @@ use crate::redis_info::dbsize;
 use crate::settings::Plan;
 use crate::{BoxError, TENANT};
 
+/// The short mode's most tenants (and hot tokens): minting a token signs it with RS256, and
+/// four loads of 1 000 would take most of the short mode's time.
+const SHORT_TENANTS: usize = 250;
 /// `/dev/token` calls in flight while minting (each signs an RS256 token).
 const MINT_CONCURRENCY: usize = 4;
 
 /// The `i`th tenant of the many-tenant load: a GUID that is not the development tenant.
 pub fn tenant_id(i: usize) -> String {
     format!("7e0a0000-0000-4000-8000-{i:012x}")
+}
+
+/// Tenants (and hot tokens) of the many-tenant load: `plan.tenant_count`, at most
+/// [`SHORT_TENANTS`] in the short mode.
+pub fn tenant_count(plan: &Plan) -> usize {
+    if plan.short {
+        plan.tenant_count.min(SHORT_TENANTS)
+    } else {
+        plan.tenant_count
+    }
 }
 
 /// Which tenant each hot token is for: all the development tenant, or one tenant each.
@@ -88,7 +103,7 @@ async fn phase(
     spread: bool,
 ) -> Result<Phase, BoxError> {
     let plan: &Plan = context.plan;
-    let tenants = tenants_of(plan.tenant_count, spread);
+    let tenants = tenants_of(tenant_count(plan), spread);
     let distinct = if spread { tenants.len() } else { 1 };
     // A fresh Redis each time, so that its keys and bytes are this load's alone.
     let redis_server = if redis {
@@ -148,19 +163,17 @@ fn phase_json(phase: &Phase) -> Value {
 pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
     let plan = context.plan;
     let loops = Loops::of(plan);
+    let count = tenant_count(plan);
     let mut measured = Vec::new();
     for (store, redis) in [("memory", false), ("redis", true)] {
-        eprintln!("  {store}: {} hot tokens in 1 tenant", plan.tenant_count);
+        eprintln!("  {store}: {count} hot tokens in 1 tenant");
         let one = phase(context, &loops, redis, false).await?;
-        eprintln!(
-            "  {store}: {} hot tokens in {} tenants",
-            plan.tenant_count, plan.tenant_count
-        );
+        eprintln!("  {store}: {count} hot tokens in {count} tenants");
         let many = phase(context, &loops, redis, true).await?;
         measured.push((store, one, many));
     }
 
-    let mut markdown = format!("### 1 vs {} tenants\n\n", plan.tenant_count);
+    let mut markdown = format!("### 1 vs {} tenants\n\n", thousands(count));
     markdown.push_str(&format!(
         "The same warm Check load ({n} hot tokens, one user each; closed loop {} calls in \
          flight for {:.1} s after {:.2} s warm-up, open loop {}/s for {:.1} s) with every token \
@@ -169,13 +182,21 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
          process, and for Redis a fresh `redis-server`, for each load. Redis keys and bytes \
          per tenant: `DBSIZE` and `used_memory` after the many-tenant load minus after the \
          one-tenant load, over the extra tenants. Goal: with {n} tenants, throughput ≥ \
-         {THROUGHPUT_GOAL}× and both p99s ≤ {P99_GOAL}× one tenant's.\n\n",
+         {THROUGHPUT_GOAL}× and both p99s ≤ {P99_GOAL}× one tenant's.{short}\n\n",
         plan.concurrency,
         loops.closed,
         loops.warmup,
         plan.rate,
         loops.open,
-        n = plan.tenant_count,
+        n = count,
+        short = if count < plan.tenant_count {
+            format!(
+                " (The short mode: {count} tenants instead of {}.)",
+                plan.tenant_count
+            )
+        } else {
+            String::new()
+        },
     ));
     markdown.push_str(
         "| store | tenants | checks/s | closed p99, ms | open p99, ms | server CPU µs/check \
@@ -183,8 +204,8 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut json = Map::new();
-    json.insert("tenant_count".into(), json!(plan.tenant_count));
-    json.insert("hot_tokens".into(), json!(plan.tenant_count));
+    json.insert("tenant_count".into(), json!(count));
+    json.insert("hot_tokens".into(), json!(count));
     let mut ratio_rows = Vec::new();
     let mut per_tenant = None;
     for (store, one, many) in &measured {
@@ -225,11 +246,19 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
     markdown.push_str(&format!(
         "\n| store | throughput, {n} / 1 tenant | closed p99, {n} / 1 | open p99, {n} / 1 \
          | goal (≥ {THROUGHPUT_GOAL}×, ≤ {P99_GOAL}×, ≤ {P99_GOAL}×) |\n|---|---:|---:|---:|---|\n",
-        n = plan.tenant_count
+        n = count
     ));
     for (store, ratios) in &ratio_rows {
         markdown.push_str(&format!("| {store} | {} |\n", ratios.cells()));
     }
+    markdown.push_str(&not_allowed_note(measured.iter().flat_map(
+        |(store, one, many)| {
+            [
+                (format!("{store}, 1 tenant"), &one.warm),
+                (format!("{store}, {count} tenants"), &many.warm),
+            ]
+        },
+    )));
     if let Some((keys, bytes)) = per_tenant {
         let show = |v: Option<f64>, digits: usize| {
             v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
@@ -263,6 +292,21 @@ mod tests {
                 .all(|t| grantflow_core::identity::is_guid(t) && t != TENANT)
         );
         assert!(tenants_of(3, false).iter().all(|t| t == TENANT));
+    }
+
+    #[test]
+    fn the_short_mode_has_fewer_tenants() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let settings = crate::settings::Settings::parse_from(args);
+            tenant_count(&Plan::new(&settings).unwrap())
+        };
+        assert_eq!(parse(&["bench"]), 1_000);
+        assert_eq!(parse(&["bench", "--seconds", "2"]), SHORT_TENANTS);
+        assert_eq!(
+            parse(&["bench", "--seconds", "2", "--tenant-count", "20"]),
+            20
+        );
     }
 
     #[test]
