@@ -724,6 +724,9 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
         json.insert("embedded".into(), Value::Object(figures));
     }
 
+    if embedded.is_none() {
+        markdown.push_str("| embedded | skipped (`BENCH_EMBEDDED=0`) |||||||||\n");
+    }
     let redis_bytes = bytes_per(
         Some(redis.used_small),
         Some(redis.used_large),
