@@ -329,6 +329,40 @@ pub async fn warm_load(plan: &Plan, loops: &Loops, target: &Target<'_>) -> Resul
     Ok(warm)
 }
 
+/// The dev tenant's live sessions as the server counts them (`GET /api/v1/overview`, with an
+/// admin token from `/dev/token`, whose one session is among them); `None` when it does not
+/// answer.
+pub async fn live_sessions(server: &Extauthz) -> Option<u64> {
+    let http = reqwest::Client::new();
+    let admin = server.admin;
+    let token = http
+        .get(format!(
+            "http://{admin}/dev/token?admin=true&user=benchadmin&session=bench-admin"
+        ))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let overview = http
+        .get(format!("http://{admin}/api/v1/overview"))
+        .bearer_auth(token.trim())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    serde_json::from_str::<Value>(&overview).ok()?["liveSessions"].as_u64()
+}
+
 /// Resident memory of a process (`VmRSS` of `/proc/<pid>/status`, or `self`), in bytes.
 pub fn rss_bytes(pid: &str) -> Option<u64> {
     parse_vm_rss(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
@@ -448,6 +482,8 @@ struct EmbeddedSize {
     seeded: Seeded,
     /// Live sessions while measured: seeded + the hot tokens'.
     live: usize,
+    /// Live sessions as extauthz counts them (its admin session included).
+    counted: Option<u64>,
     startup: Duration,
     warm: Warm,
     rss: Option<u64>,
@@ -490,10 +526,12 @@ async fn embedded_size(
     // On an error the server is killed when dropped and its log stays for the message.
     let warm = warm_load(plan, loops, &target).await?;
     let rss = rss_bytes(&server.pid.to_string());
+    let counted = live_sessions(&server).await;
     server.stop().await;
     Ok(EmbeddedSize {
         seeded,
         live: seeded.created + plan.tokens,
+        counted,
         startup,
         warm,
         rss,
@@ -509,6 +547,9 @@ struct RedisSizes {
     large: Warm,
     small_live: usize,
     large_live: usize,
+    /// Live sessions as extauthz counts them (its admin session included).
+    small_counted: Option<u64>,
+    large_counted: Option<u64>,
     used_small: u64,
     used_large: u64,
     seed_redis_cpu_us: Option<f64>,
@@ -544,6 +585,8 @@ async fn redis_sizes(context: &Context<'_>, loops: &Loops) -> Result<RedisSizes,
     };
     // On an error the server is killed when dropped and its log stays for the message.
     let small = warm_load(plan, loops, &target).await?;
+    // Counted before used_memory is read: the admin session is then in both sizes' figures.
+    let small_counted = live_sessions(&server).await;
     let used_small = redis.used_memory();
     let redis_before = crate::cpu::redis_cpu(redis.port);
     let more = plan.large_sessions.saturating_sub(SMALL_SESSIONS);
@@ -561,6 +604,7 @@ async fn redis_sizes(context: &Context<'_>, loops: &Loops) -> Result<RedisSizes,
     let used_large = redis.used_memory();
     note_seeded("redis, on to the large size", &large_seeded);
     let large = warm_load(plan, loops, &target).await?;
+    let large_counted = live_sessions(&server).await;
     server.stop().await;
     drop(store);
     let small_live = small_seeded.created + plan.tokens;
@@ -569,6 +613,8 @@ async fn redis_sizes(context: &Context<'_>, loops: &Loops) -> Result<RedisSizes,
         large_live: small_live + large_seeded.created,
         small_seeded,
         large_seeded,
+        small_counted,
+        large_counted,
         small,
         large,
         used_small,
@@ -610,6 +656,21 @@ pub fn thousands(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+/// Live sessions as seeded plus the hot tokens', and extauthz's own count when it differs
+/// (its admin session included).
+fn live_cell(live: usize, counted: Option<u64>) -> String {
+    match counted {
+        Some(counted) if counted != live as u64 + 1 => {
+            format!(
+                "{} (extauthz counts {})",
+                thousands(live),
+                thousands(counted as usize)
+            )
+        }
+        _ => thousands(live),
+    }
 }
 
 fn bytes_cell(bytes: Option<f64>) -> String {
@@ -664,6 +725,8 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
          folder's size at the large size minus the small one, Redis `used_memory`; the memory \
          store's sessions can only be made inside its process, so its figure is the bench \
          process's RSS before and after seeding a `MemoryStore` with the same sessions. \
+         Live sessions: seeded plus the hot tokens' (extauthz's own count, from its admin \
+         overview, is shown only where it differs beyond its admin session). \
          Goal: at the large size, throughput ≥ {THROUGHPUT_GOAL}× and both p99s ≤ {P99_GOAL}× \
          the small size's.\n\n",
         plan.tokens,
@@ -691,7 +754,7 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
         for (size, label) in [(small, "small"), (large, "large")] {
             markdown.push_str(&format!(
                 "| embedded | {} | {} | {:.0} | {:.0} | {} |\n",
-                thousands(size.live),
+                live_cell(size.live, size.counted),
                 size.warm.cells(),
                 size.seeded.per_s(),
                 size.startup.as_secs_f64() * 1e3,
@@ -708,6 +771,9 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
         for (size, label) in [(small, "small"), (large, "large")] {
             let mut one = size.warm.json();
             one.insert("live_sessions".into(), json!(size.live));
+            if let Some(counted) = size.counted {
+                one.insert("live_sessions_counted".into(), json!(counted));
+            }
             one.insert("seeding".into(), seeded_json(&size.seeded));
             one.insert("startup_ms".into(), json!(size.startup.as_secs_f64() * 1e3));
             if let Some(rss) = size.rss {
@@ -732,13 +798,25 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
         Some(redis.used_large),
         (redis.small_live, redis.large_live),
     );
-    for (warm, live, seeded, label) in [
-        (&redis.small, redis.small_live, &redis.small_seeded, "small"),
-        (&redis.large, redis.large_live, &redis.large_seeded, "large"),
+    for (warm, live, counted, seeded, label) in [
+        (
+            &redis.small,
+            redis.small_live,
+            redis.small_counted,
+            &redis.small_seeded,
+            "small",
+        ),
+        (
+            &redis.large,
+            redis.large_live,
+            redis.large_counted,
+            &redis.large_seeded,
+            "large",
+        ),
     ] {
         markdown.push_str(&format!(
             "| redis | {} | {} | {:.0} | – | {} |\n",
-            thousands(live),
+            live_cell(live, counted),
             warm.cells(),
             seeded.per_s(),
             if label == "large" {
@@ -757,10 +835,11 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
     let redis_ratios = Ratios::of(&redis.small, &redis.large);
     ratio_rows.push(("redis", redis_ratios));
     let mut figures = Map::new();
-    for (warm, live, seeded, used, label) in [
+    for (warm, live, counted, seeded, used, label) in [
         (
             &redis.small,
             redis.small_live,
+            redis.small_counted,
             &redis.small_seeded,
             redis.used_small,
             "small",
@@ -768,6 +847,7 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
         (
             &redis.large,
             redis.large_live,
+            redis.large_counted,
             &redis.large_seeded,
             redis.used_large,
             "large",
@@ -775,6 +855,9 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
     ] {
         let mut one = warm.json();
         one.insert("live_sessions".into(), json!(live));
+        if let Some(counted) = counted {
+            one.insert("live_sessions_counted".into(), json!(counted));
+        }
         one.insert("seeding".into(), seeded_json(seeded));
         one.insert("used_memory_bytes".into(), json!(used));
         figures.insert(label.into(), Value::Object(one));
@@ -895,6 +978,16 @@ mod tests {
                 closed: full.seconds,
                 open: full.open_seconds
             }
+        );
+    }
+
+    #[test]
+    fn extauthz_count_is_shown_only_when_it_differs_beyond_its_admin_session() {
+        assert_eq!(live_cell(1_064, Some(1_065)), "1\u{202f}064");
+        assert_eq!(live_cell(1_064, None), "1\u{202f}064");
+        assert_eq!(
+            live_cell(1_064, Some(64)),
+            "1\u{202f}064 (extauthz counts 64)"
         );
     }
 
