@@ -86,7 +86,7 @@ impl Footprint {
 
 /// What a real Entra session brings: GUID user and sid, an e-mail-like name, an IPv4
 /// client and a browser's user agent.
-fn access_request(i: usize, now_secs: i64) -> AccessRequest {
+pub fn access_request(i: usize, now_secs: i64) -> AccessRequest {
     let guid = |kind: u32| format!("{kind:08x}-0000-4000-8000-{i:012x}");
     AccessRequest {
         identity: Arc::new(Identity {
@@ -202,4 +202,60 @@ pub async fn session_footprint(
         footprint.encoding
     );
     Ok(footprint)
+}
+
+/// What [`seed`] made.
+#[derive(Debug, Clone, Copy)]
+pub struct Seeded {
+    /// Sessions asked for.
+    pub asked: usize,
+    /// Sessions the store created (allowed, `created: true`).
+    pub created: usize,
+    /// Sessions started before the time budget ran out (the rest were not tried).
+    pub tried: usize,
+    pub elapsed: Duration,
+}
+
+impl Seeded {
+    /// Sessions created per second.
+    pub fn per_s(&self) -> f64 {
+        self.created as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The time budget ended the seeding before every session was tried.
+    pub fn cut_short(&self) -> bool {
+        self.tried < self.asked
+    }
+}
+
+/// Creates the sessions `first..first + count` ([`access_request`], the dev tenant, every one
+/// a user of its own, issued now) through `store.check`, `concurrency` at once; no new one is
+/// started once `budget` has passed.
+pub async fn seed(
+    store: &dyn SessionStore,
+    first: usize,
+    count: usize,
+    concurrency: usize,
+    budget: Duration,
+) -> Seeded {
+    let now = SystemClock.now_secs();
+    let started = Instant::now();
+    let deadline = started + budget;
+    let results: Vec<bool> = futures::stream::iter(first..first + count)
+        .take_while(|_| std::future::ready(Instant::now() < deadline))
+        .map(|i| async move {
+            matches!(
+                store.check(&access_request(i, now)).await,
+                Ok(Verdict::Allow { created: true, .. })
+            )
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    Seeded {
+        asked: count,
+        created: results.iter().filter(|ok| **ok).count(),
+        tried: results.len(),
+        elapsed: started.elapsed(),
+    }
 }

@@ -10,6 +10,8 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
+use grantflow_core::identity::is_guid;
+
 use crate::config::{DEV_AUDIENCE, DEV_TENANT};
 
 pub struct DevIssuer {
@@ -33,6 +35,25 @@ pub struct DevTokenRequest {
     /// The `auth_time` claim: `now` (a fresh sign-in), or seconds since the epoch; omit for
     /// a token without it (as Entra ID issues until the optional claim is configured).
     pub auth_time: Option<String>,
+    /// The tenant (a GUID): the `tid` claim and the tenant in `iss` [default: the development
+    /// tenant]. Development mode accepts every tenant unless `allowed_tenants` says otherwise.
+    pub tenant: Option<String>,
+}
+
+impl DevTokenRequest {
+    /// The tenant the token is for: `tenant` when it is a GUID, else the development tenant;
+    /// an error (for a 400) when `tenant` is given and is not a GUID.
+    pub fn tenant(&self) -> Result<&str, String> {
+        match self.tenant.as_deref().map(str::trim) {
+            None | Some("") => Ok(DEV_TENANT),
+            Some(tenant) if is_guid(tenant) => Ok(tenant),
+            Some(_) => Err(
+                "tenant must be a GUID (8-4-4-4-12 hex digits, like an Entra ID tenant id), e.g. \
+                 tenant=00000000-0000-4000-8000-000000000002"
+                    .into(),
+            ),
+        }
+    }
 }
 
 impl DevIssuer {
@@ -55,8 +76,10 @@ impl DevIssuer {
         self.jwks.clone()
     }
 
-    /// Signs a token for `request` at `now` (seconds).
-    pub fn mint(&self, request: &DevTokenRequest, now: i64) -> String {
+    /// Signs a token for `request` at `now` (seconds); an error (for a 400) when the request
+    /// names a tenant that is not a GUID.
+    pub fn mint(&self, request: &DevTokenRequest, now: i64) -> Result<String, String> {
+        let tenant = request.tenant()?;
         let user = request.user.clone().unwrap_or_else(|| "alice".into());
         let user: String = user
             .chars()
@@ -72,12 +95,10 @@ impl DevIssuer {
         let mut claims: HashMap<&str, Value> = HashMap::from([
             (
                 "iss",
-                json!(format!(
-                    "https://login.microsoftonline.com/{DEV_TENANT}/v2.0"
-                )),
+                json!(format!("https://login.microsoftonline.com/{tenant}/v2.0")),
             ),
             ("aud", json!(DEV_AUDIENCE)),
-            ("tid", json!(DEV_TENANT)),
+            ("tid", json!(tenant)),
             ("oid", json!(oid)),
             ("sub", json!(oid)),
             (
@@ -121,6 +142,73 @@ impl DevIssuer {
         }
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
-        encode(&header, &claims, &self.key).expect("signing with a valid key")
+        Ok(encode(&header, &claims, &self.key).expect("signing with a valid key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use grantflow_core::clock::{Clock, SystemClock};
+    use grantflow_core::jwks::{KeySet, StaticJwks};
+    use grantflow_core::token::{TokenRules, TokenValidator};
+
+    use super::*;
+
+    const OTHER_TENANT: &str = "7d3c1e52-9a4b-4c1d-8e2f-0123456789ab";
+
+    async fn tenant_of(issuer: &DevIssuer, token: &str) -> String {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let keys = Arc::new(KeySet::new(
+            StaticJwks::new(issuer.jwks()),
+            Duration::from_secs(1),
+        ));
+        let validator =
+            TokenValidator::new(TokenRules::entra(vec![DEV_AUDIENCE.into()]), keys, clock);
+        validator
+            .validate(token)
+            .await
+            .expect("a valid development token")
+            .tenant
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn tokens_are_for_the_development_tenant_unless_another_guid_is_asked_for() {
+        let issuer = DevIssuer::generate();
+        let now = SystemClock.now_secs();
+        let token = issuer.mint(&DevTokenRequest::default(), now).unwrap();
+        assert_eq!(tenant_of(&issuer, &token).await, DEV_TENANT);
+        let other = DevTokenRequest {
+            tenant: Some(OTHER_TENANT.into()),
+            ..DevTokenRequest::default()
+        };
+        let token = issuer.mint(&other, now).unwrap();
+        assert_eq!(tenant_of(&issuer, &token).await, OTHER_TENANT);
+        let blank = DevTokenRequest {
+            tenant: Some(String::new()),
+            ..DevTokenRequest::default()
+        };
+        assert_eq!(blank.tenant(), Ok(DEV_TENANT));
+    }
+
+    #[test]
+    fn a_tenant_that_is_not_a_guid_is_refused_with_a_clear_message() {
+        let issuer = DevIssuer::generate();
+        for tenant in [
+            "contoso",
+            "common",
+            "7d3c1e52-9a4b-4c1d-8e2f-0123456789a",
+            "../x",
+        ] {
+            let request = DevTokenRequest {
+                tenant: Some(tenant.into()),
+                ..DevTokenRequest::default()
+            };
+            let error = issuer.mint(&request, 0).unwrap_err();
+            assert!(error.contains("tenant must be a GUID"), "{tenant}: {error}");
+        }
     }
 }

@@ -237,6 +237,8 @@ async fn dev_token(
     let Some(dev) = &state.dev else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let token = dev.mint(&request, state.clock.now_secs());
-    ([(header::CACHE_CONTROL, "no-store")], format!("{token}\n")).into_response()
+    match dev.mint(&request, state.clock.now_secs()) {
+        Ok(token) => ([(header::CACHE_CONTROL, "no-store")], format!("{token}\n")).into_response(),
+        Err(detail) => Problem::bad_request(detail).into_response(),
+    }
 }

@@ -159,4 +159,23 @@ async fn development_mode_signs_the_dashboard_in_with_the_built_in_issuer() {
     let user = text(get("/dev/token?user=bob", None).await.unwrap()).await;
     let (status, _) = read_json(get("/api/v1/me", Some(user)).await.unwrap()).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Another tenant: `?tenant=<GUID>`; anything else is refused with a clear message.
+    let other = "7d3c1e52-9a4b-4c1d-8e2f-0123456789ab";
+    let admin = get(
+        &format!("/dev/token?admin=true&user=admin&tenant={other}"),
+        None,
+    );
+    let admin = text(admin.await.unwrap()).await;
+    let (status, me) = read_json(get("/api/v1/me", Some(admin)).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["tenant"], other);
+    let (status, problem) = read_json(get("/dev/token?tenant=contoso", None).await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("tenant must be a GUID")),
+        "{problem}"
+    );
 }
