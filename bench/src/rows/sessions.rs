@@ -294,7 +294,7 @@ pub async fn warm_load(plan: &Plan, loops: &Loops, target: &Target<'_>) -> Resul
         )
         .await;
     }
-    let before = CpuSample::take(target.cpu, target.redis_port);
+    let before = CpuSample::take(target.cpu, target.redis_ports.iter().copied());
     let mut closed = closed_loop(
         &clients,
         &requests,
@@ -303,8 +303,8 @@ pub async fn warm_load(plan: &Plan, loops: &Loops, target: &Target<'_>) -> Resul
         plan.max_calls,
     )
     .await;
-    closed.cpu = CpuSample::take(target.cpu, target.redis_port).since(&before);
-    let before = CpuSample::take(target.cpu, target.redis_port);
+    closed.cpu = CpuSample::take(target.cpu, target.redis_ports.iter().copied()).since(&before);
+    let before = CpuSample::take(target.cpu, target.redis_ports.iter().copied());
     let mut open = open_loop(
         &clients,
         &requests,
@@ -312,7 +312,7 @@ pub async fn warm_load(plan: &Plan, loops: &Loops, target: &Target<'_>) -> Resul
         Duration::from_secs_f64(loops.open),
     )
     .await;
-    open.cpu = CpuSample::take(target.cpu, target.redis_port).since(&before);
+    open.cpu = CpuSample::take(target.cpu, target.redis_ports.iter().copied()).since(&before);
     let warm = Warm {
         closed,
         open,
@@ -519,7 +519,7 @@ async fn embedded_size(
         name: "embedded",
         grpc: server.grpc,
         cpu: CpuSource::Process(server.pid),
-        redis_port: None,
+        redis_ports: Vec::new(),
         tokens: &tokens,
         log: Some(&server.log),
     };
@@ -579,7 +579,7 @@ async fn redis_sizes(context: &Context<'_>, loops: &Loops) -> Result<RedisSizes,
         name: "redis",
         grpc: server.grpc,
         cpu: CpuSource::Process(server.pid),
-        redis_port: Some(redis.port),
+        redis_ports: vec![redis.port],
         tokens: &tokens,
         log: Some(&server.log),
     };

@@ -122,7 +122,7 @@ async fn phase(
         name: store.name(),
         grpc: server.grpc,
         cpu: CpuSource::Process(server.pid),
-        redis_port: store.redis_port(),
+        redis_ports: store.redis_ports(),
         tokens: &tokens,
         log: Some(&server.log),
     };
