@@ -44,7 +44,7 @@ pub struct Extauthz {
     child: Child,
     pub pid: u32,
     pub grpc: SocketAddr,
-    admin: SocketAddr,
+    pub admin: SocketAddr,
     pub log: PathBuf,
 }
 
