@@ -54,15 +54,16 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
 }
 
 /// The windows of the closed loop: how long each, and in which order (`true`: with
-/// revocations).
+/// revocations). A full run alternates without, with, with, without, half `plan.seconds` each;
+/// the short mode runs one of each, at most 0.75 s.
 fn schedule(plan: &Plan) -> (Duration, Vec<bool>) {
-    let window = Duration::from_secs_f64((plan.seconds / 2.0).max(0.5));
-    let order = if plan.short {
-        vec![false, true]
+    if plan.short {
+        let window = (plan.seconds / 2.0).clamp(0.5, 0.75);
+        (Duration::from_secs_f64(window), vec![false, true])
     } else {
-        vec![false, true, true, false]
-    };
-    (window, order)
+        let window = Duration::from_secs_f64(plan.seconds / 2.0);
+        (window, vec![false, true, true, false])
+    }
 }
 
 /// Victim sessions needed: one per [`PERIOD`] of every window with revocations, and one spare
@@ -208,7 +209,7 @@ async fn measure(plan: &Plan, store: &RunningStore) -> Result<RevocationRun, Box
             .error_for_status()?;
     }
     let warmup = if plan.short {
-        plan.warmup.min(0.5)
+        plan.warmup.min(0.25)
     } else {
         plan.warmup
     };
@@ -419,35 +420,20 @@ fn section(plan: &Plan, results: &[(&'static str, RevocationRun)]) -> Section {
             run.revokes.revoked.len(),
         ));
         let mut one = Map::new();
-        for (suffix, side) in [("without", &run.without), ("with", &run.with)] {
-            put(&mut one, &format!("checks_per_s_{suffix}"), side.rate());
+        for (key, side) in [("without", &run.without), ("with", &run.with)] {
+            let mut figures = Map::new();
+            put(&mut figures, "checks_per_s", side.rate());
+            put(&mut figures, "closed_p50_ms", ms(&side.latency, 0.5));
+            put(&mut figures, "closed_p99_ms", ms(&side.latency, 0.99));
+            put(&mut figures, "server_cpu_us", side.server_cpu_us());
+            put(&mut figures, "redis_cpu_us", side.redis_cpu_us());
             put(
-                &mut one,
-                &format!("closed_p50_ms_{suffix}"),
-                ms(&side.latency, 0.5),
-            );
-            put(
-                &mut one,
-                &format!("closed_p99_ms_{suffix}"),
-                ms(&side.latency, 0.99),
-            );
-            put(
-                &mut one,
-                &format!("server_cpu_us_{suffix}"),
-                side.server_cpu_us(),
-            );
-            put(
-                &mut one,
-                &format!("redis_cpu_us_{suffix}"),
-                side.redis_cpu_us(),
-            );
-            put(
-                &mut one,
-                &format!("machine_busy_cores_{suffix}"),
+                &mut figures,
+                "machine_busy_cores",
                 side.machine_busy_cores(),
             );
-            one.insert(format!("calls_{suffix}"), json!(side.calls()));
-            one.insert(format!("not_allowed_{suffix}"), json!(side.not_allowed()));
+            figures.insert("calls".into(), json!(side.calls()));
+            figures.insert("not_allowed".into(), json!(side.not_allowed()));
             let windows: Vec<Value> = side
                 .windows
                 .iter()
@@ -458,7 +444,8 @@ fn section(plan: &Plan, results: &[(&'static str, RevocationRun)]) -> Section {
                     })
                 })
                 .collect();
-            one.insert(format!("windows_{suffix}"), Value::Array(windows));
+            figures.insert("windows".into(), Value::Array(windows));
+            one.insert(key.into(), Value::Object(figures));
         }
         put(&mut one, "checks_ratio", run.rate_ratio());
         put(&mut one, "p99_ratio", run.p99_ratio());
@@ -498,6 +485,8 @@ mod tests {
         let (window, order) = schedule(&plan(&["--seconds", "1"]));
         assert_eq!(window, Duration::from_millis(500));
         assert_eq!(order, vec![false, true]);
+        let (window, _) = schedule(&plan(&["--seconds", "2"]));
+        assert_eq!(window, Duration::from_millis(750));
     }
 
     #[test]
