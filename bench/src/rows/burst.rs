@@ -29,6 +29,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
 use crate::BoxError;
+use crate::cpu::{CpuSample, CpuSource, CpuUse};
 use crate::extauthz::{Extauthz, StoreUnderTest};
 use crate::load::{Answer, Client, call, check_request, connect};
 use crate::settings::Plan;
@@ -306,6 +307,12 @@ impl<T: Send + 'static> OwnThread<T> {
     }
 }
 
+/// Busy CPU seconds of the machine that were none of ours (server, this client, Redis): another
+/// process's, as the main table's "not ours".
+pub(super) fn not_ours(used: &CpuUse) -> f64 {
+    (used.machine_busy - used.server - used.client - used.redis.unwrap_or(0.0)).max(0.0)
+}
+
 /// A latency histogram in microseconds, as load.rs keeps them.
 pub(super) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
@@ -364,6 +371,8 @@ struct BurstRun {
     warm_not_allowed: u64,
     warm_dropped: u64,
     bursts: Vec<Burst>,
+    /// Cores busy with other processes' work over the whole scenario.
+    not_ours_cores: Option<f64>,
 }
 
 impl BurstRun {
@@ -442,6 +451,8 @@ async fn measure(plan: &Plan, store: &RunningStore) -> Result<BurstRun, BoxError
     let stop = Arc::new(AtomicBool::new(false));
     // Bounded whatever happens to the bursts.
     let limit = lead + (GAP * 4 + BURST_LIMIT * 3) * rounds as u32;
+    let cpu = CpuSource::Process(store.server.pid);
+    let cpu_before = CpuSample::take(cpu, store.redis_port());
     let started = Instant::now();
     let warm = tokio::spawn(paced(
         clients.clone(),
@@ -474,6 +485,8 @@ async fn measure(plan: &Plan, store: &RunningStore) -> Result<BurstRun, BoxError
     let bursts = scenario.await;
     stop.store(true, Ordering::Relaxed);
     let (sent, dropped) = warm.await?;
+    let used = CpuSample::take(cpu, store.redis_port()).since(&cpu_before);
+    let seconds = started.elapsed().as_secs_f64();
     let bursts = bursts?;
 
     let windows: Vec<(Duration, Duration)> = bursts
@@ -486,6 +499,7 @@ async fn measure(plan: &Plan, store: &RunningStore) -> Result<BurstRun, BoxError
         warm_not_allowed: 0,
         warm_dropped: dropped,
         bursts,
+        not_ours_cores: (seconds > 0.0).then(|| not_ours(&used) / seconds),
     };
     let settled = lead.saturating_sub(Duration::from_secs_f64(1.0).min(lead / 2));
     for sent in &sent {
@@ -651,16 +665,21 @@ fn section(plan: &Plan, results: &[(&'static str, BurstRun)]) -> Section {
     let mut markdown = format!(
         "### A burst of new tokens during steady warm traffic\n\n\
          Per store a fresh extauthz; an open loop at {rate}/s over the {hot} hot tokens runs \
-         throughout. {rounds} burst(s) of {per_burst} brand-new tokens (minted before, distinct \
+         throughout. {bursts} of {per_burst} brand-new tokens (minted before, distinct \
          users and sessions: each a full RS256 verification and a session creation) go out from \
          a separate client (own thread and connections, {BURST_CONCURRENCY} in flight) as fast \
          as they are answered. Warm requests sent during a burst are compared with those sent in \
          windows of the burst's length just before and after it ({gap} ms apart); only warm \
          requests count toward the warm latency.\n\n\
-         | store | warm p50 / p99 without, ms (calls) | warm p50 / p99 during the burst, ms (calls) | p99 during ÷ without | goal ≤ {GOAL}× | burst: new tokens/s | burst p50 / p99, ms | burst tokens allowed | warm answers not allowed |\n\
-         |---|---:|---:|---:|---|---:|---:|---:|---:|\n",
+         | store | warm p50 / p99 without, ms (calls) | warm p50 / p99 during the burst, ms (calls) | p99 during ÷ without | goal ≤ {GOAL}× | burst: new tokens/s | burst p50 / p99, ms | burst tokens allowed | warm answers not allowed | machine busy not ours, cores |\n\
+         |---|---:|---:|---:|---|---:|---:|---:|---:|---:|\n",
         rate = plan.rate,
         hot = plan.tokens,
+        bursts = if rounds == 1 {
+            "One burst".to_owned()
+        } else {
+            format!("{rounds} bursts")
+        },
         gap = GAP.as_millis(),
     );
     let mut figures = Map::new();
@@ -675,7 +694,7 @@ fn section(plan: &Plan, results: &[(&'static str, BurstRun)]) -> Section {
         let goal = verdict(ratio.unwrap_or(f64::NAN), GOAL, true);
         let burst_latency = run.burst_latency();
         markdown.push_str(&format!(
-            "| {store} | {} / {} ({}) | {} / {} ({}) | {} | {goal} | {} | {} / {} | {} of {}{} | {} |\n",
+            "| {store} | {} / {} ({}) | {} / {} ({}) | {} | {goal} | {} | {} / {} | {} of {}{} | {} | {} |\n",
             cell(ms(&run.without, 0.5), 3),
             cell(ms(&run.without, 0.99), 3),
             run.without.len(),
@@ -690,6 +709,7 @@ fn section(plan: &Plan, results: &[(&'static str, BurstRun)]) -> Section {
             run.burst_tokens(),
             answers_text(&run.not_allowed()),
             run.warm_not_allowed,
+            cell(run.not_ours_cores, 2),
         ));
         let mut one = Map::new();
         for (key, latency) in [("warm_without", &run.without), ("warm_with", &run.with)] {
@@ -702,6 +722,7 @@ fn section(plan: &Plan, results: &[(&'static str, BurstRun)]) -> Section {
         put(&mut one, "warm_p99_ratio", ratio);
         one.insert("warm_not_allowed".into(), json!(run.warm_not_allowed));
         one.insert("warm_dropped".into(), json!(run.warm_dropped));
+        put(&mut one, "not_ours_cores", run.not_ours_cores);
         let mut burst = Map::new();
         put(&mut burst, "per_s", run.burst_rate());
         put(&mut burst, "p50_ms", ms(&burst_latency, 0.5));
@@ -771,6 +792,23 @@ mod tests {
         put(&mut map, "c_ms", Some(0.5));
         assert_eq!(Value::Object(map), json!({"c_ms": 0.5}));
         assert_eq!(ms(&histogram(), 0.99), None);
+    }
+
+    #[test]
+    fn not_ours_is_what_none_of_ours_used() {
+        let used = CpuUse {
+            server: 1.0,
+            client: 0.5,
+            redis: Some(0.25),
+            machine_busy: 2.0,
+        };
+        assert!((not_ours(&used) - 0.25).abs() < 1e-12);
+        let used = CpuUse {
+            redis: None,
+            machine_busy: 1.0,
+            ..used
+        };
+        assert_eq!(not_ours(&used), 0.0);
     }
 
     #[test]

@@ -26,8 +26,8 @@ use crate::load::{Answer, call, closed_loop, connect};
 use crate::settings::Plan;
 
 use super::burst::{
-    OwnThread, RunningStore, StoreKind, cell, first_sight, histogram, mint, ms, put, ratio,
-    requests_for,
+    OwnThread, RunningStore, StoreKind, cell, first_sight, histogram, mint, ms, not_ours, put,
+    ratio, requests_for,
 };
 use super::{Context, Section, verdict};
 
@@ -89,6 +89,8 @@ struct Window {
     server_cpu: f64,
     redis_cpu: Option<f64>,
     machine_busy: f64,
+    /// Busy CPU seconds of other processes.
+    not_ours: f64,
 }
 
 impl Side {
@@ -130,6 +132,12 @@ impl Side {
 
     fn not_allowed(&self) -> u64 {
         self.windows.iter().map(|w| w.not_allowed).sum()
+    }
+
+    /// Cores busy with other processes' work, on average over the windows.
+    fn not_ours_cores(&self) -> Option<f64> {
+        let seconds = self.seconds();
+        (seconds > 0.0).then(|| self.windows.iter().map(|w| w.not_ours).sum::<f64>() / seconds)
     }
 
     /// Busy cores of the whole machine, on average over the windows.
@@ -280,6 +288,7 @@ async fn measure(plan: &Plan, store: &RunningStore) -> Result<RevocationRun, Box
             server_cpu: used.server,
             redis_cpu: used.redis,
             machine_busy: used.machine_busy,
+            not_ours: not_ours(&used),
         });
         if let Some(revoker) = revoker {
             let revokes = revoker.join().await?;
@@ -385,8 +394,8 @@ fn section(plan: &Plan, results: &[(&'static str, RevocationRun)]) -> Section {
          loop does not use every {period} ms through the admin API \
          (`POST /api/v1/sessions/{{id}}/revoke`, administrators taking turns under the write \
          rate limit); afterwards Check must refuse every revoked session.\n\n\
-         | store | checks/s without / with | with ÷ without (≥ {GOAL_RATE}×) | closed p99 without / with, ms | with ÷ without (≤ {GOAL_P99}×) | goal | server CPU µs/check without / with | revokes made (failed) | revoke call p50 / p99, ms | revoked sessions refused after |\n\
-         |---|---:|---:|---:|---:|---|---:|---:|---:|---:|\n",
+         | store | checks/s without / with | with ÷ without (≥ {GOAL_RATE}×) | closed p99 without / with, ms | with ÷ without (≤ {GOAL_P99}×) | goal | server CPU µs/check without / with | revokes made (failed) | revoke call p50 / p99, ms | revoked sessions refused after | machine busy not ours, cores without / with |\n\
+         |---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n",
         concurrency = plan.concurrency,
         connections = plan.connections,
         hot = plan.tokens,
@@ -403,7 +412,7 @@ fn section(plan: &Plan, results: &[(&'static str, RevocationRun)]) -> Section {
     for (store, run) in results {
         let goal = run.goal();
         markdown.push_str(&format!(
-            "| {store} | {} / {} | {} | {} / {} | {} | {goal} | {} / {} | {} ({}) | {} / {} | {} of {} |\n",
+            "| {store} | {} / {} | {} | {} / {} | {} | {goal} | {} / {} | {} ({}) | {} / {} | {} of {} | {} / {} |\n",
             cell(run.without.rate(), 0),
             cell(run.with.rate(), 0),
             run.rate_ratio().map_or("–".into(), |r| format!("{r:.3}×")),
@@ -418,6 +427,8 @@ fn section(plan: &Plan, results: &[(&'static str, RevocationRun)]) -> Section {
             cell(ms(&run.revokes.latency, 0.99), 2),
             run.refused_after,
             run.revokes.revoked.len(),
+            cell(run.without.not_ours_cores(), 2),
+            cell(run.with.not_ours_cores(), 2),
         ));
         let mut one = Map::new();
         for (key, side) in [("without", &run.without), ("with", &run.with)] {
@@ -432,6 +443,7 @@ fn section(plan: &Plan, results: &[(&'static str, RevocationRun)]) -> Section {
                 "machine_busy_cores",
                 side.machine_busy_cores(),
             );
+            put(&mut figures, "not_ours_cores", side.not_ours_cores());
             figures.insert("calls".into(), json!(side.calls()));
             figures.insert("not_allowed".into(), json!(side.not_allowed()));
             let windows: Vec<Value> = side
@@ -509,6 +521,7 @@ mod tests {
             server_cpu: calls as f64 * 40e-6,
             redis_cpu: None,
             machine_busy: seconds,
+            not_ours: 0.0,
         });
         side
     }
