@@ -665,10 +665,10 @@ fn section(plan: &Plan, results: &[(&'static str, BurstRun)]) -> Section {
     let mut markdown = format!(
         "### A burst of new tokens during steady warm traffic\n\n\
          Per store a fresh extauthz; an open loop at {rate}/s over the {hot} hot tokens runs \
-         throughout. {bursts} of {per_burst} brand-new tokens (minted before, distinct \
-         users and sessions: each a full RS256 verification and a session creation) go out from \
-         a separate client (own thread and connections, {BURST_CONCURRENCY} in flight) as fast \
-         as they are answered. Warm requests sent during a burst are compared with those sent in \
+         throughout. A separate client (own thread and connections, {BURST_CONCURRENCY} in \
+         flight) sends {bursts} of {per_burst} brand-new tokens (minted before, distinct users \
+         and sessions: each a full RS256 verification and a session creation) as fast as they \
+         are answered. Warm requests sent during a burst are compared with those sent in \
          windows of the burst's length just before and after it ({gap} ms apart); only warm \
          requests count toward the warm latency.\n\n\
          | store | warm p50 / p99 without, ms (calls) | warm p50 / p99 during the burst, ms (calls) | p99 during ÷ without | goal ≤ {GOAL}× | burst: new tokens/s | burst p50 / p99, ms | burst tokens allowed | warm answers not allowed | machine busy not ours, cores |\n\
@@ -676,7 +676,7 @@ fn section(plan: &Plan, results: &[(&'static str, BurstRun)]) -> Section {
         rate = plan.rate,
         hot = plan.tokens,
         bursts = if rounds == 1 {
-            "One burst".to_owned()
+            "one burst".to_owned()
         } else {
             format!("{rounds} bursts")
         },
@@ -730,7 +730,7 @@ fn section(plan: &Plan, results: &[(&'static str, BurstRun)]) -> Section {
         burst.insert("tokens".into(), json!(run.burst_tokens()));
         burst.insert("allowed".into(), json!(run.burst_allowed()));
         burst.insert("not_allowed".into(), json!(run.not_allowed()));
-        one.insert("burst".into(), Value::Object(burst));
+        one.insert("new_tokens".into(), Value::Object(burst));
         one.insert("goal".into(), json!(goal));
         figures.insert((*store).into(), Value::Object(one));
     }

@@ -389,7 +389,7 @@ fn section(plan: &Plan, results: &[(&'static str, RevocationRun)]) -> Section {
     let mut markdown = format!(
         "### Revocations under load\n\n\
          Per store a fresh extauthz; the closed loop ({concurrency} calls in flight over \
-         {connections} connections, the {hot} hot tokens) runs in windows of {window:.1} s: \
+         {connections} connections, the {hot} hot tokens) runs in windows of {window} s: \
          {order}. During a window \"with\", a separate client ends one live session that the \
          loop does not use every {period} ms through the admin API \
          (`POST /api/v1/sessions/{{id}}/revoke`, administrators taking turns under the write \
