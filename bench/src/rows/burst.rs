@@ -36,11 +36,12 @@ use crate::settings::Plan;
 
 use super::{Context, Section, verdict};
 
-/// New tokens per burst (full run / short mode).
+/// New tokens per burst (full run / short mode). A release server answers thousands a second,
+/// so one burst lasts a fraction of a second: the full run repeats it to gather warm samples.
 const BURST_TOKENS: usize = 2_000;
 const BURST_TOKENS_SHORT: usize = 300;
 /// Bursts per store (full run / short mode); each has a window without before and after.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 4;
 const ROUNDS_SHORT: usize = 1;
 /// Burst calls in flight, over this many HTTP/2 connections of the burst's own client.
 const BURST_CONCURRENCY: usize = 16;
@@ -437,12 +438,18 @@ fn sizes(plan: &Plan) -> (usize, usize, Duration) {
 async fn measure(plan: &Plan, store: &RunningStore) -> Result<BurstRun, BoxError> {
     let (per_burst, rounds, lead) = sizes(plan);
     let admin = store.server.admin;
+    let minting = Instant::now();
     let hot = mint(admin, &format!("hot-{}", store.run), plan.tokens, false).await?;
     let mut burst_tokens = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let prefix = format!("burst{round}-{}", store.run);
         burst_tokens.push(mint(admin, &prefix, per_burst, false).await?);
     }
+    eprintln!(
+        "    {} tokens minted in {:.1} s",
+        plan.tokens + rounds * per_burst,
+        minting.elapsed().as_secs_f64()
+    );
     let hot_requests = Arc::new(requests_for(&hot, 0));
     let clients = connect(store.server.grpc, plan.connections).await?;
     first_sight(&clients[0], &hot_requests, "hot").await?;
