@@ -8,7 +8,8 @@
 //! and sessions), [`BURST_CONCURRENCY`] in flight, as fast as the server answers: each a full
 //! RS256 verification and a session creation. Warm requests sent while a burst is in flight
 //! are "with"; those sent in windows of the same length just before and just after each burst
-//! (a [`GAP`] apart) are "without". Windows alternate: without, with, without, with, without.
+//! (a [`GAP`] apart) are "without". Windows alternate: without, with, without, with, …,
+//! without.
 //!
 //! The shared pieces of the burst and revocation rows live here as `pub(super)` items:
 //! [`StoreKind`] / [`RunningStore`] (a fresh server per store), [`mint`] (tokens from
@@ -181,10 +182,9 @@ fn next_serial() -> u64 {
     SERIAL.fetch_add(1, Ordering::Relaxed)
 }
 
-/// One token of its own user and session.
+/// One token of its own user, in its own session.
 #[derive(Debug, Clone)]
 pub(super) struct Minted {
-    pub(super) user: String,
     pub(super) session: String,
     pub(super) token: String,
 }
@@ -216,11 +216,7 @@ pub(super) async fn mint(
                     .await?
                     .error_for_status()?;
                 let token = response.text().await?.trim().to_owned();
-                Ok(Minted {
-                    user,
-                    session,
-                    token,
-                })
+                Ok(Minted { session, token })
             }
         })
         .buffered(MINT_CONCURRENCY)
