@@ -49,6 +49,7 @@ const BURST_CONCURRENCY: usize = 16;
 const BURST_CONNECTIONS: usize = 2;
 /// A burst sends nothing after this long (a bound; a release build needs well under a second).
 const BURST_LIMIT: Duration = Duration::from_secs(20);
+const BURST_LIMIT_SHORT: Duration = Duration::from_secs(3);
 /// Between a window without and the burst's own window, so that neither sees the other's
 /// edge.
 const GAP: Duration = Duration::from_millis(100);
@@ -453,7 +454,12 @@ async fn measure(plan: &Plan, store: &RunningStore) -> Result<BurstRun, BoxError
     // The warm traffic runs from here to the end; the windows are cut from it afterwards.
     let stop = Arc::new(AtomicBool::new(false));
     // Bounded whatever happens to the bursts.
-    let limit = lead + (GAP * 4 + BURST_LIMIT * 3) * rounds as u32;
+    let burst_limit = if plan.short {
+        BURST_LIMIT_SHORT
+    } else {
+        BURST_LIMIT
+    };
+    let limit = lead + (GAP * 4 + burst_limit * 3) * rounds as u32;
     let cpu = CpuSource::Process(store.server.pid);
     let cpu_before = CpuSample::take(cpu, store.redis_port());
     let started = Instant::now();
@@ -471,7 +477,10 @@ async fn measure(plan: &Plan, store: &RunningStore) -> Result<BurstRun, BoxError
         for (round, tokens) in burst_tokens.iter().enumerate() {
             let requests = requests_for(tokens, 1_000_000 * (round + 1));
             let grpc = store.server.grpc;
-            let burst = OwnThread::spawn("bench-burst", move || send_burst(grpc, requests))?.join();
+            let burst = OwnThread::spawn("bench-burst", move || {
+                send_burst(grpc, requests, burst_limit)
+            })?
+            .join();
             let burst = burst.await??;
             let length = burst.ended - burst.started;
             bursts.push(burst);
@@ -552,12 +561,16 @@ fn classify(
 
 /// The burst: every request sent once, [`BURST_CONCURRENCY`] in flight over
 /// [`BURST_CONNECTIONS`] connections of its own, as fast as they are answered; none sent after
-/// [`BURST_LIMIT`] (those count as not allowed).
-async fn send_burst(grpc: SocketAddr, requests: Vec<CheckRequest>) -> Result<Burst, BoxError> {
+/// `limit` ([`BURST_LIMIT`]; those count as not allowed).
+async fn send_burst(
+    grpc: SocketAddr,
+    requests: Vec<CheckRequest>,
+    limit: Duration,
+) -> Result<Burst, BoxError> {
     let clients = connect(grpc, BURST_CONNECTIONS).await?;
     let tokens = requests.len();
     let started = Instant::now();
-    let deadline = started + BURST_LIMIT;
+    let deadline = started + limit;
     let answers: Vec<Option<(Answer, u64)>> =
         futures::stream::iter(requests.into_iter().enumerate())
             .map(|(i, request)| {
