@@ -76,7 +76,9 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
     let mut runs = vec![noop_through_envoy(plan, tools, &shape, "noop", "no-op").await?];
     runs.push(store_through_envoy(plan, context.extauthz, tools, &shape, Store::Memory).await?);
     if plan.embedded {
-        runs.push(store_through_envoy(plan, context.extauthz, tools, &shape, Store::Embedded).await?);
+        runs.push(
+            store_through_envoy(plan, context.extauthz, tools, &shape, Store::Embedded).await?,
+        );
     }
     runs.push(store_through_envoy(plan, context.extauthz, tools, &shape, Store::Redis).await?);
     if shape.noop_again {
@@ -91,7 +93,9 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
 /// The row's Section when it could not run, saying why.
 fn skipped(reason: &str) -> Section {
     Section {
-        markdown: format!("### Fixed rate through Envoy (open loop over HTTP/1.1)\n\nSkipped: {reason}.\n"),
+        markdown: format!(
+            "### Fixed rate through Envoy (open loop over HTTP/1.1)\n\nSkipped: {reason}.\n"
+        ),
         json: json!({ "skipped": reason }),
     }
 }
@@ -223,10 +227,9 @@ async fn store_through_envoy(
     shape: &Shape,
     store: Store,
 ) -> Result<OpenRun, BoxError> {
-    let data_dir = RemoveDir(std::env::temp_dir().join(format!(
-        "grantflow-bench-{}-open-data",
-        std::process::id()
-    )));
+    let data_dir = RemoveDir(
+        std::env::temp_dir().join(format!("grantflow-bench-{}-open-data", std::process::id())),
+    );
     // A fresh Redis, stopped when dropped.
     let redis = match store {
         Store::Redis => Some(RedisServer::start().await),
@@ -627,7 +630,10 @@ fn figures(run: &OpenRun, floor: &OpenRun, seconds: f64) -> Value {
     }
     if answered > 0 {
         put("envoy_cpu_us", json!(micros_per(run.cpu.envoy, answered)));
-        put("extauthz_cpu_us", json!(micros_per(run.cpu.server, answered)));
+        put(
+            "extauthz_cpu_us",
+            json!(micros_per(run.cpu.server, answered)),
+        );
         put("client_cpu_us", json!(micros_per(run.cpu.client, answered)));
         if let Some(redis) = run.cpu.redis {
             put("redis_cpu_us", json!(micros_per(redis, answered)));
@@ -746,5 +752,195 @@ fn section(saturation: f64, shape: &Shape, runs: &[OpenRun]) -> Section {
     Section {
         markdown,
         json: Value::Object(json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::settings::Settings;
+
+    fn plan(args: &[&str]) -> Plan {
+        let mut all = vec!["bench", "--envoy", "0"];
+        all.extend_from_slice(args);
+        Plan::new(&Settings::parse_from(all)).unwrap()
+    }
+
+    #[test]
+    fn the_rate_is_half_the_floors_saturation() {
+        assert_eq!(half_rate(9313.0), Some(4657));
+        assert_eq!(half_rate(9312.4), Some(4656));
+        assert_eq!(half_rate(2.0), Some(1));
+        assert_eq!(half_rate(1.0), None);
+        assert_eq!(half_rate(0.0), None);
+        assert_eq!(half_rate(f64::NAN), None);
+        assert_eq!(half_rate(f64::INFINITY), None);
+        assert_eq!(half_rate(1e9), Some(50_000));
+    }
+
+    #[test]
+    fn the_short_mode_measures_less_and_the_no_op_once() {
+        let short = Shape::new(&plan(&["--seconds", "2"]), 4000);
+        assert_eq!(
+            short,
+            Shape {
+                rate: 4000,
+                seconds: 1.0,
+                warmup: 0.25,
+                noop_again: false,
+                tokens: 64
+            }
+        );
+        let shorter = Shape::new(&plan(&["--seconds", "1", "--open-seconds", "0.5"]), 10);
+        assert_eq!(shorter.seconds, 0.5);
+        let full = Shape::new(&plan(&["--tokens", "8"]), 4000);
+        assert_eq!(
+            full,
+            Shape {
+                rate: 4000,
+                seconds: 6.0,
+                warmup: 1.0,
+                noop_again: true,
+                tokens: 8
+            }
+        );
+        let no_warmup = Shape::new(&plan(&["--warmup-seconds", "0"]), 4000);
+        assert_eq!(no_warmup.warmup, 0.25);
+    }
+
+    #[test]
+    fn the_schedule_is_evenly_spaced_and_bounded() {
+        assert_eq!(scheduled_count(4000, 6.0), 24_000);
+        assert_eq!(scheduled_count(3, 0.1), 1);
+        assert_eq!(due_after(0, 4000), Duration::ZERO);
+        assert_eq!(due_after(4000, 4000), Duration::from_secs(1));
+        assert_eq!(due_after(1, 4000), Duration::from_micros(250));
+    }
+
+    fn load(latencies_us: &[u64], non_2xx: u64, dropped: u64) -> Load {
+        let mut load = Load {
+            scheduled: latencies_us.len() as u64 + dropped,
+            ok: latencies_us.len() as u64 - non_2xx,
+            non_2xx,
+            failed: 0,
+            dropped,
+            latency: histogram(),
+            from_schedule: histogram(),
+            lag: histogram(),
+            elapsed: Duration::from_secs(1),
+        };
+        for &us in latencies_us {
+            load.latency.record(us).unwrap();
+            load.from_schedule.record(us + 10).unwrap();
+            load.lag.record(10).unwrap();
+        }
+        load
+    }
+
+    fn run(key: &'static str, latencies_us: &[u64], non_2xx: u64, dropped: u64) -> OpenRun {
+        OpenRun {
+            key,
+            label: key,
+            load: load(latencies_us, non_2xx, dropped),
+            cpu: Cpu {
+                envoy: 0.1,
+                server: 0.05,
+                client: 0.02,
+                redis: (key == "redis").then_some(0.01),
+                machine: 0.5,
+            },
+            connections_opened: Some(0),
+        }
+    }
+
+    #[test]
+    fn the_goal_needs_the_ratio_and_every_request_answered() {
+        let fine = load(&[1000; 10], 0, 0);
+        assert_eq!(goal_verdict(Some(1.1), &fine), "met");
+        assert_eq!(goal_verdict(Some(1.3), &fine), "missed");
+        assert_eq!(goal_verdict(None, &fine), "not measured");
+        let lossy = load(&[1000; 10], 1, 2);
+        assert_eq!(goal_verdict(Some(1.0), &lossy), "missed (3 of 12 not 2xx)");
+    }
+
+    #[test]
+    fn an_empty_loop_has_no_quantiles() {
+        let empty = load(&[], 0, 0);
+        assert_eq!(empty.quantile_ms(0.99), None);
+        assert_eq!(load(&[1500], 0, 0).quantile_ms(0.5), Some(1.5));
+    }
+
+    #[test]
+    fn cores_not_ours_are_what_the_measured_processes_did_not_use() {
+        let cpu = Cpu {
+            envoy: 0.5,
+            server: 0.25,
+            client: 0.125,
+            redis: Some(0.125),
+            machine: 1.5,
+        };
+        assert_eq!(cpu.not_ours_cores(2.0), 0.25);
+        let busy_only_us = Cpu {
+            machine: 0.9,
+            ..cpu
+        };
+        assert_eq!(busy_only_us.not_ours_cores(2.0), 0.0);
+    }
+
+    #[test]
+    fn the_section_has_a_row_per_server_and_figures_with_units() {
+        let shape = Shape {
+            rate: 100,
+            seconds: 1.0,
+            warmup: 0.25,
+            noop_again: true,
+            tokens: 64,
+        };
+        let runs = [
+            run("noop", &[1000; 100], 0, 0),
+            run("memory", &[1100; 100], 0, 0),
+            run("redis", &[2000; 100], 0, 0),
+            run("noop_again", &[1050; 100], 0, 0),
+        ];
+        let section = section(200.0, &shape, &runs);
+        let table: Vec<&str> = section
+            .markdown
+            .lines()
+            .filter(|line| line.starts_with('|'))
+            .collect();
+        assert_eq!(table.len(), 2 + runs.len(), "{}", section.markdown);
+        let columns = table[0].matches('|').count();
+        assert!(
+            table
+                .iter()
+                .all(|line| line.matches('|').count() == columns)
+        );
+        assert!(table[2].ends_with("| (the floor) |"), "{}", table[2]);
+        assert!(table[3].contains("| 1.10× |") && table[3].ends_with("| met |"));
+        assert!(table[4].contains("Redis") && table[4].ends_with("| missed |"));
+        assert!(table[5].ends_with("| (noise) |"), "{}", table[5]);
+        assert!(section.markdown.starts_with("### "));
+
+        let json = &section.json;
+        assert_eq!(json["rate_per_s"], 100);
+        assert_eq!(json["noop"]["p99_ms"], 1.0);
+        assert!(json["noop"].get("goal").is_none());
+        assert_eq!(json["memory"]["goal"], "met");
+        assert_eq!(json["redis"]["goal"], "missed");
+        assert_eq!(json["redis"]["p99_ratio"], 2.0);
+        assert!(json["memory"].get("redis_cpu_us").is_none());
+        assert_eq!(json["redis"]["redis_cpu_us"], 100.0);
+        assert_eq!(json["memory"]["envoy_cpu_us"], 1000.0);
+        assert!(json["noop_again"].get("goal").is_none());
+        assert!(json["noop_again"].get("p99_ratio").is_some());
+    }
+
+    #[test]
+    fn a_skipped_row_says_why() {
+        let section = skipped("no Envoy");
+        assert!(section.markdown.contains("Skipped: no Envoy."));
+        assert_eq!(section.json["skipped"], "no Envoy");
     }
 }
