@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use grantflow_e2e::redis::RedisServer;
 use hdrhistogram::Histogram;
+use reqwest::Url;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, USER_AGENT as USER_AGENT_HEADER};
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
@@ -299,7 +300,11 @@ async fn drive(
         .timeout(REQUEST_TIMEOUT)
         .no_proxy()
         .build()?;
-    let url: Arc<str> = format!("http://127.0.0.1:{}{REQUEST_PATH}", envoy.listener).into();
+    // Parsed once: each request clones it.
+    let url: Arc<Url> = Arc::new(Url::parse(&format!(
+        "http://127.0.0.1:{}{REQUEST_PATH}",
+        envoy.listener
+    ))?);
     let tokens: Arc<Vec<HeaderValue>> = Arc::new(
         server
             .tokens
@@ -410,9 +415,9 @@ enum Outcome {
 
 /// One GET through Envoy with `authorization`, the body read to its end (so that the
 /// connection goes back to the pool).
-async fn get(client: &reqwest::Client, url: &str, authorization: HeaderValue) -> Outcome {
+async fn get(client: &reqwest::Client, url: &Url, authorization: HeaderValue) -> Outcome {
     let sent = client
-        .get(url)
+        .get(url.clone())
         .header(AUTHORIZATION, authorization)
         .header(ACCEPT, HeaderValue::from_static("application/json"))
         .header(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT))
@@ -489,7 +494,7 @@ struct Answered {
 /// [`REQUEST_TIMEOUT`].
 async fn open_loop_http(
     client: &reqwest::Client,
-    url: &Arc<str>,
+    url: &Arc<Url>,
     tokens: &Arc<Vec<HeaderValue>>,
     rate: u32,
     duration: Duration,
@@ -636,7 +641,7 @@ fn goal_verdict(ratio: Option<f64>, load: &Load) -> String {
     }
 }
 
-fn figures(run: &OpenRun, floor: &OpenRun, seconds: f64) -> Value {
+fn figures(run: &OpenRun, floor: &OpenRun) -> Value {
     let load = &run.load;
     let answered = load.answered();
     let mut figures = Map::new();
@@ -682,13 +687,17 @@ fn figures(run: &OpenRun, floor: &OpenRun, seconds: f64) -> Value {
         json!(run.cpu.machine / load.elapsed.as_secs_f64().max(1e-9)),
     );
     put(
+        "client_busy_cores",
+        json!(run.cpu.client / load.elapsed.as_secs_f64().max(1e-9)),
+    );
+    put(
         "not_ours_cores",
         json!(run.cpu.not_ours_cores(load.elapsed.as_secs_f64())),
     );
     if let Some(opened) = run.connections_opened {
         put("connections_opened", json!(opened));
     }
-    put("seconds", json!(seconds));
+    put("elapsed_s", json!(load.elapsed.as_secs_f64()));
     if run.key != floor.key {
         if let Some(ratio) = p99_ratio(run, floor) {
             put("p99_ratio", json!(ratio));
@@ -785,7 +794,7 @@ fn section(saturation: f64, shape: &Shape, runs: &[OpenRun]) -> Section {
                 .map_or("–".to_owned(), |n| n.to_string()),
             run.cpu.not_ours_cores(load.elapsed.as_secs_f64()),
         ));
-        json.insert(run.key.into(), figures(run, floor, shape.seconds));
+        json.insert(run.key.into(), figures(run, floor));
     }
     Section {
         markdown,
