@@ -79,7 +79,11 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
         shape.seconds, shape.warmup
     );
 
-    let mut runs = vec![noop_through_envoy(plan, tools, &shape, "noop", "no-op").await?];
+    let mut runs = Vec::new();
+    if shape.alone {
+        runs.push(alone_through_envoy(plan, tools, &shape).await?);
+    }
+    runs.push(noop_through_envoy(plan, tools, &shape, Role::Floor).await?);
     runs.push(store_through_envoy(plan, context.extauthz, tools, &shape, Store::Memory).await?);
     if plan.embedded {
         runs.push(
@@ -88,9 +92,7 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
     }
     runs.push(store_through_envoy(plan, context.extauthz, tools, &shape, Store::Redis).await?);
     if shape.noop_again {
-        runs.push(
-            noop_through_envoy(plan, tools, &shape, "noop_again", "no-op again (noise)").await?,
-        );
+        runs.push(noop_through_envoy(plan, tools, &shape, Role::Noise).await?);
     }
     eprintln!("  envoy-open took {:.1} s", started.elapsed().as_secs_f64());
     Ok(section(saturation, &shape, &runs))
@@ -125,6 +127,9 @@ struct Shape {
     warmup: f64,
     /// Measure the no-op again after the stores (not in the short mode).
     noop_again: bool,
+    /// Measure Envoy alone first, no ext_authz: what the client and Envoy cost by themselves
+    /// at this rate (not in the short mode).
+    alone: bool,
     /// Hot tokens cycled through (`plan.tokens`).
     tokens: usize,
 }
@@ -138,6 +143,7 @@ impl Shape {
                 seconds: plan.open_seconds.min(1.0),
                 warmup: 0.25,
                 noop_again: false,
+                alone: false,
                 tokens: plan.tokens,
             }
         } else {
@@ -146,6 +152,7 @@ impl Shape {
                 seconds: plan.open_seconds,
                 warmup: (plan.warmup / 2.0).clamp(0.25, 1.0),
                 noop_again: true,
+                alone: true,
                 tokens: plan.tokens,
             }
         }
@@ -169,13 +176,27 @@ enum Store {
     Redis,
 }
 
-/// A server Envoy sends its Check calls to.
+/// What a run is there for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Envoy alone, no ext_authz: the client's and Envoy's own share.
+    Alone,
+    /// The no-op ext_authz server, first: the floor the goal compares with.
+    Floor,
+    /// A store: its p99 against the floor's is the goal.
+    Store,
+    /// The no-op again, last: how far the floor moves.
+    Noise,
+}
+
+/// A server Envoy sends its Check calls to (none: Envoy alone).
 struct Server<'a> {
     /// The key of its figures in the JSON.
     key: &'static str,
     label: &'static str,
-    grpc: SocketAddr,
-    cpu: CpuSource,
+    role: Role,
+    grpc: Option<SocketAddr>,
+    cpu: Option<CpuSource>,
     redis_port: Option<u16>,
     tokens: Vec<String>,
     log: Option<&'a Path>,
@@ -185,31 +206,63 @@ struct Server<'a> {
 struct OpenRun {
     key: &'static str,
     label: &'static str,
+    role: Role,
     load: Load,
     cpu: Cpu,
     /// Connections Envoy accepted while measuring (keep-alive: few or none).
     connections_opened: Option<u64>,
 }
 
+/// Tokens for the no-op server and Envoy alone: anything goes.
+fn any_tokens(plan: &Plan) -> Vec<String> {
+    (0..plan.tokens)
+        .map(|i| format!("noop-token-{i}"))
+        .collect()
+}
+
+/// Envoy answering 200 itself, no ext_authz filter: the same client at the same rate.
+async fn alone_through_envoy(
+    plan: &Plan,
+    tools: &EnvoyTools,
+    shape: &Shape,
+) -> Result<OpenRun, BoxError> {
+    let server = Server {
+        key: "alone",
+        label: "Envoy alone (no ext_authz)",
+        role: Role::Alone,
+        grpc: None,
+        cpu: None,
+        redis_port: None,
+        tokens: any_tokens(plan),
+        log: None,
+    };
+    eprintln!("  {}", server.label);
+    through_envoy_open(tools, shape, &server).await
+}
+
+/// The no-op ext_authz server in this process: the floor (`Role::Floor`), or the same again
+/// last (`Role::Noise`).
 async fn noop_through_envoy(
     plan: &Plan,
     tools: &EnvoyTools,
     shape: &Shape,
-    key: &'static str,
-    label: &'static str,
+    role: Role,
 ) -> Result<OpenRun, BoxError> {
+    let (key, label) = match role {
+        Role::Noise => ("noop_again", "no-op again (noise)"),
+        _ => ("noop", "no-op"),
+    };
     eprintln!("  {label}");
     // Stops when dropped too (its shutdown sender goes).
     let noop = NoopServer::start()?;
     let server = Server {
         key,
         label,
-        grpc: noop.addr,
-        cpu: CpuSource::Threads(NOOP_THREADS),
+        role,
+        grpc: Some(noop.addr),
+        cpu: Some(CpuSource::Threads(NOOP_THREADS)),
         redis_port: None,
-        tokens: (0..plan.tokens)
-            .map(|i| format!("noop-token-{i}"))
-            .collect(),
+        tokens: any_tokens(plan),
         log: None,
     };
     let measured = through_envoy_open(tools, shape, &server).await;
@@ -255,8 +308,9 @@ async fn store_through_envoy(
     let server = Server {
         key: name,
         label: name,
-        grpc: extauthz.grpc,
-        cpu: CpuSource::Process(extauthz.pid),
+        role: Role::Store,
+        grpc: Some(extauthz.grpc),
+        cpu: Some(CpuSource::Process(extauthz.pid)),
         redis_port: under_test.redis_port(),
         tokens,
         log: Some(&extauthz.log),
@@ -280,7 +334,7 @@ async fn through_envoy_open(
     shape: &Shape,
     server: &Server<'_>,
 ) -> Result<OpenRun, BoxError> {
-    let envoy = EnvoyProcess::start(&tools.envoy, Some(server.grpc)).await?;
+    let envoy = EnvoyProcess::start(&tools.envoy, server.grpc).await?;
     let measured = drive(&envoy, shape, server).await;
     envoy.stop().await;
     measured
@@ -320,19 +374,20 @@ async fn drive(
     };
     // First sight of every token, straight over gRPC as in the main run (a 5 s deadline, not
     // Envoy's 0.5 s): verified, its session created. Must all be allowed.
-    let mut grpc = connect(server.grpc, 1).await?.remove(0);
-    for (i, token) in server.tokens.iter().enumerate() {
-        let answer = call(&mut grpc, check_request(token, i)).await;
-        if answer != Answer::Allowed {
-            return Err(format!(
-                "{}: fresh token {i} was not allowed ({answer:?}); see {}",
-                server.label,
-                log()
-            )
-            .into());
+    if let Some(addr) = server.grpc {
+        let mut grpc = connect(addr, 1).await?.remove(0);
+        for (i, token) in server.tokens.iter().enumerate() {
+            let answer = call(&mut grpc, check_request(token, i)).await;
+            if answer != Answer::Allowed {
+                return Err(format!(
+                    "{}: fresh token {i} was not allowed ({answer:?}); see {}",
+                    server.label,
+                    log()
+                )
+                .into());
+            }
         }
     }
-    drop(grpc);
     // Then once each through Envoy: allowed there too (a few tries for a busy machine).
     for (i, token) in tokens.iter().enumerate() {
         let mut outcome = Outcome::Failed;
@@ -380,6 +435,7 @@ async fn drive(
     let run = OpenRun {
         key: server.key,
         label: server.label,
+        role: server.role,
         load,
         cpu,
         connections_opened: connections_after
@@ -397,7 +453,7 @@ async fn drive(
         run.load.failed,
         run.load.dropped,
         micros_per(run.cpu.envoy, answered),
-        micros_per(run.cpu.server, answered),
+        micros_per(run.cpu.server.unwrap_or(f64::NAN), answered),
         micros_per(run.cpu.client, answered),
     );
     Ok(run)
@@ -572,7 +628,7 @@ async fn open_loop_http(
 /// CPU seconds of everything in the path, from the kernel's counters.
 struct CpuSample {
     envoy: f64,
-    server: f64,
+    server: Option<f64>,
     client: f64,
     redis: Option<f64>,
     machine: f64,
@@ -581,20 +637,21 @@ struct CpuSample {
 /// CPU seconds used while measuring.
 struct Cpu {
     envoy: f64,
-    server: f64,
+    /// The ext_authz server's (none: Envoy alone).
+    server: Option<f64>,
     client: f64,
     redis: Option<f64>,
     machine: f64,
 }
 
 impl CpuSample {
-    fn take(envoy_pid: u32, server: CpuSource, redis_port: Option<u16>) -> CpuSample {
+    fn take(envoy_pid: u32, server: Option<CpuSource>, redis_port: Option<u16>) -> CpuSample {
         let machine = machine_cpu();
-        let server_seconds = server.seconds();
+        let server_seconds = server.map(|source| source.seconds());
         let mut client = process_cpu("/proc/self/stat");
         // The no-op server's threads live in this process: not the client's.
-        if let CpuSource::Threads(_) = server {
-            client -= server_seconds;
+        if let (Some(CpuSource::Threads(_)), Some(seconds)) = (server, server_seconds) {
+            client -= seconds;
         }
         CpuSample {
             envoy: process_cpu(&format!("/proc/{envoy_pid}/stat")),
@@ -608,7 +665,7 @@ impl CpuSample {
     fn since(&self, before: &CpuSample) -> Cpu {
         Cpu {
             envoy: self.envoy - before.envoy,
-            server: self.server - before.server,
+            server: self.server.zip(before.server).map(|(a, b)| a - b),
             client: self.client - before.client,
             redis: self.redis.zip(before.redis).map(|(a, b)| a - b),
             machine: self.machine - before.machine,
@@ -619,14 +676,15 @@ impl CpuSample {
 impl Cpu {
     /// Busy CPU of the machine that none of the measured processes used, in cores.
     fn not_ours_cores(&self, seconds: f64) -> f64 {
-        let ours = self.envoy + self.server + self.client + self.redis.unwrap_or(0.0);
+        let ours =
+            self.envoy + self.server.unwrap_or(0.0) + self.client + self.redis.unwrap_or(0.0);
         ((self.machine - ours) / seconds.max(1e-9)).max(0.0)
     }
 }
 
-/// A store's p99 over the no-op's, when both were measured.
-fn p99_ratio(run: &OpenRun, floor: &OpenRun) -> Option<f64> {
-    Some(run.load.quantile_ms(0.99)? / floor.load.quantile_ms(0.99)?)
+/// A run's p99 over the floor's, when both were measured.
+fn p99_ratio(run: &OpenRun, floor: Option<&OpenRun>) -> Option<f64> {
+    Some(run.load.quantile_ms(0.99)? / floor?.load.quantile_ms(0.99)?)
 }
 
 /// The goal's verdict: the p99 ratio, and every scheduled request answered 2xx (a fast error
@@ -641,7 +699,7 @@ fn goal_verdict(ratio: Option<f64>, load: &Load) -> String {
     }
 }
 
-fn figures(run: &OpenRun, floor: &OpenRun) -> Value {
+fn figures(run: &OpenRun, floor: Option<&OpenRun>) -> Value {
     let load = &run.load;
     let answered = load.answered();
     let mut figures = Map::new();
@@ -673,10 +731,9 @@ fn figures(run: &OpenRun, floor: &OpenRun) -> Value {
     }
     if answered > 0 {
         put("envoy_cpu_us", json!(micros_per(run.cpu.envoy, answered)));
-        put(
-            "extauthz_cpu_us",
-            json!(micros_per(run.cpu.server, answered)),
-        );
+        if let Some(server) = run.cpu.server {
+            put("extauthz_cpu_us", json!(micros_per(server, answered)));
+        }
         put("client_cpu_us", json!(micros_per(run.cpu.client, answered)));
         if let Some(redis) = run.cpu.redis {
             put("redis_cpu_us", json!(micros_per(redis, answered)));
@@ -698,19 +755,19 @@ fn figures(run: &OpenRun, floor: &OpenRun) -> Value {
         put("connections_opened", json!(opened));
     }
     put("elapsed_s", json!(load.elapsed.as_secs_f64()));
-    if run.key != floor.key {
-        if let Some(ratio) = p99_ratio(run, floor) {
-            put("p99_ratio", json!(ratio));
-        }
-        if run.key != "noop_again" {
-            put("goal", json!(goal_verdict(p99_ratio(run, floor), load)));
-        }
+    if run.role != Role::Floor
+        && let Some(ratio) = p99_ratio(run, floor)
+    {
+        put("p99_ratio", json!(ratio));
+    }
+    if run.role == Role::Store {
+        put("goal", json!(goal_verdict(p99_ratio(run, floor), load)));
     }
     Value::Object(figures)
 }
 
 fn section(saturation: f64, shape: &Shape, runs: &[OpenRun]) -> Section {
-    let floor = &runs[0];
+    let floor = runs.iter().find(|run| run.role == Role::Floor);
     let mut markdown = format!(
         "### Fixed rate through Envoy (open loop over HTTP/1.1)\n\n\
          Envoy (`--concurrency 1`, `direct_response` upstream) in front of each server, a fresh \
@@ -720,7 +777,7 @@ fn section(saturation: f64, shape: &Shape, runs: &[OpenRun]) -> Section {
          unanswered, more dropped and counted) over reqwest's pool of HTTP/1.1 keep-alive \
          connections, each with a bearer token of the {tokens} hot ones; latency is from the \
          send to the end of the answer (hdrhistogram), CPU from `/proc/<pid>/stat` of Envoy, of \
-         the ext_authz server and of this client. {again}Goal: each store's p99 ≤ {GOAL}× the \
+         the ext_authz server and of this client. {alone}{again}Goal: each store's p99 ≤ {GOAL}× the \
          no-op's at the same rate, every request answered 2xx.\n\n\
          | through Envoy at {rate}/s | 2xx/s | p50 / p99 / p99.9, ms | p99 ÷ no-op | Envoy CPU \
          µs/request | ext_authz CPU µs/request | client CPU µs/request | not 2xx / failed / \
@@ -730,6 +787,12 @@ fn section(saturation: f64, shape: &Shape, runs: &[OpenRun]) -> Section {
         seconds = shape.seconds,
         warmup = shape.warmup,
         tokens = shape.tokens,
+        alone = if shape.alone {
+            "Envoy alone (no ext_authz filter) at the same rate shows what this client and Envoy \
+             take by themselves. "
+        } else {
+            ""
+        },
         again = if shape.noop_again {
             "The no-op runs first and again last: the two show how far the floor itself moves. "
         } else {
@@ -757,21 +820,17 @@ fn section(saturation: f64, shape: &Shape, runs: &[OpenRun]) -> Section {
                 "–".to_owned()
             }
         };
-        let ratio = if run.key == floor.key {
-            "1.00×".to_owned()
-        } else {
-            p99_ratio(run, floor).map_or("–".to_owned(), |r| format!("{r:.2}×"))
+        let ratio = p99_ratio(run, floor).map_or("–".to_owned(), |r| format!("{r:.2}×"));
+        let server_cpu = match (run.cpu.server, run.cpu.redis) {
+            (Some(server), Some(redis)) => format!("{} + Redis {}", per(server), per(redis)),
+            (Some(server), None) => per(server),
+            (None, _) => "–".to_owned(),
         };
-        let server_cpu = match run.cpu.redis {
-            Some(redis) => format!("{} + Redis {}", per(run.cpu.server), per(redis)),
-            None => per(run.cpu.server),
-        };
-        let goal = if run.key == floor.key {
-            "(the floor)".to_owned()
-        } else if run.key == "noop_again" {
-            "(noise)".to_owned()
-        } else {
-            goal_verdict(p99_ratio(run, floor), load)
+        let goal = match run.role {
+            Role::Alone => "(no ext_authz)".to_owned(),
+            Role::Floor => "(the floor)".to_owned(),
+            Role::Noise => "(noise)".to_owned(),
+            Role::Store => goal_verdict(p99_ratio(run, floor), load),
         };
         markdown.push_str(&format!(
             "| {} | {:.0} | {} / {} / {} | {ratio} | {} | {server_cpu} | {} | {} / {} / {} | {} | {} | {:.2} | {goal} |\n",
@@ -837,6 +896,7 @@ mod tests {
                 seconds: 1.0,
                 warmup: 0.25,
                 noop_again: false,
+                alone: false,
                 tokens: 64
             }
         );
@@ -850,6 +910,7 @@ mod tests {
                 seconds: 6.0,
                 warmup: 1.0,
                 noop_again: true,
+                alone: true,
                 tokens: 8
             }
         );
@@ -887,14 +948,15 @@ mod tests {
         load
     }
 
-    fn run(key: &'static str, latencies_us: &[u64], non_2xx: u64, dropped: u64) -> OpenRun {
+    fn run(key: &'static str, role: Role, latencies_us: &[u64]) -> OpenRun {
         OpenRun {
             key,
             label: key,
-            load: load(latencies_us, non_2xx, dropped),
+            role,
+            load: load(latencies_us, 0, 0),
             cpu: Cpu {
                 envoy: 0.1,
-                server: 0.05,
+                server: (role != Role::Alone).then_some(0.05),
                 client: 0.02,
                 redis: (key == "redis").then_some(0.01),
                 machine: 0.5,
@@ -924,7 +986,7 @@ mod tests {
     fn cores_not_ours_are_what_the_measured_processes_did_not_use() {
         let cpu = Cpu {
             envoy: 0.5,
-            server: 0.25,
+            server: Some(0.25),
             client: 0.125,
             redis: Some(0.125),
             machine: 1.5,
@@ -944,13 +1006,15 @@ mod tests {
             seconds: 1.0,
             warmup: 0.25,
             noop_again: true,
+            alone: true,
             tokens: 64,
         };
         let runs = [
-            run("noop", &[1000; 100], 0, 0),
-            run("memory", &[1100; 100], 0, 0),
-            run("redis", &[2000; 100], 0, 0),
-            run("noop_again", &[1050; 100], 0, 0),
+            run("alone", Role::Alone, &[500; 100]),
+            run("noop", Role::Floor, &[1000; 100]),
+            run("memory", Role::Store, &[1100; 100]),
+            run("redis", Role::Store, &[2000; 100]),
+            run("noop_again", Role::Noise, &[1050; 100]),
         ];
         let section = section(200.0, &shape, &runs);
         let table: Vec<&str> = section
@@ -965,10 +1029,17 @@ mod tests {
                 .iter()
                 .all(|line| line.matches('|').count() == columns)
         );
-        assert!(table[2].ends_with("| (the floor) |"), "{}", table[2]);
-        assert!(table[3].contains("| 1.10× |") && table[3].ends_with("| met |"));
-        assert!(table[4].contains("Redis") && table[4].ends_with("| missed |"));
-        assert!(table[5].ends_with("| (noise) |"), "{}", table[5]);
+        assert!(
+            table[2].ends_with(
+                "| 0.50× | 1000.0 | – | 200.0 | 0 / 0 / 0 | 10 (0) | 0 | 0.38 | (no ext_authz) |"
+            ),
+            "{}",
+            table[2]
+        );
+        assert!(table[3].ends_with("| (the floor) |"), "{}", table[3]);
+        assert!(table[4].contains("| 1.10× |") && table[4].ends_with("| met |"));
+        assert!(table[5].contains("Redis") && table[5].ends_with("| missed |"));
+        assert!(table[6].ends_with("| (noise) |"), "{}", table[6]);
         assert!(section.markdown.starts_with("### "));
 
         let json = &section.json;
@@ -983,6 +1054,9 @@ mod tests {
         assert_eq!(json["memory"]["envoy_cpu_us"], 1000.0);
         assert!(json["noop_again"].get("goal").is_none());
         assert!(json["noop_again"].get("p99_ratio").is_some());
+        assert!(json["alone"].get("extauthz_cpu_us").is_none());
+        assert!(json["alone"].get("goal").is_none());
+        assert_eq!(json["alone"]["p99_ratio"], 0.5);
     }
 
     #[test]
