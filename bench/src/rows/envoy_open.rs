@@ -12,7 +12,10 @@
 //! The rate is half of what wrk reached through Envoy + the no-op ext_authz server in the main
 //! run. Every server gets its own Envoy (`--concurrency 1`) and, for the stores, its own fresh
 //! `grantflow-extauthz`: the no-op first, then memory, embedded and a fresh Redis, then (not in
-//! the short mode) the no-op again, which shows how far the floor itself moves.
+//! the short mode) the no-op again, which shows how far the floor itself moves. Before them
+//! (not in the short mode) Envoy alone, without the ext_authz filter, at the same rate: what
+//! this client and Envoy take by themselves, so a client that cannot keep up shows (its CPU
+//! per request, its send lag).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,7 +42,7 @@ use super::{Context, Section, verdict};
 /// Each store's p99 at most this many times the no-op's, at the same rate.
 const GOAL: f64 = 1.2;
 /// Requests sent and not answered yet, at most; one more is dropped (and counted). HTTP/1.1
-/// has one request per connection at a time, so this also bounds the connections.
+/// has one request per connection at a time, so this also bounds the connections in use.
 const MAX_OUTSTANDING: usize = 128;
 /// The longest a request may take (send to the end of the body) before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -445,7 +448,7 @@ async fn drive(
     let answered = run.load.answered();
     eprintln!(
         "    {:.0}/s answered 2xx, p50 {:.3} ms, p99 {:.3} ms; not 2xx {}, failed {}, dropped {}; \
-         CPU µs/request: Envoy {:.1}, ext_authz {:.1}, client {:.1}",
+         CPU µs/request: Envoy {:.1}, ext_authz {}, client {:.1}",
         run.load.achieved_per_s(),
         run.load.quantile_ms(0.5).unwrap_or(f64::NAN),
         run.load.quantile_ms(0.99).unwrap_or(f64::NAN),
@@ -453,7 +456,10 @@ async fn drive(
         run.load.failed,
         run.load.dropped,
         micros_per(run.cpu.envoy, answered),
-        micros_per(run.cpu.server.unwrap_or(f64::NAN), answered),
+        run.cpu.server.map_or("–".to_owned(), |s| format!(
+            "{:.1}",
+            micros_per(s, answered)
+        )),
         micros_per(run.cpu.client, answered),
     );
     Ok(run)
