@@ -599,20 +599,20 @@ async fn open_loop_http(
             dropped
         })
     };
-    let dropped = pacer.await.map_err(|e| format!("the pacer failed: {e}"))?;
     let mut load = Load {
         scheduled: count,
         ok: 0,
         non_2xx: 0,
         failed: 0,
-        dropped,
+        dropped: 0,
         latency: histogram(),
         from_schedule: histogram(),
         lag: histogram(),
         late: 0,
         elapsed: Duration::ZERO,
     };
-    // The pacer's sender is gone; each request's goes when it ends (within REQUEST_TIMEOUT).
+    // Answers are read while the pacer sends (nothing piles up). The loop ends once the
+    // pacer's sender is gone (it has sent all) and each request's (within REQUEST_TIMEOUT).
     while let Some(answer) = answers.recv().await {
         match answer.outcome {
             Outcome::Ok => load.ok += 1,
@@ -628,6 +628,7 @@ async fn open_loop_http(
         }
     }
     load.elapsed = started.elapsed();
+    load.dropped = pacer.await.map_err(|e| format!("the pacer failed: {e}"))?;
     Ok(load)
 }
 
