@@ -798,7 +798,7 @@ fn section(saturation: f64, shape: &Shape, runs: &[OpenRun]) -> Section {
          + the no-op above, for {seconds} s after {warmup} s at the same rate. Requests leave at \
          their scheduled times whatever the answers (a pacer thread; at most {MAX_OUTSTANDING} \
          unanswered, more dropped and counted) over reqwest's pool of HTTP/1.1 keep-alive \
-         connections, each with a bearer token of the {tokens} hot ones; latency is from the \
+         connections ({PREOPEN} opened before), each with a bearer token of the {tokens} hot ones; latency is from the \
          send to the end of the answer (hdrhistogram), CPU from `/proc/<pid>/stat` of Envoy, of \
          the ext_authz server and of this client. {alone}{again}Goal: each store's p99 ≤ {GOAL}× the \
          no-op's at the same rate, every request answered 2xx.\n\n\
@@ -828,6 +828,7 @@ fn section(saturation: f64, shape: &Shape, runs: &[OpenRun]) -> Section {
     json.insert("seconds".into(), json!(shape.seconds));
     json.insert("warmup_s".into(), json!(shape.warmup));
     json.insert("max_outstanding".into(), json!(MAX_OUTSTANDING));
+    json.insert("preopened_connections".into(), json!(PREOPEN));
     json.insert("goal_p99_ratio".into(), json!(GOAL));
     for run in runs {
         let load = &run.load;
