@@ -318,7 +318,7 @@ async fn store_through_envoy(
         role: Role::Store,
         grpc: Some(extauthz.grpc),
         cpu: Some(CpuSource::Process(extauthz.pid)),
-        redis_port: under_test.redis_port(),
+        redis_port: redis.as_ref().map(|redis| redis.port),
         tokens,
         log: Some(&extauthz.log),
     };
