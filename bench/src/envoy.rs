@@ -86,16 +86,22 @@ static_resources:
     )
 }
 
-/// A running Envoy (`--concurrency 1`), killed when dropped.
-struct EnvoyProcess {
+/// A running Envoy (`--concurrency 1`), killed (and its config removed) when dropped.
+pub(crate) struct EnvoyProcess {
     child: Child,
-    pid: u32,
-    listener: u16,
+    pub(crate) pid: u32,
+    /// The HTTP listener on 127.0.0.1.
+    pub(crate) listener: u16,
+    /// The admin interface on 127.0.0.1.
+    admin: u16,
     config: PathBuf,
 }
 
 impl EnvoyProcess {
-    async fn start(binary: &Path, extauthz: Option<SocketAddr>) -> Result<Self, BoxError> {
+    pub(crate) async fn start(
+        binary: &Path,
+        extauthz: Option<SocketAddr>,
+    ) -> Result<Self, BoxError> {
         let admin = free_port();
         let listener = free_port();
         let config = std::env::temp_dir().join(format!(
@@ -117,6 +123,7 @@ impl EnvoyProcess {
             child,
             pid,
             listener,
+            admin,
             config,
         };
         let http = reqwest::Client::new();
@@ -141,11 +148,46 @@ impl EnvoyProcess {
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         let _ = std::fs::remove_file(&self.config);
     }
+
+    /// One counter of Envoy's admin `/stats` (e.g. `http.ingress_http.downstream_cx_total`),
+    /// when Envoy answers within a second.
+    pub(crate) async fn counter(&self, name: &str) -> Option<u64> {
+        let text = reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{}/stats?filter=^{name}$",
+                self.admin
+            ))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .ok()?
+            .error_for_status()
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        stat_value(&text, name)
+    }
+}
+
+impl Drop for EnvoyProcess {
+    fn drop(&mut self) {
+        // `kill_on_drop` ends the process; the config goes with it (also on error paths).
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// The value of `name` in Envoy's plain-text `/stats` (`name: 42` lines).
+fn stat_value(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .filter_map(|line| line.split_once(": "))
+        .find(|(key, _)| key.trim() == name)
+        .and_then(|(_, value)| value.trim().parse().ok())
 }
 
 /// What one wrk run through Envoy measured.
@@ -307,4 +349,21 @@ pub async fn through_envoy(
         ))
     );
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_values_are_read_by_exact_name() {
+        let text = "http.ingress_http.downstream_cx_total: 17\n\
+                    http.ingress_http.downstream_cx_total_extra: 3\n";
+        assert_eq!(
+            stat_value(text, "http.ingress_http.downstream_cx_total"),
+            Some(17)
+        );
+        assert_eq!(stat_value(text, "http.ingress_http.other"), None);
+        assert_eq!(stat_value("x: not-a-number\n", "x"), None);
+    }
 }
