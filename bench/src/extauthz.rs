@@ -15,6 +15,10 @@ use tokio::process::{Child, Command};
 use crate::BoxError;
 use crate::settings::Plan;
 
+/// How long a started extauthz may take to be ready: the embedded store reads every session
+/// back first (the `sessions` row starts it on a million).
+const READY_WITHIN_SECS: u64 = 180;
+
 /// The store the extauthz process runs with.
 #[derive(Clone, Copy)]
 pub enum StoreUnderTest<'a> {
@@ -137,7 +141,7 @@ impl Extauthz {
 
     async fn wait_ready(&mut self) -> Result<(), BoxError> {
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(READY_WITHIN_SECS);
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Err(
@@ -154,7 +158,7 @@ impl Extauthz {
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "extauthz was not ready within 30 s; see {}",
+                    "extauthz was not ready within {READY_WITHIN_SECS} s; see {}",
                     self.log.display()
                 )
                 .into());

@@ -122,7 +122,7 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
     // The whole run is bounded; a hang ends it with an error instead of waiting forever.
-    let limit = Duration::from_secs(600);
+    let limit = Duration::from_secs(1800);
     let json = settings.json;
     // A JSON file that cannot be written fails now, not after minutes of measuring.
     if let Some(path) = &json
@@ -235,7 +235,6 @@ async fn run(plan: Plan, extauthz: PathBuf, json: Option<PathBuf>) -> Result<(),
         extauthz: &extauthz,
         floor: &noop,
         runs: &runs,
-        envoy_alone: envoy_alone.as_ref(),
     };
     let mut sections = Vec::new();
     let mut failed_rows = Vec::new();

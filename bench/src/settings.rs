@@ -140,7 +140,6 @@ pub struct Settings {
 
     /// The many-tenant store of the `tenants` row: tenants (2–10000).
     #[arg(long, env = "BENCH_TENANTS", value_name = "N", default_value_t = 1000)]
-    #[allow(dead_code)]
     pub tenant_count: usize,
 
     /// Also write every figure of the tables to this file as JSON, under stable keys
@@ -178,15 +177,12 @@ pub struct Plan {
     /// binary that predates it).
     pub embedded: bool,
     /// `BENCH_SECONDS` ≤ 2: sizes not given shrink so that the whole run stays short.
-    #[allow(dead_code)]
     pub short: bool,
     /// The rows measured after the main tables, in their order.
     pub rows: Vec<Row>,
     /// The `sessions` row's large store: live sessions.
-    #[allow(dead_code)]
     pub large_sessions: usize,
     /// The `tenants` row's many tenants.
-    #[allow(dead_code)]
     pub tenant_count: usize,
 }
 

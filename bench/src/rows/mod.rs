@@ -15,9 +15,6 @@
 //! A row returns a [`Section`]: its Markdown (a heading, the method in a sentence or two, a
 //! table with the goal marked met or missed) and its figures as JSON under [`Row::key`].
 
-// Until every row is built (this branch point), parts of the context are unread.
-#![allow(dead_code)]
-
 mod burst;
 mod cluster;
 mod cold;
@@ -31,7 +28,6 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::BoxError;
-use crate::envoy::EnvoyRun;
 use crate::measure::StoreRun;
 use crate::settings::Plan;
 
@@ -94,8 +90,6 @@ pub struct Context<'a> {
     /// Every server of the main table (no-op first), each with its run through Envoy when
     /// Envoy was measured.
     pub runs: &'a [&'a StoreRun],
-    /// Envoy alone (direct response), when Envoy was measured.
-    pub envoy_alone: Option<&'a EnvoyRun>,
 }
 
 impl Context<'_> {
