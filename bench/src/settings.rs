@@ -56,7 +56,7 @@ pub struct Settings {
     )]
     pub rate: u32,
 
-    /// Open loop: seconds at that rate (0.5–120) [default: 6; 2 in the short mode].
+    /// Open loop: seconds at that rate (0.5–120) [default: 6; 1 in the short mode].
     #[arg(long, env = "BENCH_OPEN_SECONDS", value_name = "SECONDS")]
     pub open_seconds: Option<f64>,
 
@@ -205,7 +205,7 @@ impl Plan {
             rate: settings.rate.clamp(1, 50_000),
             open_seconds: settings
                 .open_seconds
-                .unwrap_or(if short { 2.0 } else { 6.0 })
+                .unwrap_or(if short { 1.0 } else { 6.0 })
                 .clamp(0.5, 120.0),
             tokens: settings.tokens.clamp(1, 10_000),
             sessions: sized(settings.sessions, 100_000, 10_000).clamp(1, 2_000_000),
