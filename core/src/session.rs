@@ -1,8 +1,11 @@
 //! Sessions: what a request asks for and what the store remembers about each session.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -106,7 +109,29 @@ pub fn capped_user_agent(user_agent: &str) -> &str {
     &user_agent[..end]
 }
 
+///
+/// Parsing a user agent runs woothee's rule set (~100 000 instructions, about as much as the
+/// whole rest of a new session's check), and most sessions share a handful of agents: labels
+/// are kept by agent, at most [`LABELS_KEPT`] of them (all are forgotten when full).
 pub fn client_label(user_agent: &str) -> Option<String> {
+    static LABELS: LazyLock<Mutex<HashMap<Box<str>, Option<String>>>> =
+        LazyLock::new(Default::default);
+    if let Some(label) = LABELS.lock().get(user_agent) {
+        return label.clone();
+    }
+    let label = parse_client_label(user_agent);
+    let mut labels = LABELS.lock();
+    if labels.len() >= LABELS_KEPT {
+        labels.clear();
+    }
+    labels.insert(user_agent.into(), label.clone());
+    label
+}
+
+/// How many user agents' labels [`client_label`] keeps.
+pub const LABELS_KEPT: usize = 4096;
+
+fn parse_client_label(user_agent: &str) -> Option<String> {
     let parsed = woothee::parser::Parser::new().parse(user_agent)?;
     let known = |s: &str| !s.is_empty() && s != woothee::woothee::VALUE_UNKNOWN;
     match (known(parsed.name), known(parsed.os)) {
@@ -132,6 +157,26 @@ mod tests {
             Some("HTTP Library")
         );
         assert_eq!(super::client_label("").as_deref(), None);
+    }
+
+    #[test]
+    fn labels_kept_by_agent_are_the_parsed_ones_also_past_the_bound() {
+        let agents: Vec<String> = (0..super::LABELS_KEPT + 10)
+            .map(|i| {
+                format!("Mozilla/5.0 (X11; Linux x86_64; rv:{i}.0) Gecko/20100101 Firefox/{i}.0")
+            })
+            .collect();
+        for agent in agents.iter().chain(agents.iter().take(20)) {
+            assert_eq!(
+                super::client_label(agent),
+                super::parse_client_label(agent),
+                "{agent}"
+            );
+        }
+        assert_eq!(
+            super::client_label(&agents[5]).as_deref(),
+            Some("Firefox on Linux")
+        );
     }
 
     #[test]
