@@ -5,15 +5,13 @@
 //! come from `/dev/token?tenant=<GUID>`. Redis's keys and bytes per tenant: what the
 //! many-tenant store holds beyond the one-tenant store, over the extra tenants.
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use grantflow_e2e::redis::RedisServer;
 use serde_json::{Map, Value, json};
 
-use super::sessions::{
-    Loops, P99_GOAL, Ratios, THROUGHPUT_GOAL, Warm, not_allowed_note, thousands, warm_load,
+use super::sessions::warm::{
+    Loops, P99_GOAL, Ratios, THROUGHPUT_GOAL, Warm, not_allowed_note, warm_load,
 };
+use super::traffic::{cell, dev_tokens, thousands};
 use super::{Context, Section};
 use crate::cpu::CpuSource;
 use crate::extauthz::{Extauthz, StoreUnderTest};
@@ -58,33 +56,15 @@ fn tenants_of(tokens: usize, spread: bool) -> Vec<String> {
 
 /// A token per tenant of `tenants` (user `t<i>`, session `<run>-<i>`), from `/dev/token`.
 async fn mint(server: &Extauthz, tenants: &[String], run: &str) -> Result<Vec<String>, BoxError> {
-    let http = reqwest::Client::new();
     let admin = server.admin;
-    let minted: Vec<Result<(usize, String), BoxError>> =
-        futures::stream::iter(tenants.iter().enumerate())
-            .map(|(i, tenant)| {
-                let http = http.clone();
-                let url =
-                    format!("http://{admin}/dev/token?user=t{i}&session={run}-{i}&tenant={tenant}");
-                async move {
-                    let response = http
-                        .get(url)
-                        .timeout(Duration::from_secs(5))
-                        .send()
-                        .await?
-                        .error_for_status()?;
-                    Ok((i, response.text().await?.trim().to_owned()))
-                }
-            })
-            .buffer_unordered(MINT_CONCURRENCY)
-            .collect()
-            .await;
-    let mut tokens = vec![String::new(); tenants.len()];
-    for result in minted {
-        let (i, token) = result?;
-        tokens[i] = token;
-    }
-    Ok(tokens)
+    let urls = tenants
+        .iter()
+        .enumerate()
+        .map(|(i, tenant)| {
+            format!("http://{admin}/dev/token?user=t{i}&session={run}-{i}&tenant={tenant}")
+        })
+        .collect();
+    dev_tokens(urls, MINT_CONCURRENCY).await
 }
 
 /// One load: `tenants.len()` hot tokens over those tenants.
@@ -260,13 +240,10 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
         },
     )));
     if let Some((keys, bytes)) = per_tenant {
-        let show = |v: Option<f64>, digits: usize| {
-            v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
-        };
         markdown.push_str(&format!(
             "\nRedis per extra tenant: {} keys, {} bytes.\n",
-            show(keys, 2),
-            show(bytes, 0)
+            cell(keys, 2),
+            cell(bytes, 0)
         ));
     }
     Ok(Section {
