@@ -11,10 +11,10 @@ use serde_json::{Map, Value, json};
 use super::sessions::warm::{
     Loops, P99_GOAL, Ratios, THROUGHPUT_GOAL, Warm, not_allowed_note, warm_load,
 };
-use super::traffic::{cell, dev_tokens, thousands};
+use super::traffic::{RunningStore, StoreKind, cell, dev_tokens, thousands};
 use super::{Context, Section};
 use crate::cpu::CpuSource;
-use crate::extauthz::{Extauthz, StoreUnderTest};
+use crate::extauthz::Extauthz;
 use crate::load::Target;
 use crate::redis_info::dbsize;
 use crate::settings::Plan;
@@ -79,41 +79,31 @@ struct Phase {
 async fn phase(
     context: &Context<'_>,
     loops: &Loops,
-    redis: bool,
+    kind: StoreKind,
     spread: bool,
 ) -> Result<Phase, BoxError> {
     let plan: &Plan = context.plan;
     let tenants = tenants_of(tenant_count(plan), spread);
     let distinct = if spread { tenants.len() } else { 1 };
-    // A fresh Redis each time, so that its keys and bytes are this load's alone.
-    let redis_server = if redis {
-        Some(RedisServer::start().await)
-    } else {
-        None
-    };
-    let store = match &redis_server {
-        Some(server) => StoreUnderTest::Redis(server),
-        None => StoreUnderTest::Memory,
-    };
-    let server = Extauthz::start(context.extauthz, store, plan).await?;
-    let run = format!("tenants-{}-{distinct}-{}", store.name(), std::process::id());
-    let tokens = mint(&server, &tenants, &run).await?;
+    // A fresh server, and a fresh Redis, each time, so that its keys and bytes are this load's
+    // alone.
+    let store = RunningStore::start(plan, context.extauthz, kind).await?;
+    let server = &store.server;
+    let run = format!("tenants-{}-{distinct}-{}", kind.name(), std::process::id());
+    let tokens = mint(server, &tenants, &run).await?;
     let target = Target {
-        name: store.name(),
+        name: kind.name(),
         grpc: server.grpc,
         cpu: CpuSource::Process(server.pid),
-        redis_ports: store.redis_ports(),
+        redis_ports: store.redis_port().into_iter().collect(),
         tokens: &tokens,
         log: Some(&server.log),
     };
-    // On an error the server is killed when dropped and its log stays for the message.
+    // On an error the store is killed when dropped and the server's log stays for the message.
     let warm = warm_load(plan, loops, &target).await?;
-    let redis_keys = redis_server.as_ref().map(|r| dbsize(r.port));
-    let redis_bytes = redis_server.as_ref().map(RedisServer::used_memory);
-    server.stop().await;
-    if let Some(mut redis) = redis_server {
-        redis.stop().await;
-    }
+    let redis_keys = store.redis_port().map(dbsize);
+    let redis_bytes = store.redis.as_ref().map(RedisServer::used_memory);
+    store.stop().await;
     Ok(Phase {
         tenants: distinct,
         warm,
@@ -145,11 +135,12 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
     let loops = Loops::of(plan);
     let count = tenant_count(plan);
     let mut measured = Vec::new();
-    for (store, redis) in [("memory", false), ("redis", true)] {
+    for kind in [StoreKind::Memory, StoreKind::Redis] {
+        let store = kind.name();
         eprintln!("  {store}: {count} hot tokens in 1 tenant");
-        let one = phase(context, &loops, redis, false).await?;
+        let one = phase(context, &loops, kind, false).await?;
         eprintln!("  {store}: {count} hot tokens in {count} tenants");
-        let many = phase(context, &loops, redis, true).await?;
+        let many = phase(context, &loops, kind, true).await?;
         measured.push((store, one, many));
     }
 

@@ -157,8 +157,9 @@ impl RunningStore {
 }
 
 /// `scenario` on each store of [`StoreKind::for_plan`] in turn, each on a fresh
-/// [`RunningStore`] stopped after it (also when the scenario fails); `row` names the row in
-/// the progress lines.
+/// [`RunningStore`] stopped after it; `row` names the row in the progress lines. When the
+/// scenario fails, the store is killed as it is dropped and the server's log stays for the
+/// error message.
 pub(super) async fn on_each_store<T>(
     context: &Context<'_>,
     row: &str,
@@ -169,9 +170,9 @@ pub(super) async fn on_each_store<T>(
     for kind in StoreKind::for_plan(plan) {
         eprintln!("  {row}: {}", kind.name());
         let store = RunningStore::start(plan, context.extauthz, kind).await?;
-        let measured = scenario(plan, &store).await;
+        let measured = scenario(plan, &store).await?;
         store.stop().await;
-        results.push((kind.name(), measured?));
+        results.push((kind.name(), measured));
     }
     Ok(results)
 }

@@ -39,32 +39,26 @@ const EMBEDDED_SEED_CONCURRENCY: usize = 512;
 pub(super) async fn live_sessions(server: &Extauthz) -> Option<u64> {
     let http = reqwest::Client::new();
     let admin = server.admin;
-    let token = http
-        .get(format!(
+    let token = text_of(
+        http.get(format!(
             "http://{admin}/dev/token?admin=true&user=benchadmin&session=bench-admin"
-        ))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?
-        .error_for_status()
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    let overview = http
-        .get(format!("http://{admin}/api/v1/overview"))
-        .bearer_auth(token.trim())
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .ok()?
-        .error_for_status()
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+        )),
+        Duration::from_secs(5),
+    )
+    .await?;
+    let overview = text_of(
+        http.get(format!("http://{admin}/api/v1/overview"))
+            .bearer_auth(token.trim()),
+        Duration::from_secs(10),
+    )
+    .await?;
     serde_json::from_str::<Value>(&overview).ok()?["liveSessions"].as_u64()
+}
+
+/// The body of a successful answer to `request` within `timeout`; `None` otherwise.
+async fn text_of(request: reqwest::RequestBuilder, timeout: Duration) -> Option<String> {
+    let response = request.timeout(timeout).send().await.ok()?;
+    response.error_for_status().ok()?.text().await.ok()
 }
 
 /// Resident memory of a process (`VmRSS` of `/proc/<pid>/status`, or `self`), in bytes.
