@@ -3,8 +3,8 @@
 //! (1 000 000; 50 000 in the short mode), on the embedded store and on Redis, each through the
 //! real `grantflow-extauthz`; and what a live session costs in memory and on disk.
 //!
-//! The stores are filled from this process through the store API ([`footprint::seed`]), not
-//! with a million RS256 tokens:
+//! The stores are filled from this process through the store API
+//! ([`footprint::seed`](crate::footprint::seed)), not with a million RS256 tokens:
 //!
 //! - **embedded**: a fresh data folder is opened here (`MemoryStore::open_durable`), seeded and
 //!   closed, then `grantflow-extauthz --store embedded --data-dir` starts on it (its start-up
@@ -16,8 +16,8 @@
 //! - **memory**: its sessions live only inside its process, so its bytes per session are
 //!   measured in this process (RSS before and after seeding a `MemoryStore`).
 //!
-//! The warm load ([`warm`]: [`Loops`](warm::Loops), [`warm_load`](warm::warm_load),
-//! [`Warm`](warm::Warm), [`Ratios`](warm::Ratios)) is shared with the `tenants` row; the
+//! The warm load ([`warm`]: [`Loops`], [`warm_load`](warm::warm_load),
+//! [`Warm`](warm::Warm), [`Ratios`]) is shared with the `tenants` row; the
 //! seeding and sizing of the stores are in [`seed`].
 
 mod seed;

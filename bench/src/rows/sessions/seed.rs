@@ -108,7 +108,7 @@ pub(super) fn budget(plan: &Plan) -> Duration {
     }
 }
 
-pub(super) fn note_seeded(what: &str, seeded: &Seeded) {
+fn note_seeded(what: &str, seeded: &Seeded) {
     eprintln!(
         "  {what}: {} of {} sessions seeded in {:.1} s ({:.0}/s){}",
         seeded.created,
