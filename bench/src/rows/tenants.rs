@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::sessions::warm::{
     Loops, P99_GOAL, Ratios, THROUGHPUT_GOAL, Warm, not_allowed_note, warm_load,
 };
-use super::traffic::{RunningStore, StoreKind, cell, dev_tokens, thousands};
+use super::traffic::{RunningStore, StoreKind, cell, dev_tokens, put, thousands};
 use super::{Context, Section};
 use crate::cpu::CpuSource;
 use crate::extauthz::Extauthz;
@@ -203,12 +203,8 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
             .redis_bytes
             .zip(many.redis_bytes)
             .and_then(|(a, b)| per_extra_tenant((a, one.tenants), (b, many.tenants)));
-        if let Some(keys) = keys {
-            figures.insert("redis_keys_per_tenant".into(), json!(keys));
-        }
-        if let Some(bytes) = bytes {
-            figures.insert("redis_bytes_per_tenant".into(), json!(bytes));
-        }
+        put(&mut figures, "redis_keys_per_tenant", keys);
+        put(&mut figures, "redis_bytes_per_tenant", bytes);
         if keys.is_some() || bytes.is_some() {
             per_tenant = Some((keys, bytes));
         }

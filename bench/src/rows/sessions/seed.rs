@@ -14,8 +14,6 @@ use grantflow_core::store::{MemoryStore, RedisStore};
 use grantflow_e2e::redis::RedisServer;
 use serde_json::{Value, json};
 
-use super::super::Context;
-use super::super::traffic::DataDir;
 use super::SMALL_SESSIONS;
 use super::warm::{Loops, Warm, warm_load};
 use crate::BoxError;
@@ -23,6 +21,8 @@ use crate::cpu::{CpuSource, micros_per};
 use crate::extauthz::{Extauthz, StoreUnderTest};
 use crate::footprint::{Seeded, seed};
 use crate::load::Target;
+use crate::rows::Context;
+use crate::rows::traffic::DataDir;
 use crate::settings::Plan;
 
 /// Seeding stops starting new sessions after this long (per store and size); the report says

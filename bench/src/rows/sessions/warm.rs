@@ -9,11 +9,11 @@ use std::time::Duration;
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use serde_json::{Map, Value, json};
 
-use super::super::traffic::call_patiently;
-use super::super::verdict;
 use crate::BoxError;
 use crate::cpu::{CpuSample, micros_per};
 use crate::load::{Answer, Measured, Target, check_request, closed_loop, connect, open_loop};
+use crate::rows::traffic::call_patiently;
+use crate::rows::verdict;
 use crate::settings::Plan;
 
 /// Tries of a token's first check when the server answers 503 (its store deadline overrun).
