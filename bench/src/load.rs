@@ -146,7 +146,7 @@ impl Measured {
         self.calls as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn note(&mut self, answer: Answer, micros: u64) {
+    pub fn note(&mut self, answer: Answer, micros: u64) {
         self.calls += 1;
         match answer {
             Answer::Allowed => self.allowed += 1,
@@ -156,7 +156,7 @@ impl Measured {
         self.latency.saturating_record(micros);
     }
 
-    fn merge(&mut self, other: Measured) {
+    pub fn merge(&mut self, other: Measured) {
         self.calls += other.calls;
         self.allowed += other.allowed;
         for (code, n) in other.denied {
@@ -168,7 +168,7 @@ impl Measured {
             .expect("same histogram bounds");
     }
 
-    fn empty() -> Measured {
+    pub fn empty() -> Measured {
         Measured {
             calls: 0,
             allowed: 0,

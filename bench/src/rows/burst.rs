@@ -11,30 +11,30 @@
 //! (a [`GAP`] apart) are "without". Windows alternate: without, with, without, with, …,
 //! without.
 //!
-//! The shared pieces of the burst and revocation rows live here as `pub(super)` items:
-//! [`StoreKind`] / [`RunningStore`] (a fresh server per store), [`mint`] (tokens from
-//! `/dev/token` in parallel) and [`OwnThread`] (a client on its own thread and runtime).
+//! The pieces it shares with the `revocations` row (a fresh server per store, minting, first
+//! sight, the client on its own thread, the figures' helpers) are in [`super::traffic`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use futures::StreamExt;
-use grantflow_e2e::redis::RedisServer;
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
 use crate::BoxError;
-use crate::cpu::{CpuSample, CpuSource, CpuUse};
-use crate::extauthz::{Extauthz, StoreUnderTest};
-use crate::load::{Answer, Client, call, check_request, connect};
+use crate::cpu::{CpuSample, CpuSource};
+use crate::load::{Answer, Client, call, connect};
 use crate::settings::Plan;
 
+use super::traffic::{
+    OwnThread, RunningStore, cell, first_sight, histogram, mint, ms, not_ours, on_each_store, put,
+    ratio, requests_for,
+};
 use super::{Context, Section, verdict};
 
 /// New tokens per burst (full run / short mode). A release server answers thousands a second,
@@ -55,293 +55,11 @@ const BURST_LIMIT_SHORT: Duration = Duration::from_secs(3);
 const GAP: Duration = Duration::from_millis(100);
 /// The goal: warm p99 during the burst ≤ this × without it.
 const GOAL: f64 = 2.0;
-/// Tokens minted at once from `/dev/token` (RSA signatures on the server).
-const MINT_CONCURRENCY: usize = 8;
-/// Set-up calls answered "unavailable" are tried this many times in all.
-const SETUP_TRIES: usize = 3;
-/// Any single HTTP call of a row.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
-    let plan = context.plan;
-    let mut results = Vec::new();
-    for kind in StoreKind::for_plan(plan) {
-        eprintln!("  burst: {}", kind.name());
-        let store = RunningStore::start(plan, context.extauthz, kind).await?;
-        let measured = measure(plan, &store).await;
-        store.stop().await;
-        results.push((kind.name(), measured?));
-    }
-    Ok(section(plan, &results))
+    let results = on_each_store(context, "burst", measure).await?;
+    Ok(section(context.plan, &results))
 }
-
-// ---------------------------------------------------------------------------------------------
-// Shared with the revocations row.
-
-/// A store a row runs on: memory, embedded (when the plan measures it), and Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum StoreKind {
-    Memory,
-    Embedded,
-    Redis,
-}
-
-impl StoreKind {
-    pub(super) fn for_plan(plan: &Plan) -> Vec<StoreKind> {
-        let mut kinds = vec![StoreKind::Memory];
-        if plan.embedded {
-            kinds.push(StoreKind::Embedded);
-        }
-        kinds.push(StoreKind::Redis);
-        kinds
-    }
-
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            StoreKind::Memory => "memory",
-            StoreKind::Embedded => "embedded",
-            StoreKind::Redis => "redis",
-        }
-    }
-}
-
-/// A fresh `grantflow-extauthz` on its store (a fresh data folder, a fresh Redis), all of it
-/// stopped and removed when dropped.
-pub(super) struct RunningStore {
-    pub(super) server: Extauthz,
-    pub(super) redis: Option<RedisServer>,
-    _data_dir: Option<DataDir>,
-    /// Names tokens apart between stores and runs.
-    pub(super) run: String,
-}
-
-/// A data folder removed when dropped.
-struct DataDir(PathBuf);
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl RunningStore {
-    pub(super) async fn start(
-        plan: &Plan,
-        binary: &std::path::Path,
-        kind: StoreKind,
-    ) -> Result<RunningStore, BoxError> {
-        let run = format!("{}-{}", kind.name(), std::process::id());
-        match kind {
-            StoreKind::Memory => Ok(RunningStore {
-                server: Extauthz::start(binary, StoreUnderTest::Memory, plan).await?,
-                redis: None,
-                _data_dir: None,
-                run,
-            }),
-            StoreKind::Embedded => {
-                let dir = DataDir(std::env::temp_dir().join(format!(
-                    "grantflow-bench-{}-row-data-{}",
-                    std::process::id(),
-                    next_serial()
-                )));
-                let server =
-                    Extauthz::start(binary, StoreUnderTest::Embedded(&dir.0), plan).await?;
-                Ok(RunningStore {
-                    server,
-                    redis: None,
-                    _data_dir: Some(dir),
-                    run,
-                })
-            }
-            StoreKind::Redis => {
-                let redis = RedisServer::start().await;
-                let server = Extauthz::start(binary, StoreUnderTest::Redis(&redis), plan).await?;
-                Ok(RunningStore {
-                    server,
-                    redis: Some(redis),
-                    _data_dir: None,
-                    run,
-                })
-            }
-        }
-    }
-
-    pub(super) fn redis_port(&self) -> Option<u16> {
-        self.redis.as_ref().map(|redis| redis.port)
-    }
-
-    pub(super) async fn stop(mut self) {
-        self.server.stop().await;
-        if let Some(redis) = &mut self.redis {
-            redis.stop().await;
-        }
-    }
-}
-
-fn next_serial() -> u64 {
-    static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    SERIAL.fetch_add(1, Ordering::Relaxed)
-}
-
-/// One token of its own user, in its own session.
-#[derive(Debug, Clone)]
-pub(super) struct Minted {
-    pub(super) session: String,
-    pub(super) token: String,
-}
-
-/// `count` tokens from the server's `/dev/token` (at `admin`), each of its own user
-/// `{prefix}-u{i}` and session `{prefix}-s{i}`, [`MINT_CONCURRENCY`] at a time; with the admin
-/// app role when `admin_role`.
-pub(super) async fn mint(
-    admin: SocketAddr,
-    prefix: &str,
-    count: usize,
-    admin_role: bool,
-) -> Result<Vec<Minted>, BoxError> {
-    let http = reqwest::Client::new();
-    let minted: Vec<Result<Minted, BoxError>> = futures::stream::iter(0..count)
-        .map(|i| {
-            let http = http.clone();
-            let user = format!("{prefix}-u{i}");
-            let session = format!("{prefix}-s{i}");
-            async move {
-                let url = format!(
-                    "http://{admin}/dev/token?user={user}&session={session}{}",
-                    if admin_role { "&admin=true" } else { "" }
-                );
-                let response = http
-                    .get(url)
-                    .timeout(HTTP_TIMEOUT)
-                    .send()
-                    .await?
-                    .error_for_status()?;
-                let token = response.text().await?.trim().to_owned();
-                Ok(Minted { session, token })
-            }
-        })
-        .buffered(MINT_CONCURRENCY)
-        .collect()
-        .await;
-    minted.into_iter().collect()
-}
-
-/// Each token sent once through Check, one after the other as the main table does (its
-/// signature verified, its session created); all must be allowed. This is set-up, not a
-/// measurement: an answer "unavailable" (503, the store's deadline on a busy machine) or no
-/// answer is tried again, up to [`SETUP_TRIES`] times.
-pub(super) async fn first_sight(
-    client: &Client,
-    requests: &[CheckRequest],
-    what: &str,
-) -> Result<(), BoxError> {
-    let mut client = client.clone();
-    let mut refused = Vec::new();
-    for request in requests {
-        let mut answer = call(&mut client, request.clone()).await;
-        for _ in 1..SETUP_TRIES {
-            if !matches!(answer, Answer::Denied(503) | Answer::Failed) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            answer = call(&mut client, request.clone()).await;
-        }
-        if answer != Answer::Allowed {
-            refused.push(answer);
-        }
-    }
-    if let Some(first) = refused.first() {
-        return Err(format!(
-            "{} of {} {what} tokens were not allowed on first sight (the first: {first:?})",
-            refused.len(),
-            requests.len()
-        )
-        .into());
-    }
-    Ok(())
-}
-
-/// Check requests for tokens, `offset` numbering them apart from others.
-pub(super) fn requests_for(tokens: &[Minted], offset: usize) -> Vec<CheckRequest> {
-    tokens
-        .iter()
-        .enumerate()
-        .map(|(i, minted)| check_request(&minted.token, offset + i))
-        .collect()
-}
-
-/// A client of its own: `work` runs on a fresh single-threaded tokio runtime on its own OS
-/// thread, started at once, so that its work neither waits for nor delays the main load
-/// generator's thread.
-pub(super) struct OwnThread<T> {
-    answer: tokio::sync::oneshot::Receiver<T>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl<T: Send + 'static> OwnThread<T> {
-    pub(super) fn spawn<F, Fut>(name: &str, work: F) -> Result<OwnThread<T>, BoxError>
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = T>,
-    {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a tokio runtime");
-                let _ = done.send(runtime.block_on(work()));
-            })?;
-        Ok(OwnThread { answer, thread })
-    }
-
-    /// Its answer (every piece of work given to it is bounded in time).
-    pub(super) async fn join(self) -> Result<T, BoxError> {
-        let answer = self.answer.await;
-        let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
-        answer.map_err(|_| "a client thread ended without an answer".into())
-    }
-}
-
-/// Busy CPU seconds of the machine that were none of ours (server, this client, Redis): another
-/// process's, as the main table's "not ours".
-pub(super) fn not_ours(used: &CpuUse) -> f64 {
-    (used.machine_busy - used.server - used.client - used.redis.unwrap_or(0.0)).max(0.0)
-}
-
-/// A latency histogram in microseconds, as load.rs keeps them.
-pub(super) fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
-}
-
-pub(super) fn ms(histogram: &Histogram<u64>, q: f64) -> Option<f64> {
-    (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64 / 1000.0)
-}
-
-/// `a / b` when both were measured and `b` is not zero.
-pub(super) fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    }
-}
-
-/// A figure for a table cell: `–` when not measured.
-pub(super) fn cell(value: Option<f64>, decimals: usize) -> String {
-    value.map_or("–".into(), |v| format!("{v:.decimals$}"))
-}
-
-/// Puts `value` under `key` when it was measured (absent, never 0, when not).
-pub(super) fn put(map: &mut Map<String, Value>, key: &str, value: Option<f64>) {
-    if let Some(value) = value.filter(|v| v.is_finite()) {
-        map.insert(key.into(), json!(value));
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The burst row itself.
 
 /// One warm request of the open loop: when it was sent (after the loop's start), how long its
 /// answer took, and what it was.
@@ -793,38 +511,6 @@ mod tests {
         // A later burst's own window wins over an earlier one's "after".
         let bursts = [(s(1.0), s(2.0)), (s(2.5), s(3.0))];
         assert_eq!(classify(s(2.6), &bursts, s(0.1), s(0.0)), Some(true));
-    }
-
-    #[test]
-    fn ratios_and_cells_of_what_was_not_measured() {
-        assert_eq!(ratio(Some(3.0), Some(2.0)), Some(1.5));
-        assert_eq!(ratio(Some(3.0), Some(0.0)), None);
-        assert_eq!(ratio(None, Some(2.0)), None);
-        assert_eq!(cell(None, 2), "–");
-        assert_eq!(cell(Some(1.234), 2), "1.23");
-        let mut map = Map::new();
-        put(&mut map, "a_ms", None);
-        put(&mut map, "b_ms", Some(f64::NAN));
-        put(&mut map, "c_ms", Some(0.5));
-        assert_eq!(Value::Object(map), json!({"c_ms": 0.5}));
-        assert_eq!(ms(&histogram(), 0.99), None);
-    }
-
-    #[test]
-    fn not_ours_is_what_none_of_ours_used() {
-        let used = CpuUse {
-            server: 1.0,
-            client: 0.5,
-            redis: Some(0.25),
-            machine_busy: 2.0,
-        };
-        assert!((not_ours(&used) - 0.25).abs() < 1e-12);
-        let used = CpuUse {
-            redis: None,
-            machine_busy: 1.0,
-            ..used
-        };
-        assert_eq!(not_ours(&used), 0.0);
     }
 
     #[test]

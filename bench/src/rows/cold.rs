@@ -4,21 +4,16 @@
 //! fresh `grantflow-extauthz`; compared with the floor (goal: server CPU ≤ 2× the floor's) and
 //! with the warm run of the same store in the main table.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
-use grantflow_e2e::redis::RedisServer;
-use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 
 use crate::BoxError;
-use crate::cpu::{CpuSample, CpuSource, CpuUse, micros_per};
-use crate::extauthz::{Extauthz, StoreUnderTest};
-use crate::load::{Answer, Client, Measured, call, check_request, connect};
+use crate::cpu::{CpuSample, CpuSource, micros_per};
+use crate::load::{Client, Measured, call, check_request, connect};
 use crate::measure::StoreRun;
 use crate::redis_info::{command_delta, command_stats_of};
 use crate::settings::Plan;
@@ -27,6 +22,7 @@ use super::cluster::{
     describe_commands, describe_not_allowed, finite, ratio, seconds, server_cpu, strip_nulls,
     table_header,
 };
+use super::traffic::{RunningStore, on_each_store};
 use super::{Context, Section, verdict};
 
 /// The goal: cold server CPU per check at most this many times the floor's.
@@ -61,76 +57,29 @@ struct ColdRun {
 }
 
 pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
-    let plan = context.plan;
-    let mut runs = Vec::new();
-    runs.push(cold_store(plan, context, StoreKind::Memory).await?);
-    if plan.embedded {
-        runs.push(cold_store(plan, context, StoreKind::Embedded).await?);
-    }
-    runs.push(cold_store(plan, context, StoreKind::Redis).await?);
+    let runs: Vec<ColdRun> = on_each_store(context, "cold", cold_run)
+        .await?
+        .into_iter()
+        .map(|(_, run)| run)
+        .collect();
     Ok(section(context, &runs))
 }
 
-#[derive(Clone, Copy)]
-enum StoreKind {
-    Memory,
-    Embedded,
-    Redis,
-}
-
-/// A folder removed when dropped (also on error paths).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn cold_store(
-    plan: &Plan,
-    context: &Context<'_>,
-    kind: StoreKind,
-) -> Result<ColdRun, BoxError> {
-    match kind {
-        StoreKind::Memory => cold_run(plan, context, StoreUnderTest::Memory).await,
-        StoreKind::Embedded => {
-            let dir = TempDir(
-                std::env::temp_dir()
-                    .join(format!("grantflow-bench-{}-cold-data", std::process::id())),
-            );
-            let _ = std::fs::remove_dir_all(&dir.0);
-            cold_run(plan, context, StoreUnderTest::Embedded(&dir.0)).await
-        }
-        StoreKind::Redis => {
-            // `RedisServer::start` panics when Redis does not start; in a task of its own that
-            // is this row's error. Killed when dropped.
-            let redis = tokio::spawn(RedisServer::start())
-                .await
-                .map_err(|error| format!("Redis did not start: {error}"))?;
-            cold_run(plan, context, StoreUnderTest::Redis(&redis)).await
-        }
-    }
-}
-
-async fn cold_run(
-    plan: &Plan,
-    context: &Context<'_>,
-    store: StoreUnderTest<'_>,
-) -> Result<ColdRun, BoxError> {
+/// The cold run on `store`'s fresh server (stopped by the caller, also on an error).
+async fn cold_run(plan: &Plan, store: &RunningStore) -> Result<ColdRun, BoxError> {
     let (count, warmup) = sizes(plan);
-    let server = Extauthz::start(context.extauthz, store, plan).await?;
+    let server = &store.server;
     // Minting signs RS256 inside the server: all of it before the CPU is sampled.
     let in_flight = std::thread::available_parallelism().map_or(2, |n| n.get());
     let minting = Instant::now();
-    let run = format!("cold-{}-{}", store.name(), std::process::id());
+    let run = format!("cold-{}", store.run);
     let tokens = server
         .tokens_in_flight(warmup + count, &run, in_flight)
         .await?;
     let mint_per_s = tokens.len() as f64 / minting.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "  {}: {} tokens minted ({mint_per_s:.0}/s)",
-        store.name(),
+        store.kind.name(),
         tokens.len()
     );
     let requests: Vec<CheckRequest> = tokens
@@ -150,14 +99,14 @@ async fn cold_run(
     if warm.allowed == 0 {
         return Err(format!(
             "{}: no cold check was allowed in the warm-up ({} calls); see {}",
-            store.name(),
+            store.kind.name(),
             warm.calls,
             server.log.display()
         )
         .into());
     }
 
-    let ports = store.redis_ports();
+    let ports: Vec<u16> = store.redis_port().into_iter().collect();
     let commands_before = (!ports.is_empty()).then(|| command_stats_of(&ports));
     let source = CpuSource::Process(server.pid);
     let before = CpuSample::take(source, ports.iter().copied());
@@ -170,7 +119,7 @@ async fn cold_run(
     };
     eprintln!(
         "  {} cold: {:.0} checks/s, p50 {:.2} ms, p99 {:.2} ms, server {:.1} µs CPU/check, {} of {} allowed",
-        store.name(),
+        store.kind.name(),
         measured.rate(),
         measured.quantile_ms(0.5),
         measured.quantile_ms(0.99),
@@ -179,9 +128,8 @@ async fn cold_run(
         measured.calls
     );
     drop(clients);
-    server.stop().await;
     Ok(ColdRun {
-        store: store.name(),
+        store: store.kind.name(),
         tokens: count,
         warmup_tokens: warmup,
         mint_per_s,
@@ -207,83 +155,26 @@ async fn each_once(
         let requests = requests.clone();
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::new();
+            let mut measured = Measured::empty();
             while Instant::now() < deadline {
                 let Some(request) = requests.get(next.fetch_add(1, Ordering::Relaxed)) else {
                     break;
                 };
                 let sent = Instant::now();
                 let answer = call(&mut client, request.clone()).await;
-                tally.note(answer, sent.elapsed().as_micros() as u64);
+                measured.note(answer, sent.elapsed().as_micros() as u64);
             }
-            tally
+            measured
         }));
     }
-    let mut total = Tally::new();
+    let mut total = Measured::empty();
     for task in tasks {
-        if let Ok(tally) = task.await {
-            total.merge(tally);
+        if let Ok(measured) = task.await {
+            total.merge(measured);
         }
     }
-    total.into_measured(started.elapsed())
-}
-
-/// What the callers of [`each_once`] saw.
-struct Tally {
-    calls: u64,
-    allowed: u64,
-    denied: HashMap<i32, u64>,
-    failed: u64,
-    /// Microseconds.
-    latency: Histogram<u64>,
-}
-
-impl Tally {
-    fn new() -> Tally {
-        Tally {
-            calls: 0,
-            allowed: 0,
-            denied: HashMap::new(),
-            failed: 0,
-            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
-        }
-    }
-
-    fn note(&mut self, answer: Answer, micros: u64) {
-        self.calls += 1;
-        match answer {
-            Answer::Allowed => self.allowed += 1,
-            Answer::Denied(code) => *self.denied.entry(code).or_default() += 1,
-            Answer::Failed => self.failed += 1,
-        }
-        self.latency.saturating_record(micros);
-    }
-
-    fn merge(&mut self, other: Tally) {
-        self.calls += other.calls;
-        self.allowed += other.allowed;
-        for (code, n) in other.denied {
-            *self.denied.entry(code).or_default() += n;
-        }
-        self.failed += other.failed;
-        self.latency
-            .add(&other.latency)
-            .expect("same histogram bounds");
-    }
-
-    fn into_measured(self, elapsed: Duration) -> Measured {
-        Measured {
-            calls: self.calls,
-            allowed: self.allowed,
-            denied: self.denied,
-            failed: self.failed,
-            latency: self.latency,
-            elapsed,
-            cpu: CpuUse::default(),
-            send_lag_p99: None,
-            dropped: 0,
-        }
-    }
+    total.elapsed = started.elapsed();
+    total
 }
 
 fn section(context: &Context<'_>, runs: &[ColdRun]) -> Section {
@@ -444,18 +335,22 @@ fn commands(delta: &[(String, u64, f64)], calls: u64) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+    use crate::load::Answer;
 
     #[test]
     fn tallies_count_every_answer_and_merge() {
-        let mut a = Tally::new();
+        let mut a = Measured::empty();
         a.note(Answer::Allowed, 100);
         a.note(Answer::Denied(401), 200);
-        let mut b = Tally::new();
+        let mut b = Measured::empty();
         b.note(Answer::Failed, 5_000_000);
         b.note(Answer::Denied(401), 300);
         a.merge(b);
-        let measured = a.into_measured(Duration::from_secs(2));
+        a.elapsed = Duration::from_secs(2);
+        let measured = a;
         assert_eq!(
             (measured.calls, measured.allowed, measured.failed),
             (4, 1, 1)

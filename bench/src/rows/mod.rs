@@ -22,6 +22,7 @@ mod envoy_open;
 mod revocations;
 mod sessions;
 mod tenants;
+mod traffic;
 
 use std::path::Path;
 

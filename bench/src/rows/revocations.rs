@@ -22,12 +22,12 @@ use serde_json::{Map, Value, json};
 
 use crate::BoxError;
 use crate::cpu::{CpuSample, CpuSource, micros_per};
-use crate::load::{Answer, call, closed_loop, connect};
+use crate::load::{Answer, closed_loop, connect};
 use crate::settings::Plan;
 
-use super::burst::{
-    OwnThread, RunningStore, StoreKind, cell, first_sight, histogram, mint, ms, not_ours, put,
-    ratio, requests_for,
+use super::traffic::{
+    HTTP_TIMEOUT, OwnThread, RunningStore, SETUP_TRIES, call_patiently, cell, first_sight,
+    histogram, mint, ms, not_ours, on_each_store, put, ratio, requests_for,
 };
 use super::{Context, Section, verdict};
 
@@ -38,21 +38,10 @@ const GOAL_RATE: f64 = 0.9;
 const GOAL_P99: f64 = 1.1;
 /// Revokes per administrator: under the admin API's burst of 60 writes per administrator.
 const WRITES_PER_ADMIN: usize = 50;
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
-/// The check after the run: a 503 or no answer is asked again, this many times in all.
-const SETUP_TRIES: usize = 3;
 
 pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
-    let plan = context.plan;
-    let mut results = Vec::new();
-    for kind in StoreKind::for_plan(plan) {
-        eprintln!("  revocations: {}", kind.name());
-        let store = RunningStore::start(plan, context.extauthz, kind).await?;
-        let measured = measure(plan, &store).await;
-        store.stop().await;
-        results.push((kind.name(), measured?));
-    }
-    Ok(section(plan, &results))
+    let results = on_each_store(context, "revocations", measure).await?;
+    Ok(section(context.plan, &results))
 }
 
 /// The windows of the closed loop: how long each, and in which order (`true`: with
@@ -327,14 +316,13 @@ async fn measure(plan: &Plan, store: &RunningStore) -> Result<RevocationRun, Box
         if !run.revokes.revoked.contains(&minted.session) {
             continue;
         }
-        let mut answer = Answer::Failed;
-        for _ in 0..SETUP_TRIES {
-            answer = call(&mut client, victim_requests[i].clone()).await;
-            if !matches!(answer, Answer::Denied(503) | Answer::Failed) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (answer, _) = call_patiently(
+            &mut client,
+            &victim_requests[i],
+            SETUP_TRIES,
+            Duration::from_millis(50),
+        )
+        .await;
         match answer {
             Answer::Denied(401) => run.refused_after += 1,
             Answer::Allowed => run.allowed_after += 1,

@@ -5,18 +5,16 @@
 //! come from `/dev/token?tenant=<GUID>`. Redis's keys and bytes per tenant: what the
 //! many-tenant store holds beyond the one-tenant store, over the extra tenants.
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use grantflow_e2e::redis::RedisServer;
 use serde_json::{Map, Value, json};
 
-use super::sessions::{
-    Loops, P99_GOAL, Ratios, THROUGHPUT_GOAL, Warm, not_allowed_note, thousands, warm_load,
+use super::sessions::warm::{
+    Loops, P99_GOAL, Ratios, THROUGHPUT_GOAL, Warm, not_allowed_note, warm_load,
 };
+use super::traffic::{RunningStore, StoreKind, cell, dev_tokens, put, thousands};
 use super::{Context, Section};
 use crate::cpu::CpuSource;
-use crate::extauthz::{Extauthz, StoreUnderTest};
+use crate::extauthz::Extauthz;
 use crate::load::Target;
 use crate::redis_info::dbsize;
 use crate::settings::Plan;
@@ -58,33 +56,15 @@ fn tenants_of(tokens: usize, spread: bool) -> Vec<String> {
 
 /// A token per tenant of `tenants` (user `t<i>`, session `<run>-<i>`), from `/dev/token`.
 async fn mint(server: &Extauthz, tenants: &[String], run: &str) -> Result<Vec<String>, BoxError> {
-    let http = reqwest::Client::new();
     let admin = server.admin;
-    let minted: Vec<Result<(usize, String), BoxError>> =
-        futures::stream::iter(tenants.iter().enumerate())
-            .map(|(i, tenant)| {
-                let http = http.clone();
-                let url =
-                    format!("http://{admin}/dev/token?user=t{i}&session={run}-{i}&tenant={tenant}");
-                async move {
-                    let response = http
-                        .get(url)
-                        .timeout(Duration::from_secs(5))
-                        .send()
-                        .await?
-                        .error_for_status()?;
-                    Ok((i, response.text().await?.trim().to_owned()))
-                }
-            })
-            .buffer_unordered(MINT_CONCURRENCY)
-            .collect()
-            .await;
-    let mut tokens = vec![String::new(); tenants.len()];
-    for result in minted {
-        let (i, token) = result?;
-        tokens[i] = token;
-    }
-    Ok(tokens)
+    let urls = tenants
+        .iter()
+        .enumerate()
+        .map(|(i, tenant)| {
+            format!("http://{admin}/dev/token?user=t{i}&session={run}-{i}&tenant={tenant}")
+        })
+        .collect();
+    dev_tokens(urls, MINT_CONCURRENCY).await
 }
 
 /// One load: `tenants.len()` hot tokens over those tenants.
@@ -99,41 +79,31 @@ struct Phase {
 async fn phase(
     context: &Context<'_>,
     loops: &Loops,
-    redis: bool,
+    kind: StoreKind,
     spread: bool,
 ) -> Result<Phase, BoxError> {
     let plan: &Plan = context.plan;
     let tenants = tenants_of(tenant_count(plan), spread);
     let distinct = if spread { tenants.len() } else { 1 };
-    // A fresh Redis each time, so that its keys and bytes are this load's alone.
-    let redis_server = if redis {
-        Some(RedisServer::start().await)
-    } else {
-        None
-    };
-    let store = match &redis_server {
-        Some(server) => StoreUnderTest::Redis(server),
-        None => StoreUnderTest::Memory,
-    };
-    let server = Extauthz::start(context.extauthz, store, plan).await?;
-    let run = format!("tenants-{}-{distinct}-{}", store.name(), std::process::id());
-    let tokens = mint(&server, &tenants, &run).await?;
+    // A fresh server, and a fresh Redis, each time, so that its keys and bytes are this load's
+    // alone.
+    let store = RunningStore::start(plan, context.extauthz, kind).await?;
+    let server = &store.server;
+    let run = format!("tenants-{}-{distinct}-{}", kind.name(), std::process::id());
+    let tokens = mint(server, &tenants, &run).await?;
     let target = Target {
-        name: store.name(),
+        name: kind.name(),
         grpc: server.grpc,
         cpu: CpuSource::Process(server.pid),
-        redis_ports: store.redis_ports(),
+        redis_ports: store.redis_port().into_iter().collect(),
         tokens: &tokens,
         log: Some(&server.log),
     };
-    // On an error the server is killed when dropped and its log stays for the message.
+    // On an error the store is killed when dropped and the server's log stays for the message.
     let warm = warm_load(plan, loops, &target).await?;
-    let redis_keys = redis_server.as_ref().map(|r| dbsize(r.port));
-    let redis_bytes = redis_server.as_ref().map(RedisServer::used_memory);
-    server.stop().await;
-    if let Some(mut redis) = redis_server {
-        redis.stop().await;
-    }
+    let redis_keys = store.redis_port().map(dbsize);
+    let redis_bytes = store.redis.as_ref().map(RedisServer::used_memory);
+    store.stop().await;
     Ok(Phase {
         tenants: distinct,
         warm,
@@ -165,11 +135,12 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
     let loops = Loops::of(plan);
     let count = tenant_count(plan);
     let mut measured = Vec::new();
-    for (store, redis) in [("memory", false), ("redis", true)] {
+    for kind in [StoreKind::Memory, StoreKind::Redis] {
+        let store = kind.name();
         eprintln!("  {store}: {count} hot tokens in 1 tenant");
-        let one = phase(context, &loops, redis, false).await?;
+        let one = phase(context, &loops, kind, false).await?;
         eprintln!("  {store}: {count} hot tokens in {count} tenants");
-        let many = phase(context, &loops, redis, true).await?;
+        let many = phase(context, &loops, kind, true).await?;
         measured.push((store, one, many));
     }
 
@@ -232,12 +203,8 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
             .redis_bytes
             .zip(many.redis_bytes)
             .and_then(|(a, b)| per_extra_tenant((a, one.tenants), (b, many.tenants)));
-        if let Some(keys) = keys {
-            figures.insert("redis_keys_per_tenant".into(), json!(keys));
-        }
-        if let Some(bytes) = bytes {
-            figures.insert("redis_bytes_per_tenant".into(), json!(bytes));
-        }
+        put(&mut figures, "redis_keys_per_tenant", keys);
+        put(&mut figures, "redis_bytes_per_tenant", bytes);
         if keys.is_some() || bytes.is_some() {
             per_tenant = Some((keys, bytes));
         }
@@ -260,13 +227,10 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
         },
     )));
     if let Some((keys, bytes)) = per_tenant {
-        let show = |v: Option<f64>, digits: usize| {
-            v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
-        };
         markdown.push_str(&format!(
             "\nRedis per extra tenant: {} keys, {} bytes.\n",
-            show(keys, 2),
-            show(bytes, 0)
+            cell(keys, 2),
+            cell(bytes, 0)
         ));
     }
     Ok(Section {
