@@ -2,18 +2,20 @@
 //! client over a fixed set of keep-alive connections, each driven by its own task.
 //!
 //! A pacer thread (`std::thread::sleep`, finer than tokio's millisecond timer) hands each
-//! request at its scheduled time to a bounded queue; an idle connection takes it at once. When
-//! every connection is busy the request waits in the queue (its latency from its schedule
-//! counts the wait), and when [`QUEUE`] wait already it is dropped and counted. The requests
-//! are built once per token ([`Requests`]): each send clones a URI and a header map, nothing
-//! is parsed. Answers are tallied in place (one shared, uncontended lock), not sent anywhere.
+//! request at its scheduled time to an idle connection (its own one-slot channel: one wake per
+//! request). When every connection is busy the request waits in a queue that a connection
+//! empties before it is idle again (its latency from its schedule counts the wait), and when
+//! [`QUEUE`] wait already it is dropped and counted ([`Dispatch`], one lock). The requests are
+//! built once per token ([`Requests`]): each send clones a URI and a header map, nothing is
+//! parsed. Answers are tallied in place (one shared, uncontended lock), not sent anywhere.
 //!
 //! reqwest's pool cost ~105–135 µs of CPU per request in release, ten times wrk's, and
 //! saturated the 2-core machine at the row's rate; this is the same work without the pool,
 //! the timeouts per request, the URL handling and the task per request.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -25,7 +27,7 @@ use hyper::header::{ACCEPT, AUTHORIZATION, HOST, HeaderMap, HeaderValue, USER_AG
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::BoxError;
@@ -238,21 +240,20 @@ impl Pool {
         duration: Duration,
     ) -> Result<Load, BoxError> {
         let count = scheduled_count(rate, duration.as_secs_f64());
-        let (jobs, queue) = mpsc::channel::<Job>(QUEUE);
-        let queue = Arc::new(tokio::sync::Mutex::new(queue));
-        let tally = Arc::new(std::sync::Mutex::new(Tally::new()));
+        let dispatch = Arc::new(Mutex::new(Dispatch::new(self.connections.len(), QUEUE)));
+        let tally = Arc::new(Mutex::new(Tally::new()));
         let addr = self.addr;
-        let workers: Vec<JoinHandle<Connection>> = self
-            .connections
-            .drain(..)
-            .map(|mut connection| {
-                let (queue, tally, requests) = (queue.clone(), tally.clone(), requests.clone());
-                tokio::spawn(async move {
+        let mut senders = Vec::with_capacity(self.connections.len());
+        let mut workers: Vec<JoinHandle<Connection>> = Vec::new();
+        for (id, mut connection) in self.connections.drain(..).enumerate() {
+            // Holds one job at most: the pacer sends only to a connection marked idle.
+            let (sender, mut jobs) = mpsc::channel::<Job>(1);
+            senders.push(sender);
+            let (dispatch, tally, requests) = (dispatch.clone(), tally.clone(), requests.clone());
+            workers.push(tokio::spawn(async move {
+                while let Some(mut job) = jobs.recv().await {
+                    // Then whatever waits in the queue, until it is empty: idle again.
                     loop {
-                        // One idle connection waits on the queue, the others on the lock
-                        // (in turn: tokio's lock is fair).
-                        let job = queue.lock().await.recv().await;
-                        let Some(job) = job else { break };
                         let sent = Instant::now();
                         let outcome = connection.send(requests.get(job.index)).await;
                         let finished = Instant::now();
@@ -261,14 +262,23 @@ impl Pool {
                             tally.record(job.due, sent, finished, outcome);
                             tally.replaced += u64::from(replaced);
                         }
+                        let next = dispatch.lock().ok().and_then(|mut d| d.next(id));
+                        match next {
+                            Some(next) => job = next,
+                            None => break,
+                        }
                     }
-                    connection
-                })
-            })
-            .collect();
+                }
+                connection
+            }));
+        }
         let started = Instant::now();
-        let pacer = tokio::task::spawn_blocking(move || pace(started, rate, count, &jobs));
-        // The pacer drops its sender when done: the workers empty the queue and stop.
+        let pacer = {
+            let dispatch = dispatch.clone();
+            // The senders go with the pacer: when it is done, each connection's task ends
+            // once it has nothing left to do.
+            tokio::task::spawn_blocking(move || pace(started, rate, count, &dispatch, &senders))
+        };
         let pacing = pacer.await.map_err(|e| format!("the pacer failed: {e}"));
         for worker in workers {
             match worker.await {
@@ -301,15 +311,67 @@ impl Pool {
 }
 
 /// A scheduled request: which one, and when it was due.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct Job {
     index: u64,
     due: Instant,
 }
 
+/// Which connections are idle, and the requests waiting for one. Never both: a request finds
+/// an idle connection or waits, a connection done with a request takes a waiting one or goes
+/// idle, each under the same lock.
+struct Dispatch {
+    /// Idle connections, the last one idle on top (its socket is warm).
+    idle: Vec<usize>,
+    waiting: VecDeque<Job>,
+    bound: usize,
+}
+
+/// Where a scheduled request goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Handed {
+    /// To this idle connection.
+    To(usize, Job),
+    /// Into the queue: every connection is busy.
+    Queued,
+    /// Nowhere: every connection is busy and the queue is full.
+    Dropped,
+}
+
+impl Dispatch {
+    /// `connections` idle ones, at most `bound` requests waiting.
+    fn new(connections: usize, bound: usize) -> Dispatch {
+        Dispatch {
+            idle: (0..connections).rev().collect(),
+            waiting: VecDeque::with_capacity(bound),
+            bound,
+        }
+    }
+
+    fn offer(&mut self, job: Job) -> Handed {
+        if let Some(connection) = self.idle.pop() {
+            Handed::To(connection, job)
+        } else if self.waiting.len() < self.bound {
+            self.waiting.push_back(job);
+            Handed::Queued
+        } else {
+            Handed::Dropped
+        }
+    }
+
+    /// Connection `connection` is done: the longest-waiting request, or it is idle.
+    fn next(&mut self, connection: usize) -> Option<Job> {
+        let job = self.waiting.pop_front();
+        if job.is_none() {
+            self.idle.push(connection);
+        }
+        job
+    }
+}
+
 /// What the pacer saw.
 struct Pacing {
-    /// Requests that found the queue full (or closed).
+    /// Requests that found every connection busy and the queue full.
     dropped: u64,
     /// How late each request was handed over against its schedule (the pacer's own lateness,
     /// no queueing), microseconds.
@@ -318,9 +380,16 @@ struct Pacing {
     late: u64,
 }
 
-/// Hands requests `0..count` to `jobs` at `rate` from `started`, sleeping until each one is
-/// due; a full queue drops the request. Runs on its own thread.
-fn pace(started: Instant, rate: u32, count: u64, jobs: &mpsc::Sender<Job>) -> Pacing {
+/// Hands requests `0..count` over at `rate` from `started`, sleeping until each one is due:
+/// to an idle connection (through its sender), else into the queue, else dropped. Runs on its
+/// own thread.
+fn pace(
+    started: Instant,
+    rate: u32,
+    count: u64,
+    dispatch: &Mutex<Dispatch>,
+    connections: &[mpsc::Sender<Job>],
+) -> Pacing {
     let mut pacing = Pacing {
         dropped: 0,
         lag: histogram(),
@@ -337,13 +406,19 @@ fn pace(started: Instant, rate: u32, count: u64, jobs: &mpsc::Sender<Job>) -> Pa
         if lag > LATE {
             pacing.late += 1;
         }
-        match jobs.try_send(Job { index, due }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => pacing.dropped += 1,
-            Err(TrySendError::Closed(_)) => {
-                pacing.dropped += count - index;
-                break;
+        let handed = match dispatch.lock() {
+            Ok(mut dispatch) => dispatch.offer(Job { index, due }),
+            Err(_) => Handed::Dropped,
+        };
+        match handed {
+            Handed::To(connection, job) => {
+                // An idle connection's channel is empty; a closed one (its task ended) drops.
+                if connections[connection].try_send(job).is_err() {
+                    pacing.dropped += 1;
+                }
             }
+            Handed::Queued => {}
+            Handed::Dropped => pacing.dropped += 1,
         }
     }
     pacing
@@ -488,31 +563,72 @@ mod tests {
         assert_eq!(due_after(1, 4000), Duration::from_micros(250));
     }
 
-    #[test]
-    fn a_full_queue_drops_and_counts() {
-        // Nobody takes from the queue: the first `bound` wait, in order, the rest are dropped.
-        let bound = 8;
-        let (jobs, mut queue) = mpsc::channel::<Job>(bound);
-        let started = Instant::now();
-        let pacing = pace(started, 1_000_000, 100, &jobs);
-        assert_eq!(pacing.dropped, 92);
-        assert_eq!(pacing.lag.len(), 100);
-        let mut waiting = Vec::new();
-        while let Ok(job) = queue.try_recv() {
-            waiting.push(job);
+    fn job(index: u64) -> Job {
+        Job {
+            index,
+            due: Instant::now(),
         }
-        let indices: Vec<u64> = waiting.iter().map(|job| job.index).collect();
-        assert_eq!(indices, (0..8).collect::<Vec<u64>>());
-        assert!(waiting.windows(2).all(|w| w[0].due < w[1].due));
-        assert_eq!(waiting[3].due, started + due_after(3, 1_000_000));
     }
 
     #[test]
-    fn a_closed_queue_drops_the_rest() {
-        let (jobs, queue) = mpsc::channel::<Job>(QUEUE);
-        drop(queue);
-        let pacing = pace(Instant::now(), 1_000_000, 10, &jobs);
-        assert_eq!(pacing.dropped, 10);
+    fn an_idle_connection_takes_a_request_else_it_waits_within_the_bound() {
+        let mut dispatch = Dispatch::new(2, 2);
+        assert!(matches!(
+            dispatch.offer(job(0)),
+            Handed::To(0, Job { index: 0, .. })
+        ));
+        assert!(matches!(
+            dispatch.offer(job(1)),
+            Handed::To(1, Job { index: 1, .. })
+        ));
+        assert_eq!(dispatch.offer(job(2)), Handed::Queued);
+        assert_eq!(dispatch.offer(job(3)), Handed::Queued);
+        assert_eq!(dispatch.offer(job(4)), Handed::Dropped);
+        // Connection 1 is done: it takes the longest-waiting request, then the next.
+        assert_eq!(dispatch.next(1).map(|job| job.index), Some(2));
+        assert_eq!(dispatch.next(1).map(|job| job.index), Some(3));
+        // Nothing waits: connection 1 is idle, and takes the next request.
+        assert_eq!(dispatch.next(1), None);
+        assert!(matches!(
+            dispatch.offer(job(5)),
+            Handed::To(1, Job { index: 5, .. })
+        ));
+        assert_eq!(dispatch.next(0), None);
+        assert_eq!(dispatch.next(1), None);
+        assert!(dispatch.waiting.is_empty());
+        assert_eq!(dispatch.idle, vec![0, 1]);
+    }
+
+    #[test]
+    fn the_pacer_drops_beyond_the_queue_and_counts() {
+        // Two connections whose tasks never answer: two requests go to them, `bound` wait, in
+        // order, the rest are dropped.
+        let dispatch = Mutex::new(Dispatch::new(2, 8));
+        let channels: Vec<_> = (0..2).map(|_| mpsc::channel::<Job>(1)).collect();
+        let senders: Vec<_> = channels.iter().map(|(sender, _)| sender.clone()).collect();
+        let started = Instant::now();
+        let pacing = pace(started, 1_000_000, 100, &dispatch, &senders);
+        assert_eq!(pacing.dropped, 90);
+        assert_eq!(pacing.lag.len(), 100);
+        let mut channels = channels;
+        let first: Vec<u64> = channels
+            .iter_mut()
+            .map(|(_, jobs)| jobs.try_recv().unwrap().index)
+            .collect();
+        assert_eq!(first, vec![0, 1]);
+        let dispatch = dispatch.into_inner().unwrap();
+        let waiting: Vec<u64> = dispatch.waiting.iter().map(|job| job.index).collect();
+        assert_eq!(waiting, (2..10).collect::<Vec<u64>>());
+        assert_eq!(dispatch.waiting[3].due, started + due_after(5, 1_000_000));
+    }
+
+    #[test]
+    fn a_closed_connection_drops_its_request() {
+        let dispatch = Mutex::new(Dispatch::new(1, 0));
+        let (sender, jobs) = mpsc::channel::<Job>(1);
+        drop(jobs);
+        let pacing = pace(Instant::now(), 1_000_000, 3, &dispatch, &[sender]);
+        assert_eq!(pacing.dropped, 3);
     }
 
     #[test]
