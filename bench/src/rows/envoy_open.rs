@@ -585,12 +585,13 @@ fn section(saturation: f64, shape: &Shape, runs: &[OpenRun]) -> Section {
          all busy waits in a queue of at most {QUEUE} (its latency from the schedule counts \
          the wait), more are dropped and counted. Each request carries a bearer token of the \
          {tokens} hot ones; latency is from the send to the end of the answer (hdrhistogram), \
-         CPU from `/proc/<pid>/stat` of Envoy, of \
-         the ext_authz server and of this client. {alone}{again}Goal: each store's p99 ≤ {GOAL}× the \
+         send lag from the schedule to the send (the pacer's lateness and the wait for a free \
+         connection; the pacer's alone after the semicolon), CPU from `/proc/<pid>/stat` of \
+         Envoy, of the ext_authz server and of this client. {alone}{again}Goal: each store's p99 ≤ {GOAL}× the \
          no-op's at the same rate, every request answered 2xx.\n\n\
          | through Envoy at {rate}/s | 2xx/s | p50 / p99 / p99.9, ms | p99 ÷ no-op | Envoy CPU \
          µs/request | ext_authz CPU µs/request | client CPU µs/request | not 2xx / failed / \
-         dropped | send lag p99, µs (sends > 1 ms late) | connections opened | cores not ours | goal p99 ≤ {GOAL}× \
+         dropped | send lag p99, µs (sends > 1 ms late; by the pacer) | connections opened | cores not ours | goal p99 ≤ {GOAL}× \
          |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         rate = shape.rate,
         seconds = shape.seconds,
@@ -658,7 +659,12 @@ fn section(saturation: f64, shape: &Shape, runs: &[OpenRun]) -> Section {
             if load.lag.is_empty() {
                 "–".to_owned()
             } else {
-                format!("{} ({})", load.lag.value_at_quantile(0.99), load.late)
+                format!(
+                    "{} ({}; {})",
+                    load.lag.value_at_quantile(0.99),
+                    load.late,
+                    load.pacer_late
+                )
             },
             run.connections_opened
                 .map_or("–".to_owned(), |n| n.to_string()),

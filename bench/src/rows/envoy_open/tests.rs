@@ -146,7 +146,7 @@ fn the_section_has_a_row_per_server_and_figures_with_units() {
     );
     assert!(
         table[2].ends_with(
-            "| 0.50× | 1000.0 | – | 200.0 | 0 / 0 / 0 | 10 (0) | 0 | 0.38 | (no ext_authz) |"
+            "| 0.50× | 1000.0 | – | 200.0 | 0 / 0 / 0 | 10 (0; 0) | 0 | 0.38 | (no ext_authz) |"
         ),
         "{}",
         table[2]
