@@ -19,6 +19,7 @@ mod burst;
 mod cluster;
 mod cold;
 mod envoy_open;
+mod http_load;
 mod revocations;
 mod sessions;
 mod tenants;
