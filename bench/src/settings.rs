@@ -29,7 +29,7 @@ pub struct Settings {
     )]
     pub seconds: f64,
 
-    /// Closed loops: seconds run first and not measured (0–60) [default: 2; 0.5 in the short
+    /// Closed loops: seconds run first and not measured (0–60) [default: 2; 0.25 in the short
     /// mode].
     #[arg(long, env = "BENCH_WARMUP_SECONDS", value_name = "SECONDS")]
     pub warmup_seconds: Option<f64>,
@@ -197,7 +197,7 @@ impl Plan {
             seconds,
             warmup: settings
                 .warmup_seconds
-                .unwrap_or(if short { 0.5 } else { 2.0 })
+                .unwrap_or(if short { 0.25 } else { 2.0 })
                 .clamp(0.0, 60.0),
             concurrency: settings.concurrency.clamp(1, 1024),
             connections: settings.connections.clamp(1, 64),
