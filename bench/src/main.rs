@@ -64,7 +64,7 @@ use crate::measure::{StoreRun, bench_noop, bench_store};
 use crate::redis_info::info_field;
 use crate::report::{Machine, print_envoy_report, print_report};
 use crate::rows::Context;
-use crate::settings::{Plan, Settings};
+use crate::settings::{Plan, Settings, on_path};
 
 /// The development issuer's tenant (`grantflow_extauthz::config::DEV_TENANT`).
 const TENANT: &str = grantflow_extauthz::config::DEV_TENANT;
@@ -240,7 +240,7 @@ async fn run(plan: Plan, extauthz: PathBuf, json: Option<PathBuf>) -> Result<(),
     let mut failed_rows = Vec::new();
     for (i, row) in plan.rows.iter().enumerate() {
         eprintln!("[row {}/{}] {}", i + 1, plan.rows.len(), row.key());
-        match row.run(&context).await {
+        match rows::run(*row, &context).await {
             Ok(section) => {
                 println!("\n{}", section.markdown.trim_end());
                 sections.push((row.key(), section.json));
@@ -274,12 +274,4 @@ async fn run(plan: Plan, extauthz: PathBuf, json: Option<PathBuf>) -> Result<(),
         return Err(format!("rows failed: {}", failed_rows.join("; ")).into());
     }
     Ok(())
-}
-
-/// `name` in a directory of `PATH`.
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }

@@ -8,9 +8,6 @@ use clap::{Parser, ValueEnum};
 
 use std::process::{Command as StdCommand, Stdio};
 
-use crate::on_path;
-use crate::rows::Row;
-
 /// The GrantFlow Check benchmark: the memory store, the embedded store and a real Redis side by
 /// side, next to a no-op ext_authz server, and through Envoy when it and wrk are there.
 ///
@@ -149,6 +146,44 @@ pub struct Settings {
     pub json: Option<PathBuf>,
 }
 
+/// The rows measured after the main tables (`bench/src/rows/`), in the order they run and
+/// print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Row {
+    Cluster,
+    Cold,
+    Sessions,
+    Tenants,
+    Burst,
+    Revocations,
+    EnvoyOpen,
+}
+
+impl Row {
+    pub const ALL: [Row; 7] = [
+        Row::Cluster,
+        Row::Cold,
+        Row::Sessions,
+        Row::Tenants,
+        Row::Burst,
+        Row::Revocations,
+        Row::EnvoyOpen,
+    ];
+
+    /// The key of the row's figures in the JSON report.
+    pub fn key(self) -> &'static str {
+        match self {
+            Row::Cluster => "cluster",
+            Row::Cold => "cold",
+            Row::Sessions => "sessions",
+            Row::Tenants => "tenants",
+            Row::Burst => "burst",
+            Row::Revocations => "revocations",
+            Row::EnvoyOpen => "envoy_open",
+        }
+    }
+}
+
 /// What to run: the settings within their bounds, and the tools found.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -284,6 +319,14 @@ pub fn tools(envoy_bin: Option<PathBuf>) -> Option<EnvoyTools> {
         envoy,
         wrk: on_path("wrk")?,
     })
+}
+
+/// `name` in a directory of `PATH`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]

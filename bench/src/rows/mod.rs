@@ -31,54 +31,18 @@ use serde_json::Value;
 
 use crate::BoxError;
 use crate::measure::StoreRun;
-use crate::settings::Plan;
+use crate::settings::{Plan, Row};
 
-/// The rows, in the order they run and print.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Row {
-    Cluster,
-    Cold,
-    Sessions,
-    Tenants,
-    Burst,
-    Revocations,
-    EnvoyOpen,
-}
-
-impl Row {
-    pub const ALL: [Row; 7] = [
-        Row::Cluster,
-        Row::Cold,
-        Row::Sessions,
-        Row::Tenants,
-        Row::Burst,
-        Row::Revocations,
-        Row::EnvoyOpen,
-    ];
-
-    /// The key of the row's figures in the JSON report.
-    pub fn key(self) -> &'static str {
-        match self {
-            Row::Cluster => "cluster",
-            Row::Cold => "cold",
-            Row::Sessions => "sessions",
-            Row::Tenants => "tenants",
-            Row::Burst => "burst",
-            Row::Revocations => "revocations",
-            Row::EnvoyOpen => "envoy_open",
-        }
-    }
-
-    pub async fn run(self, context: &Context<'_>) -> Result<Section, BoxError> {
-        match self {
-            Row::Cluster => cluster::run(context).await,
-            Row::Cold => cold::run(context).await,
-            Row::Sessions => sessions::run(context).await,
-            Row::Tenants => tenants::run(context).await,
-            Row::Burst => burst::run(context).await,
-            Row::Revocations => revocations::run(context).await,
-            Row::EnvoyOpen => envoy_open::run(context).await,
-        }
+/// Measures `row` ([`Row`] names them, in `settings.rs`, where `--rows` chooses them).
+pub async fn run(row: Row, context: &Context<'_>) -> Result<Section, BoxError> {
+    match row {
+        Row::Cluster => cluster::run(context).await,
+        Row::Cold => cold::run(context).await,
+        Row::Sessions => sessions::run(context).await,
+        Row::Tenants => tenants::run(context).await,
+        Row::Burst => burst::run(context).await,
+        Row::Revocations => revocations::run(context).await,
+        Row::EnvoyOpen => envoy_open::run(context).await,
     }
 }
 
