@@ -1,5 +1,6 @@
-//! Check requests as Envoy sends them, the gRPC clients, and the two load shapes: a closed loop
-//! (a fixed number of calls in flight) and an open loop (a fixed request rate).
+//! Check requests as Envoy sends them, the gRPC clients and calls (once, or patiently for
+//! set-up), and the two load shapes: a closed loop (a fixed number of calls in flight) and an
+//! open loop (a fixed request rate).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -125,6 +126,25 @@ pub async fn call(client: &mut Client, request: CheckRequest) -> Answer {
     answer(tokio::time::timeout(CALL_TIMEOUT, client.check(request)).await)
 }
 
+/// `request` through Check, sent again while the answer is "unavailable" (503: the store's
+/// deadline overrun on a busy machine) or there is none, `tries` calls at most with `pause`
+/// before each new one: the last answer and the calls made. For set-up, not measurements.
+pub async fn call_patiently(
+    client: &mut Client,
+    request: &CheckRequest,
+    tries: usize,
+    pause: Duration,
+) -> (Answer, usize) {
+    let mut answer = call(client, request.clone()).await;
+    let mut calls = 1;
+    while calls < tries && matches!(answer, Answer::Denied(503) | Answer::Failed) {
+        tokio::time::sleep(pause).await;
+        answer = call(client, request.clone()).await;
+        calls += 1;
+    }
+    (answer, calls)
+}
+
 /// What one loop measured.
 pub struct Measured {
     pub calls: u64,
@@ -188,7 +208,9 @@ impl Measured {
 }
 
 /// `concurrency` callers, each sending its next request when the previous answered, for
-/// `duration` (and at most `max_calls` calls in all).
+/// `duration` and at most `max_calls` calls in all. The calls take `requests` in turn, cycling
+/// ([`nth_request`]): with `max_calls` at most `requests.len()`, every request is sent at most
+/// once.
 pub async fn closed_loop(
     clients: &[Client],
     requests: &Arc<Vec<CheckRequest>>,
@@ -206,10 +228,12 @@ pub async fn closed_loop(
         let issued = issued.clone();
         tasks.push(tokio::spawn(async move {
             let mut measured = Measured::empty();
-            let mut next = worker;
-            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_calls {
-                let request = requests[next % requests.len()].clone();
-                next += concurrency;
+            while Instant::now() < deadline {
+                let issue = issued.fetch_add(1, Ordering::Relaxed);
+                let Some(index) = nth_request(issue, requests.len(), max_calls) else {
+                    break;
+                };
+                let request = requests[index].clone();
                 let sent = Instant::now();
                 let answer = call(&mut client, request).await;
                 measured.note(answer, sent.elapsed().as_micros() as u64);
@@ -225,6 +249,12 @@ pub async fn closed_loop(
     }
     total.elapsed = started.elapsed();
     total
+}
+
+/// The request a closed loop's call number `issued` (from 0, in the order the calls are
+/// issued) sends among `len`: `issued mod len`; none once `max_calls` calls are issued.
+fn nth_request(issued: u64, len: usize, max_calls: u64) -> Option<usize> {
+    (issued < max_calls && len > 0).then(|| (issued % len as u64) as usize)
 }
 
 /// `rate` requests per second for `duration`, each sent at its time whatever the answers
@@ -283,4 +313,29 @@ pub struct Target<'a> {
     pub redis_ports: Vec<u16>,
     pub tokens: &'a [String],
     pub log: Option<&'a Path>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_loop_cycles_through_its_requests_up_to_max_calls() {
+        let picks: Vec<Option<usize>> = (0..8).map(|i| nth_request(i, 3, 7)).collect();
+        assert_eq!(
+            picks,
+            [0, 1, 2, 0, 1, 2, 0]
+                .map(Some)
+                .into_iter()
+                .chain([None])
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn max_calls_of_the_request_count_sends_each_once() {
+        let picks: Vec<usize> = (0..10).filter_map(|i| nth_request(i, 4, 4)).collect();
+        assert_eq!(picks, [0, 1, 2, 3]);
+        assert_eq!(nth_request(0, 0, 10), None);
+    }
 }

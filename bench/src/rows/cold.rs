@@ -5,7 +5,6 @@
 //! with the warm run of the same store in the main table.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
@@ -13,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::BoxError;
 use crate::cpu::{CpuSample, CpuSource, micros_per};
-use crate::load::{Client, Measured, call, check_request, connect};
+use crate::load::{Measured, check_request, closed_loop, connect};
 use crate::measure::StoreRun;
 use crate::redis_info::{command_delta, command_stats_of};
 use crate::settings::Plan;
@@ -95,7 +94,15 @@ async fn cold_run(plan: &Plan, store: &RunningStore) -> Result<ColdRun, BoxError
     let limit = Duration::from_secs_f64(plan.seconds);
 
     // Connections, the store (Redis script loaded) and the allocator warmed by cold checks.
-    let warm = each_once(&clients, &warmup_requests, plan.concurrency, limit).await;
+    // Each loop sends every one of its requests once: at most as many calls as requests.
+    let warm = closed_loop(
+        &clients,
+        &warmup_requests,
+        plan.concurrency,
+        limit,
+        warmup_requests.len() as u64,
+    )
+    .await;
     if warm.allowed == 0 {
         return Err(format!(
             "{}: no cold check was allowed in the warm-up ({} calls); see {}",
@@ -110,7 +117,14 @@ async fn cold_run(plan: &Plan, store: &RunningStore) -> Result<ColdRun, BoxError
     let commands_before = (!ports.is_empty()).then(|| command_stats_of(&ports));
     let source = CpuSource::Process(server.pid);
     let before = CpuSample::take(source, ports.iter().copied());
-    let mut measured = each_once(&clients, &measured_requests, plan.concurrency, limit).await;
+    let mut measured = closed_loop(
+        &clients,
+        &measured_requests,
+        plan.concurrency,
+        limit,
+        measured_requests.len() as u64,
+    )
+    .await;
     let after = CpuSample::take(source, ports.iter().copied());
     measured.cpu = after.since(&before);
     let commands = match commands_before {
@@ -136,45 +150,6 @@ async fn cold_run(plan: &Plan, store: &RunningStore) -> Result<ColdRun, BoxError
         measured,
         commands,
     })
-}
-
-/// A closed loop of `concurrency` callers that sends every request of `requests` at most once
-/// (each caller takes the next unsent one), until all are sent or `limit` has passed.
-async fn each_once(
-    clients: &[Client],
-    requests: &Arc<Vec<CheckRequest>>,
-    concurrency: usize,
-    limit: Duration,
-) -> Measured {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let deadline = started + limit;
-    let mut tasks = Vec::with_capacity(concurrency);
-    for worker in 0..concurrency {
-        let mut client = clients[worker % clients.len()].clone();
-        let requests = requests.clone();
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut measured = Measured::empty();
-            while Instant::now() < deadline {
-                let Some(request) = requests.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                    break;
-                };
-                let sent = Instant::now();
-                let answer = call(&mut client, request.clone()).await;
-                measured.note(answer, sent.elapsed().as_micros() as u64);
-            }
-            measured
-        }));
-    }
-    let mut total = Measured::empty();
-    for task in tasks {
-        if let Ok(measured) = task.await {
-            total.merge(measured);
-        }
-    }
-    total.elapsed = started.elapsed();
-    total
 }
 
 fn section(context: &Context<'_>, runs: &[ColdRun]) -> Section {

@@ -16,7 +16,7 @@
 //! - **memory**: its sessions live only inside its process, so its bytes per session are
 //!   measured in this process (RSS before and after seeding a `MemoryStore`).
 //!
-//! The warm load ([`warm`]: [`Loops`], [`warm_load`](warm::warm_load),
+//! The warm load ([`warm`]: [`loops_of`](warm::loops_of), [`warm_load`](warm::warm_load),
 //! [`Warm`](warm::Warm), [`Ratios`]) is shared with the `tenants` row; the
 //! seeding and sizing of the stores are in [`seed`].
 
@@ -28,7 +28,7 @@ pub(super) mod warm;
 use serde_json::{Map, Value, json};
 
 use self::seed::{budget, bytes_per, embedded_size, memory_in_process, redis_sizes, seeded_json};
-use self::warm::{Loops, P99_GOAL, Ratios, THROUGHPUT_GOAL, not_allowed_note};
+use self::warm::{P99_GOAL, Ratios, THROUGHPUT_GOAL, loops_of, not_allowed_note};
 use super::traffic::{cell, put, thousands};
 use super::{Context, Section};
 use crate::BoxError;
@@ -53,7 +53,7 @@ fn live_cell(live: usize, counted: Option<u64>) -> String {
 
 pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
     let plan = context.plan;
-    let loops = Loops::of(plan);
+    let loops = loops_of(plan);
     let large_label = format!("{}", plan.large_sessions);
 
     eprintln!(

@@ -9,13 +9,14 @@ use grantflow_e2e::redis::RedisServer;
 use serde_json::{Map, Value, json};
 
 use super::sessions::warm::{
-    Loops, P99_GOAL, Ratios, THROUGHPUT_GOAL, Warm, not_allowed_note, warm_load,
+    P99_GOAL, Ratios, THROUGHPUT_GOAL, Warm, loops_of, not_allowed_note, warm_load,
 };
 use super::traffic::{RunningStore, StoreKind, cell, dev_tokens, put, thousands};
 use super::{Context, Section};
 use crate::cpu::CpuSource;
 use crate::extauthz::Extauthz;
 use crate::load::Target;
+use crate::measure::Loops;
 use crate::redis_info::dbsize;
 use crate::settings::Plan;
 use crate::{BoxError, TENANT};
@@ -132,7 +133,7 @@ fn phase_json(phase: &Phase) -> Value {
 
 pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
     let plan = context.plan;
-    let loops = Loops::of(plan);
+    let loops = loops_of(plan);
     let count = tenant_count(plan);
     let mut measured = Vec::new();
     for kind in [StoreKind::Memory, StoreKind::Redis] {

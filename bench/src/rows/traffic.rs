@@ -5,8 +5,8 @@
 //!   `sessions` row's data folders);
 //! - tokens from `/dev/token` in parallel ([`dev_tokens`], [`mint`]: `burst`, `revocations`,
 //!   `tenants`) and their Check requests ([`requests_for`]);
-//! - a check asked again while the store is unavailable ([`call_patiently`], [`first_sight`]:
-//!   `burst`, `revocations`, and the `sessions` / `tenants` warm load);
+//! - a check asked again while the store is unavailable ([`call_patiently`] from
+//!   [`crate::load`], [`first_sight`]: `burst`, `revocations`);
 //! - a client on its own thread and runtime ([`OwnThread`]: `burst`, `revocations`);
 //! - figures: [`not_ours`] (CPU of other processes), [`histogram`] / [`ms`], [`ratio`] of two
 //!   measured figures, [`cell`] and [`thousands`] for tables, [`put`] for the JSON (`burst`,
@@ -26,7 +26,9 @@ use serde_json::{Map, Value, json};
 use crate::BoxError;
 use crate::cpu::CpuUse;
 use crate::extauthz::{Extauthz, StoreUnderTest};
-use crate::load::{Answer, Client, call, check_request};
+/// Shared with `revocations` from here, beside [`first_sight`] which uses it.
+pub(super) use crate::load::call_patiently;
+use crate::load::{Answer, Client, check_request};
 use crate::settings::Plan;
 
 use super::Context;
@@ -240,25 +242,6 @@ pub(super) async fn mint(
         .zip(tokens)
         .map(|(session, token)| Minted { session, token })
         .collect())
-}
-
-/// `request` through Check, sent again while the answer is "unavailable" (503: the store's
-/// deadline overrun on a busy machine) or there is none, `tries` calls at most with `pause`
-/// before each new one: the last answer and the calls made. For set-up, not measurements.
-pub(super) async fn call_patiently(
-    client: &mut Client,
-    request: &CheckRequest,
-    tries: usize,
-    pause: Duration,
-) -> (Answer, usize) {
-    let mut answer = call(client, request.clone()).await;
-    let mut calls = 1;
-    while calls < tries && matches!(answer, Answer::Denied(503) | Answer::Failed) {
-        tokio::time::sleep(pause).await;
-        answer = call(client, request.clone()).await;
-        calls += 1;
-    }
-    (answer, calls)
 }
 
 /// Each token sent once through Check, one after the other as the main table does (its

@@ -15,12 +15,13 @@ use grantflow_e2e::redis::RedisServer;
 use serde_json::{Value, json};
 
 use super::SMALL_SESSIONS;
-use super::warm::{Loops, Warm, warm_load};
+use super::warm::{Warm, warm_load};
 use crate::BoxError;
 use crate::cpu::{CpuSource, micros_per};
 use crate::extauthz::{Extauthz, StoreUnderTest};
 use crate::footprint::{Seeded, seed};
 use crate::load::Target;
+use crate::measure::Loops;
 use crate::rows::Context;
 use crate::rows::traffic::DataDir;
 use crate::settings::Plan;

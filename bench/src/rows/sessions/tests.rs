@@ -1,8 +1,9 @@
 //! The `sessions` row's unit tests.
 
 use super::seed::{bytes_per, parse_vm_rss, rss_bytes};
-use super::warm::{Loops, Ratios};
+use super::warm::{Ratios, loops_of};
 use super::*;
+use crate::measure::Loops;
 use crate::settings::Plan;
 
 #[test]
@@ -45,11 +46,11 @@ fn the_short_mode_shortens_the_loops() {
         "2",
     ]))
     .unwrap();
-    let loops = Loops::of(&short);
+    let loops = loops_of(&short);
     assert!(loops.closed <= 0.5 && loops.open <= 0.5 && loops.warmup <= 0.25);
     let full = Plan::new(&crate::settings::Settings::parse_from(["bench"])).unwrap();
     assert_eq!(
-        Loops::of(&full),
+        loops_of(&full),
         Loops {
             warmup: full.warmup,
             closed: full.seconds,

@@ -1,52 +1,34 @@
-//! The warm load the `sessions` and `tenants` rows measure a store with ([`warm_load`]: every
-//! token once, a warm-up, the closed loop and the open loop, CPU around each), how long its
-//! loops run ([`Loops`]), what it measured ([`Warm`]) and one load against another
-//! ([`Ratios`], the goal).
+//! The warm load the `sessions` and `tenants` rows measure a store with ([`warm_load`]: the
+//! main tables' [`load`], every token once, a warm-up, the closed loop and the open loop, CPU
+//! around each), how long its loops run ([`loops_of`]), what it measured ([`Warm`]) and one
+//! load against another ([`Ratios`], the goal).
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use envoy_types::ext_authz::v3::pb::CheckRequest;
 use serde_json::{Map, Value, json};
 
 use crate::BoxError;
-use crate::cpu::{CpuSample, micros_per};
-use crate::load::{Answer, Measured, Target, check_request, closed_loop, connect, open_loop};
-use crate::rows::traffic::call_patiently;
+use crate::cpu::micros_per;
+use crate::load::{Measured, Target};
+use crate::measure::{Loops, load};
 use crate::rows::verdict;
 use crate::settings::Plan;
 
-/// Tries of a token's first check when the server answers 503 (its store deadline overrun).
-const FIRST_SIGHT_TRIES: usize = 4;
 /// The goals: at the large size (or with many tenants) at least this share of the
 /// throughput, and at most this multiple of the p99s.
 pub const THROUGHPUT_GOAL: f64 = 0.9;
 pub const P99_GOAL: f64 = 1.1;
 
-/// How long each warm load runs: the main tables' durations, shortened in the short mode so a
-/// row with four loads stays within a few seconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Loops {
-    pub warmup: f64,
-    pub closed: f64,
-    pub open: f64,
-}
-
-impl Loops {
-    pub fn of(plan: &Plan) -> Loops {
-        if plan.short {
-            Loops {
-                warmup: plan.warmup.min(0.25),
-                closed: (plan.seconds / 4.0).max(0.5),
-                open: (plan.open_seconds / 4.0).max(0.5),
-            }
-        } else {
-            Loops {
-                warmup: plan.warmup,
-                closed: plan.seconds,
-                open: plan.open_seconds,
-            }
+/// How long each warm load runs: the main tables' durations ([`Loops::main`]), shortened in
+/// the short mode so a row with four loads stays within a few seconds.
+pub fn loops_of(plan: &Plan) -> Loops {
+    let main = Loops::main(plan);
+    if plan.short {
+        Loops {
+            warmup: main.warmup.min(0.25),
+            closed: (main.closed / 4.0).max(0.5),
+            open: (main.open / 4.0).max(0.5),
         }
+    } else {
+        main
     }
 }
 
@@ -210,81 +192,14 @@ impl Ratios {
     }
 }
 
-/// The warm load on `target`: every token once (first sight: verified, session created or
-/// found; all must be allowed), a warm-up, the closed loop and the open loop, with CPU around
-/// each loop — as in the main tables, without Envoy.
+/// The warm load on `target`: [`load`] (every token once, a warm-up, the closed loop and the
+/// open loop, with CPU around each loop) as in the main tables, without Envoy.
 pub async fn warm_load(plan: &Plan, loops: &Loops, target: &Target<'_>) -> Result<Warm, BoxError> {
-    let requests: Arc<Vec<CheckRequest>> = Arc::new(
-        target
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, token)| check_request(token, i))
-            .collect(),
-    );
-    let clients = connect(target.grpc, plan.connections).await?;
-    // One at a time, as in the main tables. A 503 (the 50 ms store deadline overrun on a busy
-    // machine) is tried again, a few times at most, and counted: first sight is not measured.
-    let mut first = clients[0].clone();
-    let mut refused = None;
-    let mut retries = 0;
-    for request in requests.iter() {
-        let (answer, calls) = call_patiently(
-            &mut first,
-            request,
-            FIRST_SIGHT_TRIES,
-            Duration::from_millis(20),
-        )
-        .await;
-        retries += calls as u32 - 1;
-        if answer != Answer::Allowed {
-            refused = Some(answer);
-            break;
-        }
-    }
-    if let Some(answer) = refused {
-        return Err(format!(
-            "{}: a token's first check was not allowed ({answer:?}); see {}",
-            target.name,
-            target
-                .log
-                .map_or("its output".into(), |l| l.display().to_string())
-        )
-        .into());
-    }
-    if loops.warmup > 0.0 {
-        closed_loop(
-            &clients,
-            &requests,
-            plan.concurrency,
-            Duration::from_secs_f64(loops.warmup),
-            plan.max_calls,
-        )
-        .await;
-    }
-    let before = CpuSample::take(target.cpu, target.redis_ports.iter().copied());
-    let mut closed = closed_loop(
-        &clients,
-        &requests,
-        plan.concurrency,
-        Duration::from_secs_f64(loops.closed),
-        plan.max_calls,
-    )
-    .await;
-    closed.cpu = CpuSample::take(target.cpu, target.redis_ports.iter().copied()).since(&before);
-    let before = CpuSample::take(target.cpu, target.redis_ports.iter().copied());
-    let mut open = open_loop(
-        &clients,
-        &requests,
-        plan.rate,
-        Duration::from_secs_f64(loops.open),
-    )
-    .await;
-    open.cpu = CpuSample::take(target.cpu, target.redis_ports.iter().copied()).since(&before);
+    let loaded = load(plan, loops, target).await?;
     let warm = Warm {
-        closed,
-        open,
-        first_sight_retries: retries,
+        closed: loaded.closed,
+        open: loaded.open,
+        first_sight_retries: loaded.first_sight_retries,
     };
     eprintln!(
         "  {}: {:.0} checks/s, closed p99 {:.2} ms, open p99 {:.3} ms, server {:.1} µs CPU/check",
