@@ -143,7 +143,10 @@ try {
   const expanded = await page.$eval('#sessions-body tr', (r) => r.dataset.user);
   result.expandMs = await timed(
     page,
-    () => page.locator('#sessions-body tr').first().getByRole('button', { name: /^Show the sessions of/ }).click(),
+    // That user's row by its user, not "the first row": a live event may re-render the
+    // grouped rows between reading the first one and the click (a flaky failure in CI).
+    () => page.locator(`#sessions-body tr[data-user="${expanded}"]`)
+      .getByRole('button', { name: /^Show the sessions of/ }).click(),
     (user) => {
       const rows = [...document.querySelectorAll('#sessions-body tr')];
       return document.getElementById('sessions-table').dataset.mode === 'sessions'
