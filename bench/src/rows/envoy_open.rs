@@ -19,22 +19,21 @@
 //! per request, its send lag).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grantflow_e2e::redis::RedisServer;
 use serde_json::{Map, Value, json};
 
 use crate::cpu::{CpuSource, machine_cpu, micros_per, process_cpu, redis_cpu};
 use crate::envoy::EnvoyProcess;
-use crate::extauthz::{Extauthz, StoreUnderTest};
 use crate::load::{Answer, call, check_request, connect};
 use crate::noop::{NOOP_THREADS, NoopServer};
 use crate::settings::{EnvoyTools, Plan};
 use crate::{BoxError, USER_AGENT};
 
 use super::http_load::{CONNECTIONS, Load, Outcome, Pool, QUEUE, Requests, quantile_ms};
+use super::traffic::{RunningStore, StoreKind};
 use super::{Context, Section, verdict};
 
 /// Each store's p99 at most this many times the no-op's, at the same rate.
@@ -78,13 +77,9 @@ pub async fn run(context: &Context<'_>) -> Result<Section, BoxError> {
         runs.push(alone_through_envoy(plan, tools, &shape).await?);
     }
     runs.push(noop_through_envoy(plan, tools, &shape, Role::Floor).await?);
-    runs.push(store_through_envoy(plan, context.extauthz, tools, &shape, Store::Memory).await?);
-    if plan.embedded {
-        runs.push(
-            store_through_envoy(plan, context.extauthz, tools, &shape, Store::Embedded).await?,
-        );
+    for kind in StoreKind::for_plan(plan) {
+        runs.push(store_through_envoy(plan, context.extauthz, tools, &shape, kind).await?);
     }
-    runs.push(store_through_envoy(plan, context.extauthz, tools, &shape, Store::Redis).await?);
     if shape.noop_again {
         runs.push(noop_through_envoy(plan, tools, &shape, Role::Noise).await?);
     }
@@ -151,13 +146,6 @@ impl Shape {
             }
         }
     }
-}
-
-#[derive(Clone, Copy)]
-enum Store {
-    Memory,
-    Embedded,
-    Redis,
 }
 
 /// What a run is there for.
@@ -254,59 +242,36 @@ async fn noop_through_envoy(
     measured
 }
 
-/// Removes a data folder when dropped (also when a step fails).
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 async fn store_through_envoy(
     plan: &Plan,
     binary: &Path,
     tools: &EnvoyTools,
     shape: &Shape,
-    store: Store,
+    kind: StoreKind,
 ) -> Result<OpenRun, BoxError> {
-    let data_dir = RemoveDir(
-        std::env::temp_dir().join(format!("grantflow-bench-{}-open-data", std::process::id())),
-    );
-    // A fresh Redis, stopped when dropped.
-    let redis = match store {
-        Store::Redis => Some(RedisServer::start().await),
-        Store::Memory | Store::Embedded => None,
-    };
-    let under_test = match (store, &redis) {
-        (Store::Redis, Some(redis)) => StoreUnderTest::Redis(redis),
-        (Store::Embedded, _) => StoreUnderTest::Embedded(&data_dir.0),
-        _ => StoreUnderTest::Memory,
-    };
-    let name = under_test.name();
+    let name = kind.name();
     eprintln!("  {name}");
-    // Killed when dropped.
-    let extauthz = Extauthz::start(binary, under_test, plan).await?;
-    let run = format!("open-{name}-{}", std::process::id());
-    let tokens = extauthz.tokens(plan.tokens, &run).await?;
+    // A fresh extauthz (and data folder or Redis), killed and removed when dropped.
+    let store = RunningStore::start(plan, binary, kind).await?;
+    let extauthz = &store.server;
+    let tokens = extauthz
+        .tokens(plan.tokens, &format!("open-{}", store.run))
+        .await?;
     let server = Server {
         key: name,
         label: name,
         role: Role::Store,
         grpc: Some(extauthz.grpc),
         cpu: Some(CpuSource::Process(extauthz.pid)),
-        redis_port: redis.as_ref().map(|redis| redis.port),
+        redis_port: store.redis_port(),
         tokens,
         log: Some(&extauthz.log),
     };
     let measured = through_envoy_open(tools, shape, &server).await;
     drop(server);
-    // Keep the log when the run failed: the error names it.
+    // Keep the log when the run failed: the error names it (the store is killed as dropped).
     if measured.is_ok() {
-        extauthz.stop().await;
-    }
-    if let Some(mut redis) = redis {
-        redis.stop().await;
+        store.stop().await;
     }
     measured
 }
