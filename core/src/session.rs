@@ -109,6 +109,8 @@ pub fn capped_user_agent(user_agent: &str) -> &str {
     &user_agent[..end]
 }
 
+/// The dashboard's label of a user agent ("Chrome on Windows 10"): browser and OS as far as
+/// woothee knows them; `None` when it knows neither.
 ///
 /// Parsing a user agent runs woothee's rule set (~100 000 instructions, about as much as the
 /// whole rest of a new session's check), and most sessions share a handful of agents: labels

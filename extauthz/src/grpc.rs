@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use envoy_types::ext_authz::v3::pb::CheckResponse;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
@@ -21,7 +22,7 @@ use crate::check_wire::CheckRequest;
 use crate::request::read_check_request;
 use crate::response::check_response;
 
-/// The gRPC method path Envoy calls.
+/// The gRPC method path Envoy calls: `/{SERVICE_NAME}/Check`.
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 pub struct CheckService {
@@ -62,7 +63,7 @@ impl AuthorizationServer {
 }
 
 impl NamedService for AuthorizationServer {
-    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+    const NAME: &'static str = authorization_server::SERVICE_NAME;
 }
 
 /// The `Check` method as a unary gRPC service.
@@ -103,5 +104,18 @@ where
             let codec = tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default();
             Ok(Grpc::new(codec).unary(method, request).await)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_check_path_is_the_generated_services_method() {
+        assert_eq!(
+            CHECK_PATH,
+            format!("/{}/Check", authorization_server::SERVICE_NAME)
+        );
     }
 }
