@@ -64,3 +64,21 @@ export function scriptTools(name, artifacts) {
   };
   return { log, shot, check };
 }
+
+/// Runs a browser script's `body` in a fresh Chromium (`options` as for `openChromium`): what
+/// `body` returns goes to stdout as one JSON line; an error is logged with a `failure`
+/// screenshot and fails the script (exit code 1); Chromium is closed in every case.
+export async function runInChromium({ log, shot }, options, body) {
+  let browser;
+  try {
+    browser = await openChromium(options);
+    const result = await body(browser);
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  } catch (err) {
+    log('FAILED:', err?.stack ?? err);
+    if (browser?.page) await shot(browser.page, 'failure').catch(() => {});
+    process.exitCode = 1;
+  } finally {
+    await browser?.close();
+  }
+}

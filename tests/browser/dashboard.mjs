@@ -11,7 +11,7 @@
 // bounded; any failure exits non-zero with the reason and a screenshot of the moment.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { openChromium, scriptTools } from './chromium.mjs';
+import { runInChromium, scriptTools } from './chromium.mjs';
 
 // playwright-core is pinned and installed in tests/issuer (scripts/install-test-tools.sh).
 
@@ -29,13 +29,8 @@ async function throughEnvoy(token, accept = 'application/json') {
   return { status: res.status, body: await res.text() };
 }
 
-let browser;
-let page;
 const result = { latenciesMs: [], screenshots: [] };
-try {
-  browser = await openChromium({ executablePath: input.chromium, wait: WAIT });
-  const { context, consoleErrors } = browser;
-  page = browser.page;
+await runInChromium({ log, shot }, { executablePath: input.chromium, wait: WAIT }, async ({ context, page, consoleErrors }) => {
 
   // 1. Sign in: dashboard → issuer /authorize (auto-approved) → back with a code → token.
   await page.goto(input.dashboardUrl);
@@ -257,11 +252,5 @@ try {
   result.screenshots.push(await shot(page, '07-signed-out'));
 
   check(consoleErrors.length === 0, `no console errors (a CSP violation would be one): ${consoleErrors.join(' | ')}`);
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-} catch (err) {
-  log('FAILED:', err?.stack ?? err);
-  if (page) await shot(page, 'failure').catch(() => {});
-  process.exitCode = 1;
-} finally {
-  await browser?.close();
-}
+  return result;
+});

@@ -9,7 +9,7 @@
 // first rows, each round trip, the tab's JS heap (CDP Performance.getMetrics JSHeapUsedSize
 // after a garbage collection, and performance.memory). Every wait is bounded; one JSON
 // result line on stdout; a screenshot of any failure.
-import { openChromium, scriptTools } from './chromium.mjs';
+import { runInChromium, scriptTools } from './chromium.mjs';
 
 const input = JSON.parse(process.env.GRANTFLOW_BROWSER_INPUT ?? '{}');
 const WAIT = 30_000;
@@ -25,13 +25,8 @@ async function timed(page, act, done, arg) {
   return Date.now() - began;
 }
 
-let browser;
-let page;
 const result = { size: input.size, screenshots: [] };
-try {
-  browser = await openChromium({ executablePath: input.chromium, wait: WAIT, viewport: { width: 1360, height: 900 }, extraArgs: ['--enable-precise-memory-info'] });
-  const { context, consoleErrors } = browser;
-  page = browser.page;
+await runInChromium({ log, shot }, { executablePath: input.chromium, wait: WAIT, viewport: { width: 1360, height: 900 }, extraArgs: ['--enable-precise-memory-info'] }, async ({ context, page, consoleErrors }) => {
 
   // 1. Sign in; the first page of sessions shows. Time to first rows: from the start of the
   //    page load after the sign-in redirect to the first render of the rows (the dashboard
@@ -158,11 +153,5 @@ try {
   check(await page.isVisible('#session-user'), 'the user chip shows');
 
   check(consoleErrors.length === 0, `no console errors (a CSP violation would be one): ${consoleErrors.join(' | ')}`);
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-} catch (err) {
-  log('FAILED:', err?.stack ?? err);
-  if (page) await shot(page, 'failure').catch(() => {});
-  process.exitCode = 1;
-} finally {
-  await browser?.close();
-}
+  return result;
+});

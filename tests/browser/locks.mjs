@@ -7,7 +7,7 @@
 //   { dashboardUrl, envoyUrl, user, userToken: {sid, token}, freshToken: {sid, token},
 //     message, artifacts, chromium }
 // Prints progress on stderr and one JSON result line on stdout; every wait is bounded.
-import { openChromium, scriptTools } from './chromium.mjs';
+import { runInChromium, scriptTools } from './chromium.mjs';
 
 const input = JSON.parse(process.env.GRANTFLOW_BROWSER_INPUT ?? '{}');
 const WAIT = 10_000;
@@ -25,13 +25,8 @@ function local(date) {
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
 }
 
-let browser;
-let page;
 const result = { screenshots: [] };
-try {
-  browser = await openChromium({ executablePath: input.chromium, wait: WAIT });
-  const { context, consoleErrors } = browser;
-  page = browser.page;
+await runInChromium({ log, shot }, { executablePath: input.chromium, wait: WAIT }, async ({ context, page, consoleErrors }) => {
 
   // 1. Sign in, and the user's request through Envoy shows their session.
   await page.goto(input.dashboardUrl);
@@ -113,11 +108,5 @@ try {
   result.screenshots.push(await shot(page, '04-audit'));
 
   check(consoleErrors.length === 0, `no console errors: ${consoleErrors.join(' | ')}`);
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-} catch (err) {
-  log('FAILED:', err?.stack ?? err);
-  if (page) await shot(page, 'failure').catch(() => {});
-  process.exitCode = 1;
-} finally {
-  await browser?.close();
-}
+  return result;
+});
